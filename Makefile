@@ -1,0 +1,33 @@
+# The two commands: `make demo` and `make test`. Each builds .venv (Python 3.10) on first use and
+# reinstalls only when pyproject.toml changes.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/respike-nm
+STAMP := $(VENV)/.respike-installed
+DEMO_OUT ?= demo_out
+# Real clips for checks (never part of the repository); the data demo uses them when present.
+RESPIKE_REALDATA ?= $(wildcard ../shared/realdata)
+export RESPIKE_REALDATA
+
+.PHONY: demo test bench lint venv clean
+
+$(STAMP): pyproject.toml tools/bootstrap_venv.sh
+	@bash tools/bootstrap_venv.sh $(VENV)
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	@bash tools/demo.sh $(CLI) $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check respike_nm conversion hw_profiles tests bench
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

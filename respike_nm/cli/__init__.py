@@ -1,0 +1,1 @@
+"""The ``respike-nm`` command line: the only place that parses arguments and prints."""

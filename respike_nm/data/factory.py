@@ -1,0 +1,87 @@
+"""Datasets by name: the one place that maps ``--dataset NAME`` to a dataset object."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from respike_nm.data.cache import CacheItem, H5ClipDataset, video_items
+from respike_nm.data.datasets import (
+    ClipDataset,
+    Partition,
+    SyntheticClipDataset,
+    VideoClipDataset,
+    check_videos,
+)
+from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
+from respike_nm.data.splits import build_index
+from respike_nm.data.synthetic import SyntheticMotionConfig, SyntheticMotionVideos
+
+VIDEO_DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
+DATASETS = ("synthetic-motion", *VIDEO_DATASETS, "cache")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a dataset's clips come from. ``root``: the dataset folder (the .h5 file for
+    ``cache``); ``split``: official split number (UCF-101/HMDB-51); ``seed``: the folder split's
+    and synthetic generator's seed."""
+
+    name: str = "synthetic-motion"
+    root: Path | None = None
+    split: int = 1
+    seed: int = 0
+    synthetic: SyntheticMotionConfig = field(default_factory=SyntheticMotionConfig)
+
+    def __post_init__(self):
+        if self.name not in DATASETS:
+            raise ValueError(f"unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}")
+        if self.name != "synthetic-motion" and self.root is None:
+            raise ValueError(f"dataset {self.name!r} needs a data root (--data-root)")
+
+
+def video_index(source: DataSource) -> DatasetIndex:
+    kwargs = {"split": source.split} if source.name in ("ucf101", "hmdb51") else {}
+    if source.name == "folder":
+        kwargs = {"seed": source.seed}
+    return build_index(source.name, source.root, **kwargs)
+
+
+def make_dataset(source: DataSource, partition: Partition, spec: ClipSpec, train: bool,
+                 seed: int = 0, check_files: bool = False) -> tuple[ClipDataset, tuple[str, ...],
+                                                                      tuple[Skipped, ...]]:
+    """A clip dataset with its class names and the inputs skipped while building it."""
+    if source.name == "synthetic-motion":
+        videos = SyntheticMotionVideos(source.synthetic, partition)
+        return SyntheticClipDataset(videos, spec, train, seed), tuple(videos.classes), ()
+    if source.name == "cache":
+        ds = H5ClipDataset(source.root, partition, spec, train, seed)
+        return ds, ds.classes, ds.info.skipped
+    index = video_index(source)
+    records, skipped = index.partition(partition), index.skipped
+    if check_files:
+        records, bad = check_videos(records)
+        skipped = skipped + bad
+    return VideoClipDataset(records, spec, train, seed), index.classes, skipped
+
+
+def cache_source(source: DataSource, max_frames: int | None = None
+                 ) -> tuple[tuple[str, ...], int, Iterator[CacheItem | Skipped], tuple[Skipped, ...]]:
+    """``(classes, number of videos, items, skipped)`` to feed :func:`write_cache`."""
+    if source.name == "synthetic-motion":
+        parts = {p: SyntheticMotionVideos(source.synthetic, p) for p in ("train", "test")}
+
+        def items():
+            for p, videos in parts.items():
+                for i in range(len(videos)):
+                    yield CacheItem(videos.frames(i)[:max_frames], videos.label(i), p,
+                                    f"synthetic-motion:{p}:{i}", 25.0)
+
+        n = sum(len(v) for v in parts.values())
+        return tuple(parts["train"].classes), n, items(), ()
+    if source.name == "cache":
+        raise ValueError("a cache cannot be built from a cache; name the original dataset")
+    index = video_index(source)
+    return (index.classes, len(index.train) + len(index.test), video_items(index, max_frames),
+            index.skipped)

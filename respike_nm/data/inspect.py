@@ -1,0 +1,70 @@
+"""Decode a clip, cut it as the model will see it, and summarise the decomposition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from respike_nm.data.decompose import decompose
+from respike_nm.data.records import ClipSpec, DecomposedClip
+from respike_nm.data.sampling import eval_indices
+from respike_nm.data.transforms import ClipTransform
+from respike_nm.data.video import read_frames
+
+
+@dataclass(frozen=True)
+class ClipReport:
+    """One inspected clip. ``residual_energy``: mean squared residual value (normalised units);
+    ``residual_active``: fraction of residual values with magnitude above 0.1."""
+
+    path: str
+    frames: int  # frames that decoded
+    fps: float
+    width: int
+    height: int
+    codec: str
+    key_frames: int
+    residuals_per_key: int
+    residual_energy: float
+    residual_active: float
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def decompose_frames(frames: np.ndarray, spec: ClipSpec, transform=None) -> DecomposedClip:
+    """The centre clip of ``uint8 [N, H, W, 3]`` frames, transformed for evaluation and decomposed
+    (batch of one)."""
+    idx = eval_indices(len(frames), ClipSpec(spec.frames, spec.stride, spec.sampling, spec.size))[0]
+    clip = frames[np.minimum(idx, len(frames) - 1)]
+    transform = transform or ClipTransform(spec.size, train=False)
+    return decompose(transform(clip).unsqueeze(0), spec.stride)
+
+
+def summarise(parts: DecomposedClip) -> tuple[float, float]:
+    """``(residual_energy, residual_active)`` of a decomposed clip."""
+    r = parts.residual.float()
+    return float(r.pow(2).mean()), float((r.abs() > 0.1).float().mean())
+
+
+def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
+    """Decode all of ``path`` (raises :class:`VideoDecodeError`) and decompose its centre clip."""
+    frames, meta = read_frames(path)
+    parts = decompose_frames(frames, spec)
+    energy, active = summarise(parts)
+    report = ClipReport(
+        path=str(path), frames=len(frames), fps=round(meta.fps, 3), width=frames.shape[2],
+        height=frames.shape[1], codec=meta.codec, key_frames=parts.key.shape[1],
+        residuals_per_key=parts.residual.shape[2], residual_energy=round(energy, 6),
+        residual_active=round(active, 6),
+    )
+    return report, parts
+
+
+def decomposed_from_tensor(video: torch.Tensor, stride: int) -> DecomposedClip:
+    """Decompose an already-normalised ``[T, C, H, W]`` clip (batch of one)."""
+    return decompose(video.unsqueeze(0), stride)

@@ -1,0 +1,101 @@
+"""Typed records that cross the data pipeline's boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+
+Sampling = Literal["consecutive", "segments"]
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """What a container says about its first video stream."""
+
+    path: str
+    num_frames: int  # from the container, or counted packets when it does not say
+    fps: float
+    width: int
+    height: int
+    codec: str
+    duration_s: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One labelled video of a dataset."""
+
+    path: Path
+    label: int
+    class_name: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input left out of a dataset or cache, with the reason."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatasetIndex:
+    """A dataset's classes and its train/test videos, with what was skipped while reading it."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: tuple[VideoRecord, ...]
+    test: tuple[VideoRecord, ...]
+    skipped: tuple[Skipped, ...] = ()
+
+    def partition(self, name: Literal["train", "test"]) -> tuple[VideoRecord, ...]:
+        if name not in ("train", "test"):
+            raise ValueError(f"partition must be 'train' or 'test', not {name!r}")
+        return self.train if name == "train" else self.test
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How clips are cut from a video and decomposed.
+
+    frames: T, frames per clip. stride: s, frames per key-frame group (T % s == 0).
+    sampling: ``consecutive`` takes T frames in a row at the native rate (HMDB-51/UCF-101 in the
+    paper); ``segments`` takes one frame from each of T equal segments (TSN, Kinetics).
+    size: square crop side in pixels. eval_clips: clips per video at evaluation, tiled evenly
+    through the video (``consecutive``) or as shifted segment offsets (``segments``).
+    """
+
+    frames: int = 16
+    stride: int = 4
+    sampling: Sampling = "consecutive"
+    size: int = 112
+    eval_clips: int = 1
+
+    def __post_init__(self):
+        from respike_nm.data.decompose import check_divisible
+
+        check_divisible(self.frames, self.stride)
+        if self.sampling not in ("consecutive", "segments"):
+            raise ValueError(f"sampling must be 'consecutive' or 'segments', not {self.sampling!r}")
+        if self.size < 8:
+            raise ValueError(f"size must be at least 8 pixels, not {self.size}")
+        if self.eval_clips < 1:
+            raise ValueError(f"eval_clips must be at least 1, not {self.eval_clips}")
+
+    @property
+    def groups(self) -> int:
+        """Key frames per clip, T / s."""
+        return self.frames // self.stride
+
+
+class DecomposedClip(NamedTuple):
+    """Key frames ``[B, T/s, C, H, W]`` and residual frames ``[B, T/s, s-1, C, H, W]``."""
+
+    key: torch.Tensor
+    residual: torch.Tensor

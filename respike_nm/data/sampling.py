@@ -1,0 +1,61 @@
+"""Temporal sampling: which decoded frame indices make a clip of T frames.
+
+``consecutive`` (HMDB-51/UCF-101 in the paper): T frames in a row at the native rate; training
+takes one window at a random start, evaluation tiles ``n`` windows evenly through the video.
+``segments`` (TSN, Kinetics): the video is cut into T equal segments and one frame is taken from
+each, at a random position in training, at evenly shifted positions in evaluation.
+
+Short videos: indices may point past the last frame; the decoder then repeats the last frame
+(the padding policy of :mod:`respike_nm.data.video`). Segment sampling of a video with fewer than T
+frames takes every frame once, then pads, so both modes share one policy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from respike_nm.data.records import ClipSpec
+
+
+def consecutive_starts(num_frames: int, frames: int, n: int) -> np.ndarray:
+    """Start frames of ``n`` windows of ``frames`` tiled evenly through ``num_frames``: ``int64 [n]``."""
+    room = max(0, num_frames - frames)
+    if n == 1:
+        return np.array([room // 2], dtype=np.int64)
+    return np.round(np.linspace(0, room, n)).astype(np.int64)
+
+
+def consecutive_clip(start: int, frames: int) -> np.ndarray:
+    """Indices ``[frames]`` of one window."""
+    return np.arange(start, start + frames, dtype=np.int64)
+
+
+def segment_clip(num_frames: int, frames: int, position: float) -> np.ndarray:
+    """One frame per segment at relative ``position`` in [0, 1) of each segment: ``int64 [frames]``."""
+    if num_frames < frames:
+        return np.arange(frames, dtype=np.int64)  # every frame once, then padding past the end
+    edges = np.linspace(0, num_frames, frames + 1)
+    idx = np.floor(edges[:-1] + position * np.diff(edges)).astype(np.int64)
+    return np.minimum(idx, num_frames - 1)
+
+
+def train_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices of one random training clip: ``int64 [1, T]``."""
+    if spec.sampling == "consecutive":
+        start = int(rng.integers(0, max(0, num_frames - spec.frames) + 1))
+        return consecutive_clip(start, spec.frames)[None]
+    if num_frames < spec.frames:
+        return segment_clip(num_frames, spec.frames, 0.0)[None]
+    edges = np.linspace(0, num_frames, spec.frames + 1)
+    idx = np.floor(edges[:-1] + rng.random(spec.frames) * np.diff(edges)).astype(np.int64)
+    return np.minimum(idx, num_frames - 1)[None]
+
+
+def eval_indices(num_frames: int, spec: ClipSpec) -> np.ndarray:
+    """Frame indices of the ``spec.eval_clips`` evaluation clips: ``int64 [eval_clips, T]``."""
+    n = spec.eval_clips
+    if spec.sampling == "consecutive":
+        starts = consecutive_starts(num_frames, spec.frames, n)
+        return np.stack([consecutive_clip(int(s), spec.frames) for s in starts])
+    positions = (np.arange(n) + 0.5) / n
+    return np.stack([segment_clip(num_frames, spec.frames, float(p)) for p in positions])

@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny videos written with PyAV whose pixels the tests know exactly."""
+
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+
+def frame_pattern(n: int, h: int, w: int) -> np.ndarray:
+    """``uint8 [n, h, w, 3]``: frame t has value (7t + 3y + x) mod 256 in R, G = x, B = y."""
+    t = np.arange(n)[:, None, None]
+    y = np.arange(h)[None, :, None]
+    x = np.arange(w)[None, None, :]
+    r = (7 * t + 3 * y + x) % 256
+    g = np.broadcast_to(x % 256, r.shape)
+    b = np.broadcast_to(y % 256, r.shape)
+    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 25, codec: str = "png",
+                pts: list[int] | None = None, pix_fmt: str = "rgb24") -> Path:
+    """Write ``uint8 [N, H, W, 3]`` frames. ``png`` in .mov is lossless, so decoding gives the
+    exact pixels back. ``pts`` (in 1/fps units... of a 1/1000 time base) makes a variable rate."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = pix_fmt
+        if pts is not None:
+            s.codec_context.time_base = fractions.Fraction(1, 1000)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pts is not None:
+                vf.pts = pts[i]
+                vf.time_base = fractions.Fraction(1, 1000)
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.fixture
+def pattern_video(tmp_path) -> tuple[Path, np.ndarray]:
+    frames = frame_pattern(20, 24, 32)
+    return write_video(tmp_path / "pattern.mov", frames), frames
