@@ -1,7 +1,8 @@
 """Torch datasets of clips: video files, the HDF5 clip cache, and synthetic-motion.
 
-Every dataset yields :class:`ClipSample` ``(video float32 [K, T, 3, S, S], label, index)`` with K = 1
-clip in training and ``spec.eval_clips`` tiled clips in evaluation. Randomness (window start, crop,
+Every dataset yields :class:`ClipSample` ``(video uint8 [K, T, 3, S, S], label, index)`` with K = 1
+clip in training and ``spec.eval_clips`` tiled clips in evaluation; normalise batches with
+:func:`respike_nm.data.transforms.normalize` where the model runs, then decompose. Randomness (window start, crop,
 flip) is drawn from ``(seed, epoch, index)``, so a sample does not depend on the worker that made
 it or on what came before (needed for exact resume). A clip that fails to decode yields ``None``;
 :func:`collate_clips` drops it and counts it in :attr:`ClipBatch.failed`, so a bad file never
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 from respike_nm.data.errors import DataError
 from respike_nm.data.records import ClipSpec, Skipped, VideoRecord
 from respike_nm.data.sampling import eval_indices, train_indices
-from respike_nm.data.transforms import ClipTransform, normalize
+from respike_nm.data.transforms import ClipTransform
 from respike_nm.data.video import _open, read_sampled
 from respike_nm.layout import thwc_to_tchw
 
@@ -33,13 +34,13 @@ Partition = Literal["train", "test"]
 
 
 class ClipSample(NamedTuple):
-    video: torch.Tensor  # float32 [K, T, 3, S, S]
+    video: torch.Tensor  # uint8 [K, T, 3, S, S]
     label: int
     index: int
 
 
 class ClipBatch(NamedTuple):
-    video: torch.Tensor  # float32 [B, K, T, 3, S, S]
+    video: torch.Tensor  # uint8 [B, K, T, 3, S, S]
     label: torch.Tensor  # int64 [B]
     index: torch.Tensor  # int64 [B]
     failed: int  # samples of this batch that could not be decoded and were dropped
@@ -128,7 +129,7 @@ class VideoClipDataset(ClipDataset):
         return str(self.records[i].path)
 
     def frames(self, i, choose):
-        return read_sampled(self.records[i].path, choose)[0]
+        return read_sampled(self.records[i].path, choose, self.spec.decode_short_side)[0]
 
 
 class SyntheticClipDataset(ClipDataset):
@@ -160,7 +161,7 @@ class SyntheticClipDataset(ClipDataset):
         video = thwc_to_tchw(torch.as_tensor(clip))
         if video.shape[-2:] != (self.spec.size, self.spec.size):
             video = F.resize(video, [self.spec.size, self.spec.size], antialias=True)
-        return normalize(video)
+        return video.contiguous()
 
 
 def check_videos(records: Sequence[VideoRecord],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from respike_nm.data.cache import CacheItem, H5ClipDataset, video_items
@@ -53,7 +53,10 @@ def make_dataset(source: DataSource, partition: Partition, spec: ClipSpec, train
                                                                       tuple[Skipped, ...]]:
     """A clip dataset with its class names and the inputs skipped while building it."""
     if source.name == "synthetic-motion":
-        videos = SyntheticMotionVideos(source.synthetic, partition)
+        # the clip length and the redraw period follow the clip spec: with segment == s every
+        # key frame is independent of the motion (docs/synthetic_motion.md)
+        cfg = replace(source.synthetic, frames=spec.frames, segment=spec.stride)
+        videos = SyntheticMotionVideos(cfg, partition)
         return SyntheticClipDataset(videos, spec, train, seed), tuple(videos.classes), ()
     if source.name == "cache":
         ds = H5ClipDataset(source.root, partition, spec, train, seed)

@@ -41,7 +41,7 @@ def decompose_frames(frames: np.ndarray, spec: ClipSpec, transform=None) -> Deco
     (batch of one)."""
     idx = eval_indices(len(frames), ClipSpec(spec.frames, spec.stride, spec.sampling, spec.size))[0]
     clip = frames[np.minimum(idx, len(frames) - 1)]
-    transform = transform or ClipTransform(spec.size, train=False)
+    transform = transform or ClipTransform(spec.size, train=False, normalize=True)
     return decompose(transform(clip).unsqueeze(0), spec.stride)
 
 
@@ -53,12 +53,12 @@ def summarise(parts: DecomposedClip) -> tuple[float, float]:
 
 def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
     """Decode all of ``path`` (raises :class:`VideoDecodeError`) and decompose its centre clip."""
-    frames, meta = read_frames(path)
+    frames, meta = read_frames(path, short_side=spec.decode_short_side)
     parts = decompose_frames(frames, spec)
     energy, active = summarise(parts)
     report = ClipReport(
-        path=str(path), frames=len(frames), fps=round(meta.fps, 3), width=frames.shape[2],
-        height=frames.shape[1], codec=meta.codec, key_frames=parts.key.shape[1],
+        path=str(path), frames=len(frames), fps=round(meta.fps, 3), width=meta.width,
+        height=meta.height, codec=meta.codec, key_frames=parts.key.shape[1],
         residuals_per_key=parts.residual.shape[2], residual_energy=round(energy, 6),
         residual_active=round(active, 6),
     )

@@ -69,6 +69,9 @@ class ClipSpec:
     paper); ``segments`` takes one frame from each of T equal segments (TSN, Kinetics).
     size: square crop side in pixels. eval_clips: clips per video at evaluation, tiled evenly
     through the video (``consecutive``) or as shifted segment offsets (``segments``).
+    short_side: frames are scaled while decoding so their shorter side has this many pixels
+    (0: ``round(size * 8/7)``, the 256-for-224 convention; None: decode at full resolution).
+    The random and centre crops are then taken from the scaled frames.
     """
 
     frames: int = 16
@@ -76,6 +79,7 @@ class ClipSpec:
     sampling: Sampling = "consecutive"
     size: int = 112
     eval_clips: int = 1
+    short_side: int | None = 0
 
     def __post_init__(self):
         from respike_nm.data.decompose import check_divisible
@@ -87,6 +91,13 @@ class ClipSpec:
             raise ValueError(f"size must be at least 8 pixels, not {self.size}")
         if self.eval_clips < 1:
             raise ValueError(f"eval_clips must be at least 1, not {self.eval_clips}")
+
+    @property
+    def decode_short_side(self) -> int | None:
+        """The short side frames are decoded at (None: full resolution)."""
+        if self.short_side == 0:
+            return round(self.size * 8 / 7)
+        return self.short_side
 
     @property
     def groups(self) -> int:

@@ -27,6 +27,10 @@ VIDEO_EXTENSIONS = frozenset(
 
 
 def _open(path: Path) -> av.container.InputContainer:
+    # torchvision.io turns PyAV's Python log callback on when imported; with threaded decoding a
+    # decoder thread that logs then waits for the GIL while closing the codec holds it: deadlock
+    # (PyAV issues #751, #909). Keep FFmpeg's messages off; errors still carry their codes.
+    av.logging.set_level(None)
     if not path.exists():
         raise VideoDecodeError(path, "no such file")
     if path.is_dir():
@@ -81,25 +85,27 @@ def probe_video(path: str | Path) -> VideoMeta:
 
 
 def read_frames(
-    path: str | Path, indices: Sequence[int] | None = None
+    path: str | Path, indices: Sequence[int] | None = None, short_side: int | None = None
 ) -> tuple[np.ndarray, VideoMeta]:
     """Decode frames ``indices`` (all frames when None) of ``path``.
 
     Returns ``uint8 [len(indices), H, W, 3]`` and the metadata, whose ``num_frames`` is the number
     of frames actually decoded when all were asked for. Decoding stops after the largest index.
-    Indices past the end get the last decoded frame (the padding policy above).
+    Indices past the end get the last decoded frame (the padding policy above). ``short_side``
+    scales frames (aspect kept) while converting to RGB, in FFmpeg's swscale (area filter).
     """
     path = Path(path)
-    return _decode(path, _open(path), indices)
+    return _decode(path, _open(path), indices, short_side)
 
 
 def read_sampled(
-    path: str | Path, choose: Callable[[int], np.ndarray]
+    path: str | Path, choose: Callable[[int], np.ndarray], short_side: int | None = None
 ) -> tuple[np.ndarray, VideoMeta]:
     """Decode the frames that ``choose(num_frames)`` picks, opening the file once.
 
     ``choose`` gets the container's frame count (or counted packets when the container does not
     say) and returns an integer index array of any shape ``S``; the result is ``uint8 [*S, H, W, 3]``.
+    ``short_side`` as in :func:`read_frames`.
     """
     path = Path(path)
     container = _open(path)
@@ -113,12 +119,28 @@ def read_sampled(
         container.close()
         container = _open(path)
     indices = np.asarray(choose(max(num_frames, 1)), dtype=np.int64)
-    frames, meta = _decode(path, container, indices.reshape(-1).tolist())
+    frames, meta = _decode(path, container, indices.reshape(-1).tolist(), short_side)
     return frames.reshape(*indices.shape, *frames.shape[1:]), meta
 
 
+def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """``(H, W)`` with the shorter side scaled to ``short_side`` (unchanged when None)."""
+    if short_side is None:
+        return height, width
+    k = short_side / min(height, width)
+    return max(1, round(height * k)), max(1, round(width * k))
+
+
+def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
+    if short_side is None or min(frame.height, frame.width) == short_side:
+        return frame.to_ndarray(format="rgb24")
+    h, w = scaled_size(frame.height, frame.width, short_side)
+    return frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
+
+
 def _decode(
-    path: Path, container: av.container.InputContainer, indices: Sequence[int] | None
+    path: Path, container: av.container.InputContainer, indices: Sequence[int] | None,
+    short_side: int | None = None,
 ) -> tuple[np.ndarray, VideoMeta]:
     wanted = None if indices is None else sorted(set(int(i) for i in indices))
     if wanted is not None and (not wanted or wanted[0] < 0):
@@ -135,9 +157,9 @@ def _decode(
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
             if want_set is None:
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(_rgb(frame, short_side))
             elif count in want_set:
-                kept[count] = frame.to_ndarray(format="rgb24")
+                kept[count] = _rgb(frame, short_side)
             last_frame = frame
             count += 1
             if last is not None and count > last:
@@ -161,7 +183,7 @@ def _decode(
             out.append(kept[i])
         else:  # past the end: repeat the last decoded frame
             if pad is None:
-                pad = last_frame.to_ndarray(format="rgb24")
+                pad = _rgb(last_frame, short_side)
             out.append(pad)
     return np.stack(out), meta
 

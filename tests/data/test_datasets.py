@@ -24,13 +24,13 @@ def _records(tmp_path):
 def test_eval_clip_is_the_centre_window_decomposable(tmp_path):
     recs = _records(tmp_path)
     spec = ClipSpec(frames=8, stride=4, size=20, eval_clips=2)
-    ds = VideoClipDataset(recs, spec, train=False, transform=ClipTransform(20, False, normalize=False))
+    ds = VideoClipDataset(recs, spec, train=False, transform=ClipTransform(20, False))
     sample = ds[0]
     assert sample.video.shape == (2, 8, 3, 20, 20) and sample.label == 0
     frames = torch.as_tensor(frame_pattern(30, 20, 20)).permute(0, 3, 1, 2).float() / 255
     # 20 * 7/8 = 17.5 -> the eval crop resizes, so compare the time axis through frame means
     means = frames.mean(dim=(1, 2, 3))
-    got = sample.video.mean(dim=(2, 3, 4))
+    got = sample.video.float().div(255).mean(dim=(2, 3, 4))
     first, last = means[0:8], means[22:30]  # windows tiled to start at 0 and at 30 - 8
     assert torch.allclose(got[0], first, atol=0.02) and torch.allclose(got[1], last, atol=0.02)
 

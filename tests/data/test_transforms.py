@@ -18,15 +18,16 @@ def test_eval_equals_torchvision_resize_then_centre_crop():
     clip = _clip(h=64, w=96)
     ref = T.Compose([T.Resize(32, antialias=True), T.CenterCrop(28)])
     expected = ref(torch.as_tensor(clip).permute(0, 3, 1, 2)).float() / 255
-    got = ClipTransform(28, train=False, normalize=False)(clip)
-    assert got.shape == (4, 3, 28, 28)
+    got = ClipTransform(28, train=False)(clip)
+    assert got.shape == (4, 3, 28, 28) and got.dtype == torch.uint8
+    got = got.float() / 255
     # one resized crop vs resize-then-crop: same geometry, interpolation differs at the borders
     assert (got - expected).abs().mean() < 0.02
 
 
 def test_normalisation_uses_imagenet_statistics():
     clip = np.full((2, 16, 16, 3), 255, np.uint8)
-    got = ClipTransform(16, train=False)(clip)
+    got = ClipTransform(16, train=False, normalize=True)(clip)
     for c in range(3):
         expected = (1.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
         torch.testing.assert_close(got[:, c], torch.full((2, 16, 16), expected))
