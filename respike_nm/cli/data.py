@@ -98,10 +98,10 @@ def _inspect_synthetic(args, spec) -> list[dict]:
     """Rows (and strips) for ``--synthetic N`` clips, taken as the training pipeline takes them."""
     from dataclasses import replace
 
+    from respike_nm.data.decompose import decompose
     from respike_nm.data.factory import DataSource, make_dataset
     from respike_nm.data.figures import save_strip
     from respike_nm.data.inspect import summarise
-    from respike_nm.data.decompose import decompose
     from respike_nm.data.transforms import normalize
 
     source = DataSource("synthetic-motion")

@@ -1,12 +1,12 @@
 """Torch datasets of clips: video files, the HDF5 clip cache, and synthetic-motion.
 
-Every dataset yields :class:`ClipSample` ``(video uint8 [K, T, 3, S, S], label, index)`` with K = 1
-clip in training and ``spec.eval_clips`` tiled clips in evaluation; normalise batches with
-:func:`respike_nm.data.transforms.normalize` where the model runs, then decompose. Randomness (window start, crop,
-flip) is drawn from ``(seed, epoch, index)``, so a sample does not depend on the worker that made
-it or on what came before (needed for exact resume). A clip that fails to decode yields ``None``;
-:func:`collate_clips` drops it and counts it in :attr:`ClipBatch.failed`, so a bad file never
-crashes a DataLoader worker.
+Every dataset yields :class:`ClipSample` ``(video uint8 [K, T, 3, S, S], label, index)`` with
+K = 1 clip in training and ``spec.eval_clips`` tiled clips in evaluation; normalise batches with
+:func:`respike_nm.data.transforms.normalize` where the model runs, then decompose.
+Randomness (window start, crop, flip) is drawn from ``(seed, epoch, index)``, so a sample does
+not depend on the worker that made it or on what came before (needed for exact resume). A clip
+that fails to decode yields ``None``; :func:`collate_clips` drops it and counts it in
+:attr:`ClipBatch.failed`, so a bad file never crashes a DataLoader worker.
 """
 
 from __future__ import annotations

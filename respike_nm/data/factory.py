@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from respike_nm.data.splits import build_index
+
 from respike_nm.data.cache import CacheItem, H5ClipDataset, video_items
 from respike_nm.data.datasets import (
     ClipDataset,
@@ -15,7 +17,6 @@ from respike_nm.data.datasets import (
     check_videos,
 )
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
-from respike_nm.data.splits import build_index
 from respike_nm.data.synthetic import SyntheticMotionConfig, SyntheticMotionVideos
 
 VIDEO_DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
