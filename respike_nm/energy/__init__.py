@@ -1,0 +1,1 @@
+"""Energy accounting: hardware profiles, operation counters and per-target estimates."""

@@ -1,0 +1,128 @@
+"""Multi-scale cross-attention fusion (ReSpike, DESIGN.md §1).
+
+At a fusion point the SNN features ``[N, C, H, W, T]`` (SLAYER layout; N = clips x key-frame
+groups) attend to the ANN stage features ``[N, C_a, H_a, W_a]`` of the same key frame, at every
+SNN time step with the same context::
+
+    x -> GroupNorm(32) -> 1x1 conv -> [self-attention -> cross-attention (Q: SNN, K/V: ANN)
+      -> GEGLU feed-forward x4] (pre-LayerNorm, residuals) -> zero-initialised 1x1 conv -> + x
+
+The output projection starts at zero, so an untrained fusion leaves the SNN unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEAD_DIM = 32  # dims per attention head, as the published code
+
+
+def group_count(channels: int, preferred: int = 32) -> int:
+    """Largest divisor of ``channels`` not above ``preferred`` (GroupNorm(32) for narrow nets)."""
+    return math.gcd(channels, preferred)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; ``context`` None means self-attention. Tokens ``[N, L, D]``."""
+
+    def __init__(self, dim: int, context_dim: int | None = None, head_dim: int = HEAD_DIM):
+        super().__init__()
+        self.heads = max(1, dim // head_dim)
+        inner = self.heads * head_dim
+        self.head_dim = head_dim
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim or dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim or dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        ctx = x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(ctx), self.to_v(ctx)
+        n = x.shape[0]
+        q, k, v = (t.reshape(n, -1, self.heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
+        return self.to_out(out.transpose(1, 2).reshape(n, -1, self.heads * self.head_dim))
+
+
+class GEGLU(nn.Module):
+    """Feed-forward ``dim -> mult*dim (GELU-gated) -> dim``."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.proj = nn.Linear(dim, 2 * mult * dim)
+        self.out = nn.Linear(mult * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return self.out(a * F.gelu(gate))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm self-attention, cross-attention and GEGLU, each with a residual."""
+
+    def __init__(self, dim: int, context_dim: int):
+        super().__init__()
+        self.norm1, self.attn1 = nn.LayerNorm(dim), Attention(dim)
+        self.norm2, self.attn2 = nn.LayerNorm(dim), Attention(dim, context_dim)
+        self.norm3, self.ff = nn.LayerNorm(dim), GEGLU(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class CrossAttentionFusion(nn.Module):
+    """One fusion point: SNN ``[N, C, H, W, T]`` + ANN ``[N, C_a, H_a, W_a]`` -> ``[N, C, H, W, T]``.
+
+    ``pool`` > 1 average-pools the SNN features by that factor before attention (the
+    ``downsample`` variant for early, large stages) and upsamples the update back (nearest).
+    """
+
+    def __init__(self, channels: int, context_channels: int, dim: int | None = None, pool: int = 1):
+        super().__init__()
+        dim = dim or max(HEAD_DIM, channels)
+        self.pool = pool
+        self.norm = nn.GroupNorm(group_count(channels), channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, dim, 1)
+        self.block = TransformerBlock(dim, context_channels)
+        self.proj_out = nn.Conv2d(dim, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, snn: torch.Tensor, ann: torch.Tensor) -> torch.Tensor:
+        n, c, h, w, t = snn.shape
+        x = snn.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w)  # every time step, same context
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool, ceil_mode=True)
+        hp, wp = x.shape[-2:]
+        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # [N*T, hp*wp, dim]
+        context = ann.flatten(2).transpose(1, 2).repeat_interleave(t, dim=0)  # [N*T, L_a, C_a]
+        tokens = self.block(tokens, context)
+        delta = self.proj_out(tokens.transpose(1, 2).reshape(n * t, -1, hp, wp))
+        if self.pool > 1:
+            delta = F.interpolate(delta, size=(h, w), mode="nearest")
+        delta = delta.reshape(n, t, c, h, w).permute(0, 2, 3, 4, 1)
+        return snn + delta
+
+    def macs(self, snn_shape: tuple[int, ...], ann_shape: tuple[int, ...]) -> int:
+        """Multiply-accumulates of one forward pass, counted explicitly (hooks miss matmuls)."""
+        n, c, h, w, t = snn_shape
+        _, ca, ha, wa = ann_shape
+        hp, wp = -(-h // self.pool), -(-w // self.pool)
+        lq, lk, nt = hp * wp, ha * wa, n * t
+        dim = self.proj_in.out_channels
+        inner = self.block.attn1.heads * HEAD_DIM
+        ff = self.block.ff.out.in_features
+        per = (
+            lq * c * dim  # proj_in
+            + 3 * lq * dim * inner + 2 * lq * lq * inner + lq * inner * dim  # self-attention
+            + lq * dim * inner + 2 * lk * ca * inner + 2 * lq * lk * inner + lq * inner * dim  # cross
+            + lq * dim * 2 * ff + lq * ff * dim  # GEGLU
+            + lq * dim * c  # proj_out
+        )
+        return nt * per
