@@ -1,0 +1,1 @@
+"""ReSpike model components: ANN backbone, SNN branch, fusion and the hybrid model."""
