@@ -1,0 +1,110 @@
+"""``respike-nm train`` and ``respike-nm eval``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def add_parser(sub) -> None:
+    tr = sub.add_parser(
+        "train", help="train the hybrid model or a baseline",
+        description="Train ReSpike (hybrid), or its key-frame-only (ann) or residual-only (snn) "
+                    "baseline, through the same code path. Writes RUN_DIR/metrics.jsonl (one line "
+                    "per epoch), RUN_DIR/checkpoint.pt (every epoch, atomically) and "
+                    "RUN_DIR/summary.json. Under torchrun, trains with DistributedDataParallel.",
+    )
+    tr.add_argument("--config", default="tiny", help="preset (tiny, paper-r18, paper-r50) or YAML file")
+    tr.add_argument("--model", default="hybrid", choices=["hybrid", "ann", "snn"])
+    tr.add_argument("--dataset", help="overrides data.dataset")
+    tr.add_argument("--data-root", help="overrides data.data_root")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    tr.add_argument("--out", required=True, type=Path, help="run directory")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.add_argument("--json", action="store_true", help="print summary.json at the end")
+    tr.set_defaults(func=run_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run on its test set")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--quantized", choices=["as-trained", "on", "off"], default="as-trained",
+                    help="evaluate with SNN quantization as trained, forced on, or off")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=run_eval)
+
+
+def _progress(quiet: bool):
+    def bar(it, desc="", total=0):
+        return tqdm(it, desc=desc, total=total or None, file=sys.stderr, leave=False, disable=quiet)
+
+    return bar
+
+
+def resolve_config(args):
+    from respike_nm.config import apply_overrides, load_config
+
+    cfg = load_config(args.config)
+    extra = []
+    if args.dataset:
+        extra.append(f"data.dataset={args.dataset}")
+    if args.data_root:
+        extra.append(f"data.data_root={args.data_root}")
+    return apply_overrides(cfg, extra + list(args.overrides))
+
+
+def run_train(args) -> int:
+    from respike_nm.train.loop import train
+
+    cfg = resolve_config(args)
+
+    def on_epoch(row):
+        if args.quiet:
+            return
+        acc = f" test top-1 {row['test_top1']:.3f}" if "test_top1" in row else ""
+        print(f"epoch {row['epoch']:>3}: loss {row['train_loss']:.4f} train top-1 "
+              f"{row['train_top1']:.3f}{acc} ({row['seconds']:.0f} s)", file=sys.stderr)
+
+    result = train(cfg, args.model, args.out, resume=args.resume, progress=_progress(args.quiet),
+                   on_epoch=on_epoch)
+    if result.summary:
+        s = result.summary
+        if args.json:
+            print(json.dumps(s, indent=2))
+        else:
+            q = s.get("quantization")
+            qtext = (f"; float {q['float_top1']:.3f} vs quantized {q['quantized_top1']:.3f} ({q['mode']})"
+                     if q else "")
+            print(f"{s['model']}: test top-1 {s['test_top1']:.3f} after {s['epochs']} epochs, "
+                  f"{s['seconds']:.0f} s, {s['params']} parameters{qtext}")
+            print(f"run written to {args.out}")
+    return 0
+
+
+def run_eval(args) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from respike_nm.data.datasets import collate_clips
+    from respike_nm.train.builder import build_datasets
+    from respike_nm.train.loop import default_device, evaluate, load_run
+
+    quantize = {"as-trained": None, "on": True, "off": False}[args.quantized]
+    device = default_device()
+    model, cfg, ck = load_run(args.run_dir, quantize=quantize, device=device)
+    _, test, classes, _ = build_datasets(cfg)
+    loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips,
+                        num_workers=cfg.data.num_workers)
+    with torch.no_grad():
+        res = evaluate(model, loader, device, _progress(False))
+    out = {"run": str(args.run_dir), "model": ck.kind, "epochs": ck.epoch,
+           "quantized": cfg.quant.enabled if quantize is None else quantize, **res.to_dict()}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{ck.kind} ({ck.epoch} epochs): top-1 {res.top1:.3f} per clip, {res.top1_video:.3f} per "
+              f"video, top-5 {res.top5:.3f}, on {res.videos} test videos")
+    return 0

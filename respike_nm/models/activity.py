@@ -1,0 +1,61 @@
+"""Spike activity recorded from outside the model, by forward hooks (never a forward flag)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LayerActivity:
+    spikes: float = 0.0  # total spikes emitted
+    neuron_steps: int = 0  # neurons x time steps x samples observed
+    shape: tuple[int, ...] = ()  # [C, H, W, T] of one sample
+
+    @property
+    def rate(self) -> float:
+        """Spikes per neuron per time step."""
+        return self.spikes / self.neuron_steps if self.neuron_steps else 0.0
+
+
+@dataclass
+class ActivityLog:
+    layers: dict[str, LayerActivity] = field(default_factory=dict)
+
+    def rates(self) -> dict[str, float]:
+        return {name: round(a.rate, 6) for name, a in self.layers.items()}
+
+
+def spiking_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    from respike_nm.models.neurons import CubaLIF
+
+    for name, module in model.named_modules():
+        if isinstance(module, CubaLIF):
+            yield name, module
+
+
+@contextmanager
+def record_activity(model: nn.Module):
+    """``with record_activity(model) as log: model(x)`` fills ``log.layers`` per spiking layer."""
+    log = ActivityLog()
+    handles = []
+    for name, module in spiking_modules(model):
+        log.layers[name] = LayerActivity()
+
+        def hook(mod, args, out, name=name):
+            act = log.layers[name]
+            with torch.no_grad():
+                act.spikes += float(out.detach().sum())
+            act.neuron_steps += out.numel()
+            act.shape = tuple(out.shape[1:])
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield log
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,104 @@
+"""The ReSpike model and its two baselines, one code path (DESIGN.md §1).
+
+``hybrid``: ANN on key frames + SNN on residual frames + cross-attention fusion + head.
+``ann``: key frames only (the SNN and fusion are not built). ``snn``: residual frames only.
+
+Input: a normalised video ``[B, T, 3, H, W]`` (or ``[B, K, T, 3, H, W]`` for K clips per video,
+whose logits are averaged). It is decomposed into T/s key frames and s-1 residual frames per key
+frame; every key-frame group is an independent sample ``N = B * T/s`` for both branches, with
+T' = s-1 SNN time steps. Head: SNN output averaged over T', concatenated with the ANN stage-4
+features, global average pool, one linear layer; logits averaged over the groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from respike_nm.data.decompose import decompose
+from respike_nm.layout import btchw_to_nchwt
+from respike_nm.models.ann import create_ann_backbone
+from respike_nm.models.fusion import CrossAttentionFusion
+from respike_nm.models.snn import SNNSpec, create_snn, run_stem
+
+KINDS = ("hybrid", "ann", "snn")
+FUSIONS = ("multiscale", "downsample", "late", "none")
+
+
+@dataclass(frozen=True)
+class ReSpikeSpec:
+    """Everything that fixes the model's shape."""
+
+    kind: str = "hybrid"
+    num_classes: int = 12
+    stride: int = 4  # s
+    ann_arch: str = "resnet18"
+    ann_width: float = 1.0
+    ann_weights: str | None = None
+    snn: SNNSpec = field(default_factory=SNNSpec)
+    fusion: str = "multiscale"
+    fusion_stages: tuple[int, ...] = (2, 3, 4)
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+        if any(s not in (1, 2, 3, 4) for s in self.fusion_stages):
+            raise ValueError(f"fusion_stages must be among 1..4, not {self.fusion_stages}")
+
+    @property
+    def fused_stages(self) -> tuple[int, ...]:
+        """1-based SNN stages after which fusion is applied."""
+        if self.kind != "hybrid" or self.fusion == "none":
+            return ()
+        if self.fusion == "late":
+            return (4,)
+        if self.fusion == "downsample":
+            return (1, 2, 3, 4)
+        return tuple(sorted(self.fusion_stages))
+
+
+class ReSpike(nn.Module):
+    def __init__(self, spec: ReSpikeSpec):
+        super().__init__()
+        self.spec = spec
+        use_ann, use_snn = spec.kind in ("hybrid", "ann"), spec.kind in ("hybrid", "snn")
+        self.ann = create_ann_backbone(spec.ann_arch, spec.ann_width, spec.ann_weights) if use_ann else None
+        self.snn = create_snn(spec.snn) if use_snn else None
+        self.fusion = nn.ModuleDict()
+        if use_ann and use_snn:
+            a, s = self.ann.feature_info.channels, self.snn.feature_info.channels
+            for i in spec.fused_stages:
+                pool = {1: 4, 2: 2}.get(i, 1) if spec.fusion == "downsample" else 1
+                self.fusion[str(i)] = CrossAttentionFusion(s[i - 1], a[i - 1], pool=pool)
+        width = (self.ann.feature_info.channels[-1] if use_ann else 0) + (
+            self.snn.feature_info.channels[-1] if use_snn else 0)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.head = nn.Linear(width, spec.num_classes)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> logits ``[B, classes]``; ``[B, K, T, 3, H, W]`` -> ``[B, K, classes]``."""
+        if video.dim() == 6:
+            b, k = video.shape[:2]
+            return self.forward(video.flatten(0, 1)).reshape(b, k, -1)
+        key, residual = decompose(video, self.spec.stride)
+        b, g = key.shape[:2]
+        ann_feats = self.ann(key.flatten(0, 1)) if self.ann is not None else None
+        parts = []
+        if self.snn is not None:
+            x = btchw_to_nchwt(residual.flatten(0, 1))  # [B*G, 3, H, W, s-1]
+            x = run_stem(self.snn, x)
+            for i, stage in enumerate(self.snn.stages, start=1):
+                x = stage(x)
+                if str(i) in self.fusion:
+                    x = self.fusion[str(i)](x, ann_feats[i - 1])
+            parts.append(x.mean(dim=-1))  # average over T'
+        if ann_feats is not None:
+            parts.append(ann_feats[-1])
+        feats = torch.cat([p.mean(dim=(2, 3)) for p in parts], dim=1)  # GAP of each, concatenated
+        logits = self.head(self.dropout(feats))
+        return logits.reshape(b, g, -1).mean(dim=1)

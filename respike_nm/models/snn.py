@@ -1,0 +1,193 @@
+"""ReSpike's SNN branch: spiking nets over residual frames, in SLAYER's layout ``[N, C, H, W, T]``.
+
+Two architectures with the same feature taps (channels 64/128/256/512 x width, strides 4/8/16/32,
+like the ANN's, so fusion pairs stage i with ANN stage i):
+
+- ``plain`` (deployable; the default): every layer is conv3x3 -> BatchNorm -> CUBA-LIF, strided
+  convs instead of pooling, no skips: only what Lava netx loads. BN is folded into the weights and
+  a bias at export; with quantization on, the forward pass already uses the folded, quantized
+  weights (batch statistics in training, running ones in eval), so what is trained is what is
+  deployed.
+- ``resnet`` (paper-faithful): stem conv3x3/2 + BN, then pre-activation blocks
+  LIF -> conv3x3 -> BN -> LIF -> conv3x3 -> BN + shortcut, [2, 2, 2, 2] blocks. Stage outputs are
+  real-valued. Trains and is reported; netx cannot load residual adds, so export refuses it.
+
+Direct encoding: the real-valued residual frames enter the first conv. Inputs that enter a stage
+as graded values (the residual frames, fused features) are quantized to steps of
+``1 / input_scale`` when quantization is on, as the chip's graded input will be.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from respike_nm.models.ann import FeatureInfo
+from respike_nm.models.fixed_point import FixedPointSpec, quantize_bias, quantize_graded, quantize_weight
+from respike_nm.models.neurons import CubaLIF, CubaParams, paper_lif
+
+BASE = (64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class SNNSpec:
+    """How the SNN branch is built. ``quant`` None trains in float."""
+
+    arch: str = "plain"  # plain | resnet
+    width: float = 1.0
+    backend: str = "slayer"  # slayer | norse
+    neuron: CubaParams = paper_lif()
+    quant: FixedPointSpec | None = None
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(max(8, int(round(c * self.width / 8)) * 8) for c in BASE)
+
+
+def _per_step(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``[N, C, H, W, T] -> [N*T, C, H, W]`` (time folded into the batch) and T."""
+    n, c, h, w, t = x.shape
+    return x.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w), t
+
+
+def _per_time(y: torch.Tensor, t: int) -> torch.Tensor:
+    """Inverse of :func:`_per_step`."""
+    nt, c, h, w = y.shape
+    return y.reshape(nt // t, t, c, h, w).permute(0, 2, 3, 4, 1)
+
+
+class ConvBN(nn.Module):
+    """conv3x3 (no bias) + BatchNorm2d, applied to every time step; with quantization the BN is
+    folded into the conv (batch statistics while training) and weight and bias are quantized."""
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec, kernel: int = 3, gain: float = 1.0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.quant = spec.quant
+        self.gain = gain  # the paper LIF's input gain, folded into the weights
+
+    def folded(self, mean: torch.Tensor | None = None, var: torch.Tensor | None = None):
+        """BN folded into ``(weight [Co, Ci, k, k], bias [Co])``, before quantization."""
+        mean = self.bn.running_mean if mean is None else mean
+        var = self.bn.running_var if var is None else var
+        scale = self.bn.weight / torch.sqrt(var + self.bn.eps)
+        weight = self.conv.weight * (self.gain * scale).view(-1, 1, 1, 1)
+        bias = self.gain * (self.bn.bias - mean * scale)
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x [N*T, Ci, H, W]`` -> (current without bias ``[N*T, Co, H', W']``, bias ``[Co]``)."""
+        if self.quant is None:
+            return self.gain * self.bn(self.conv(x)), None
+        if self.training:
+            y = self.conv(x)
+            self.bn(y)  # updates the running statistics
+            mean = y.detach().mean(dim=(0, 2, 3))
+            var = y.detach().var(dim=(0, 2, 3), unbiased=False)
+            weight, bias = self.folded(mean, var)
+        else:
+            weight, bias = self.folded()
+        w_q = quantize_weight(weight, self.quant)
+        b_q = quantize_bias(bias, self.quant)
+        return F.conv2d(x, w_q, None, self.conv.stride, self.conv.padding), b_q
+
+
+class SpikingConv(nn.Module):
+    """conv3x3 -> BN -> CUBA-LIF on ``[N, C, H, W, T]``; returns spikes ``[N, Co, H', W', T]``."""
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec, graded_input: bool = False):
+        super().__init__()
+        self.synapse = ConvBN(cin, cout, stride, spec, gain=spec.neuron.input_gain)
+        self.neuron = CubaLIF(spec.neuron, backend=spec.backend, quantize=spec.quant is not None,
+                              spec=spec.quant or FixedPointSpec())
+        self.graded_input = graded_input and spec.quant is not None
+        self.quant = spec.quant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.graded_input:
+            x = quantize_graded(x, self.quant)
+        x2, t = _per_step(x)
+        current, bias = self.synapse(x2)
+        return self.neuron(_per_time(current, t), bias=bias)
+
+
+class PlainSNN(nn.Module):
+    """Stem (conv/2) and four stages of [conv/2, conv/1], every conv -> BN -> CUBA-LIF."""
+
+    def __init__(self, spec: SNNSpec):
+        super().__init__()
+        c = spec.channels
+        self.stem = SpikingConv(3, c[0] // 2 if c[0] >= 16 else c[0], 2, spec, graded_input=True)
+        cin = self.stem.synapse.conv.out_channels
+        self.stages = nn.ModuleList()
+        for i, cout in enumerate(c):
+            self.stages.append(nn.Sequential(
+                SpikingConv(cin, cout, 2, spec, graded_input=i > 0),
+                SpikingConv(cout, cout, 1, spec),
+            ))
+            cin = cout
+        self.feature_info = FeatureInfo(c, (4, 8, 16, 32))
+
+
+class PreActBlock(nn.Module):
+    """LIF -> conv3x3 -> BN -> LIF -> conv3x3 -> BN, plus shortcut (1x1 conv + BN when reshaped)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec):
+        super().__init__()
+        q, fp = spec.quant is not None, spec.quant or FixedPointSpec()
+        self.lif1 = CubaLIF(spec.neuron, backend=spec.backend, quantize=q, spec=fp)
+        self.conv1 = ConvBN(cin, cout, stride, spec)
+        self.lif2 = CubaLIF(spec.neuron, backend=spec.backend, quantize=q, spec=fp)
+        self.conv2 = ConvBN(cout, cout, 1, spec)
+        self.shortcut = None if stride == 1 and cin == cout else ConvBN(cin, cout, stride, spec, kernel=1)
+
+    @staticmethod
+    def _apply(conv: ConvBN, x: torch.Tensor) -> torch.Tensor:
+        x2, t = _per_step(x)
+        y, bias = conv(x2)
+        if bias is not None:
+            y = y + bias.view(1, -1, 1, 1)
+        return _per_time(y, t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._apply(self.conv1, self.lif1(x))
+        out = self._apply(self.conv2, self.lif2(out))
+        return out + (x if self.shortcut is None else self._apply(self.shortcut, x))
+
+
+class ResNetSNN(nn.Module):
+    """Spiking pre-activation ResNet-18 layout [2, 2, 2, 2] (paper-faithful, not deployable)."""
+
+    def __init__(self, spec: SNNSpec):
+        super().__init__()
+        c = spec.channels
+        self.stem = ConvBN(3, c[0], 2, spec)
+        self.stages = nn.ModuleList()
+        cin = c[0]
+        for cout in c:
+            self.stages.append(nn.Sequential(PreActBlock(cin, cout, 2, spec),
+                                             PreActBlock(cout, cout, 1, spec)))
+            cin = cout
+        self.feature_info = FeatureInfo(c, (4, 8, 16, 32))
+        self.quant = spec.quant
+
+
+def run_stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The stem of either architecture on ``[N, 3, H, W, T]``."""
+    if isinstance(net.stem, SpikingConv):
+        return net.stem(x)
+    if net.quant is not None:
+        x = quantize_graded(x, net.quant)
+    return PreActBlock._apply(net.stem, x)
+
+
+def create_snn(spec: SNNSpec) -> nn.Module:
+    if spec.arch == "plain":
+        return PlainSNN(spec)
+    if spec.arch == "resnet":
+        return ResNetSNN(spec)
+    raise ValueError(f"unknown SNN architecture {spec.arch!r}; valid: plain, resnet")

@@ -1,0 +1,68 @@
+"""From a :class:`~respike_nm.config.Config` to datasets and a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from respike_nm.config import Config
+from respike_nm.data.factory import DataSource, make_dataset
+from respike_nm.data.records import ClipSpec
+from respike_nm.data.synthetic import SyntheticMotionConfig
+from respike_nm.energy.profile import load_profile
+from respike_nm.models.fixed_point import FixedPointSpec
+from respike_nm.models.respike import ReSpike, ReSpikeSpec
+from respike_nm.models.snn import SNNSpec
+
+
+def clip_spec(cfg: Config) -> ClipSpec:
+    d = cfg.data
+    return ClipSpec(frames=d.frames, stride=d.stride, sampling=d.sampling, size=d.size,
+                    eval_clips=d.eval_clips)
+
+
+def data_source(cfg: Config) -> DataSource:
+    d = cfg.data
+    synthetic = SyntheticMotionConfig(
+        appearances=d.appearances, motions=d.motions, frames=d.frames, height=d.size, width=d.size,
+        train_per_class=d.train_per_class, test_per_class=d.test_per_class, seed=cfg.seed,
+        segment=d.stride,
+    )
+    root = Path(d.data_root) if d.data_root else None
+    return DataSource(d.dataset, root, d.split, cfg.seed, synthetic)
+
+
+def build_datasets(cfg: Config):
+    """``(train, test, classes, skipped)``."""
+    source, spec = data_source(cfg), clip_spec(cfg)
+    train, classes, skipped = make_dataset(source, "train", spec, train=True, seed=cfg.seed)
+    test, _, _ = make_dataset(source, "test", spec, train=False, seed=cfg.seed)
+    return train, test, classes, skipped
+
+
+def fixed_point_spec(target: str) -> FixedPointSpec:
+    """Bit-widths of the hardware profile ``target`` (a shipped name or a YAML path)."""
+    prof = load_profile(target)
+    default = FixedPointSpec()
+    return FixedPointSpec(
+        weight_bits=prof.limit("weight_bits", default.weight_bits),
+        decay_bits=prof.limit("decay_bits", default.decay_bits),
+        threshold_bits=prof.limit("threshold_bits", default.threshold_bits),
+        bias_bits=prof.limit("bias_bits", default.bias_bits),
+        state_bits=prof.limit("state_bits", default.state_bits),
+    )
+
+
+def model_spec(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpikeSpec:
+    m = cfg.model
+    q = cfg.quant.enabled if quantize is None else quantize
+    snn = SNNSpec(arch=m.snn_arch, width=m.snn_width, backend=m.snn_backend,
+                  quant=fixed_point_spec(cfg.quant.target) if q else None)
+    return ReSpikeSpec(
+        kind=kind, num_classes=num_classes, stride=cfg.data.stride, ann_arch=m.ann_arch,
+        ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,
+        fusion_stages=tuple(m.fusion_stages), dropout=m.dropout,
+    )
+
+
+def build_model(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpike:
+    return ReSpike(model_spec(cfg, kind, num_classes, quantize))

@@ -1,0 +1,102 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` (never unpickles objects).
+
+A checkpoint is a dict of tensors and plain values: ``format``, ``format_version``, ``model``
+(state dict), ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``kind``, ``classes``,
+``config`` and ``history`` (JSON text), ``rng`` (torch RNG state as a uint8 tensor).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = "respike-nm-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, of another format, or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    model: dict
+    optimizer: dict | None
+    scheduler: dict | None
+    epoch: int
+    kind: str
+    classes: list[str]
+    config: dict
+    history: list[dict]
+    rng: torch.Tensor | None
+
+
+def save_checkpoint(path: str | Path, ck: Checkpoint) -> Path:
+    """Write ``ck`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "model": ck.model,
+        "optimizer": ck.optimizer, "scheduler": ck.scheduler, "epoch": ck.epoch, "kind": ck.kind,
+        "classes": list(ck.classes), "config": json.dumps(ck.config),
+        "history": json.dumps(ck.history), "rng": ck.rng,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable respike-nm checkpoint ({first})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a respike-nm checkpoint (no format {FORMAT!r})")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {raw.get('format_version')}, "
+                              f"this version reads {FORMAT_VERSION}")
+    for key in ("model", "epoch", "kind", "classes", "config", "history"):
+        if key not in raw:
+            raise CheckpointError(f"{path}: missing field {key!r}")
+    try:
+        config, history = json.loads(raw["config"]), json.loads(raw["history"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: field 'config' or 'history' is not JSON ({exc})") from None
+    return Checkpoint(str(path), raw["model"], raw.get("optimizer"), raw.get("scheduler"),
+                      int(raw["epoch"]), str(raw["kind"]), list(raw["classes"]), config, history,
+                      raw.get("rng"))
+
+
+def load_model_state(model: nn.Module, state: dict, source: str) -> None:
+    """Load strictly; a mismatch is a :class:`CheckpointError` naming the tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+        if unexpected:
+            parts.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+        if wrong:
+            parts.append("wrong shape " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:8]))
+        raise CheckpointError(f"{source}: checkpoint does not match the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

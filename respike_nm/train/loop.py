@@ -1,0 +1,316 @@
+"""The training loop: epochs, evaluation, metrics, atomic checkpoints, exact resume, DDP.
+
+Exact resume: all randomness of epoch e (data order, clip sampling, crops, dropout) is drawn from
+``(seed, e)``, and a checkpoint is written after every epoch; a run resumed from the checkpoint
+of epoch e therefore repeats epoch e+1 exactly as the uninterrupted run did.
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA), the training set is sharded, and rank 0
+evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from respike_nm.config import Config, from_dict
+from respike_nm.data.datasets import collate_clips
+from respike_nm.data.transforms import normalize
+from respike_nm.models.activity import record_activity
+from respike_nm.train.builder import build_datasets, build_model
+from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
+
+Progress = Callable[[Iterable, str, int], Iterable]
+CHECKPOINT = "checkpoint.pt"
+
+
+def no_progress(it: Iterable, desc: str = "", total: int = 0) -> Iterable:
+    return it
+
+
+@dataclass
+class EvalResult:
+    """Accuracies as fractions in [0, 1]; per clip (each clip's own prediction) and per video
+    (logits averaged over the video's clips)."""
+
+    top1: float
+    top5: float
+    top1_video: float
+    top5_video: float
+    loss: float
+    clips: int
+    videos: int
+    failed: int
+    firing_rates: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def seed_epoch(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
+
+
+def _topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(k, logits.shape[-1])
+    return (logits.topk(k, dim=-1).indices == labels.unsqueeze(-1)).any(dim=-1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
+             progress: Progress = no_progress, activity: bool = True) -> EvalResult:
+    """Evaluate on ``loader`` (batches of ``[B, K, T, 3, H, W]`` uint8 clips)."""
+    model.eval()
+    c1 = c5 = v1 = v5 = 0
+    clips = videos = failed = 0
+    loss = 0.0
+    ctx = record_activity(model) if activity else _nullcontext()
+    with ctx as log:
+        for batch in progress(loader, "eval", len(loader)):
+            failed += batch.failed
+            if not len(batch.label):
+                continue
+            video = normalize(batch.video.to(device))
+            labels = batch.label.to(device)
+            logits = model(video)  # [B, K, classes]
+            k = logits.shape[1]
+            clip_labels = labels.repeat_interleave(k)
+            flat = logits.reshape(-1, logits.shape[-1])
+            loss += float(nn.functional.cross_entropy(flat, clip_labels, reduction="sum"))
+            c1 += int(_topk(flat, clip_labels, 1).sum())
+            c5 += int(_topk(flat, clip_labels, 5).sum())
+            mean = logits.mean(dim=1)
+            v1 += int(_topk(mean, labels, 1).sum())
+            v5 += int(_topk(mean, labels, 5).sum())
+            clips += flat.shape[0]
+            videos += len(labels)
+    rates = log.rates() if activity else {}
+    return EvalResult(c1 / max(clips, 1), c5 / max(clips, 1), v1 / max(videos, 1), v5 / max(videos, 1),
+                      loss / max(clips, 1), clips, videos, failed, rates)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warm = cfg.train.warmup_epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.train.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return f
+
+
+def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def default_device(local_rank: int = 0) -> torch.device:
+    return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    history: list[dict]
+    out: Path
+
+
+def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
+          progress: Progress = no_progress, device: torch.device | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+    """Train ``kind`` (hybrid | ann | snn) with ``cfg``; write metrics, checkpoints and summary to ``out``."""
+    world, rank, local_rank = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = device or default_device(local_rank)
+    out = Path(out)
+    main_rank = rank == 0
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+
+    train_ds, test_ds, classes, skipped = build_datasets(cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, kind, len(classes)).to(device)
+    opt = _optimizer(cfg, model)
+    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    bs = cfg.train.batch_size
+    steps = max(1, math.ceil(len(train_ds) / (bs * world)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
+    start, history = 0, []
+    ck_path = out / CHECKPOINT
+    if resume and ck_path.exists():
+        ck = load_checkpoint(ck_path)
+        _check_resume(ck, cfg, kind)
+        load_model_state(model, ck.model, str(ck_path))
+        opt.load_state_dict(ck.optimizer)
+        sched.load_state_dict(ck.scheduler)
+        start, history = ck.epoch, ck.history
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    use_amp = cfg.train.amp and device.type == "cuda"
+    scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
+    test_loader = DataLoader(test_ds, batch_size=bs, shuffle=False, num_workers=cfg.data.num_workers,
+                             collate_fn=collate_clips)
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    if main_rank:
+        _write_metrics(out, history)
+    for epoch in range(start, cfg.train.epochs):
+        torch.manual_seed(seed_epoch(cfg.seed, epoch))
+        train_ds.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(seed_epoch(cfg.seed, epoch))
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+                            num_workers=cfg.data.num_workers, collate_fn=collate_clips, generator=gen,
+                            drop_last=False)
+        net.train()
+        tl = tc = tn = failed = 0
+        for batch in progress(loader, f"epoch {epoch + 1}/{cfg.train.epochs}", len(loader)):
+            failed += batch.failed
+            if not len(batch.label):
+                continue
+            video = normalize(batch.video[:, 0].to(device))  # training: one clip per video
+            labels = batch.label.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = net(video)
+                loss = nn.functional.cross_entropy(logits, labels,
+                                                   label_smoothing=cfg.train.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            tl += float(loss) * len(labels)
+            tc += int((logits.argmax(-1) == labels).sum())
+            tn += len(labels)
+        stats = torch.tensor([tl, tc, tn, failed], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(stats)
+        row = {"epoch": epoch + 1, "train_loss": stats[0].item() / max(stats[2].item(), 1),
+               "train_top1": stats[1].item() / max(stats[2].item(), 1), "train_failed": int(stats[3]),
+               "lr": sched.get_last_lr()[0]}
+        if main_rank and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
+            res = evaluate(model, test_loader, device, progress)
+            row.update({f"test_{k}": v for k, v in res.to_dict().items()
+                        if k in ("top1", "top5", "top1_video", "top5_video", "loss", "failed")})
+            row["firing_rates"] = res.firing_rates
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if main_rank:
+            _write_metrics(out, history)
+            save_checkpoint(ck_path, Checkpoint(str(ck_path), model.state_dict(), opt.state_dict(),
+                                                sched.state_dict(), epoch + 1, kind, list(classes),
+                                                cfg.to_dict(), history, None))
+            if on_epoch:
+                on_epoch(row)
+        if world > 1:
+            dist.barrier()
+        budget = cfg.train.max_minutes
+        if budget is not None and row["seconds"] > 60 * budget:
+            break
+    summary = {}
+    if main_rank:
+        summary = _summarise(cfg, kind, model, classes, history, test_loader, device, skipped, progress)
+        _write_json(out / "summary.json", summary)
+    if world > 1:
+        dist.barrier()
+    return RunResult(summary, history, out)
+
+
+def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
+    from respike_nm.train.checkpoint import CheckpointError
+
+    if ck.kind != kind:
+        raise CheckpointError(f"{ck.path}: was trained as {ck.kind!r}, not {kind!r}")
+    if ck.config != cfg.to_dict():
+        diff = _diff(ck.config, cfg.to_dict())
+        raise CheckpointError(f"{ck.path}: config differs from the run's: {', '.join(diff[:6])}")
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def _summarise(cfg, kind, model, classes, history, test_loader, device, skipped, progress) -> dict:
+    last = history[-1] if history else {}
+    summary = {
+        "model": kind, "config": cfg.name, "dataset": cfg.data.dataset,
+        "test_top1": last.get("test_top1"), "test_top5": last.get("test_top5"),
+        "test_top1_video": last.get("test_top1_video"), "epochs": len(history),
+        "seconds": round(last.get("seconds", 0.0), 2),
+        "params": sum(p.numel() for p in model.parameters()), "classes": len(classes),
+        "skipped_inputs": len(skipped), "firing_rates": last.get("firing_rates", {}),
+    }
+    if kind != "ann":
+        other = build_model(cfg, kind, len(classes), quantize=not cfg.quant.enabled).to(device)
+        load_model_state(other, model.state_dict(), "trained model")
+        res = evaluate(other, test_loader, device, progress, activity=False)
+        if cfg.quant.enabled:
+            summary["quantization"] = {"mode": "qat", "target": cfg.quant.target,
+                                       "quantized_top1": summary["test_top1"], "float_top1": res.top1}
+        else:
+            summary["quantization"] = {"mode": "post-training", "target": cfg.quant.target,
+                                       "float_top1": summary["test_top1"], "quantized_top1": res.top1}
+    summary["full_config"] = cfg.to_dict()
+    return summary
+
+
+def _write_metrics(out: Path, history: list[dict]) -> None:
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    _atomic_text(out / "metrics.jsonl", text)
+
+
+def _write_json(path: Path, obj) -> None:
+    _atomic_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None):
+    """``(model, cfg, checkpoint)`` of a finished or interrupted run."""
+    run_dir = Path(run_dir)
+    ck = load_checkpoint(run_dir / CHECKPOINT)
+    cfg = from_dict(ck.config)
+    model = build_model(cfg, ck.kind, len(ck.classes), quantize=quantize)
+    load_model_state(model, ck.model, ck.path)
+    return model.to(device or torch.device("cpu")), cfg, ck
