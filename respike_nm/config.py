@@ -68,6 +68,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine (to 0) | constant
     warmup_epochs: int = 0
+    fusion_lr_scale: float = 1.0  # learning rate of the fusion blocks relative to train.lr
     amp: bool = True  # fp16 autocast on CUDA; ignored on CPU
     label_smoothing: float = 0.0
     eval_every: int = 1
@@ -224,6 +225,11 @@ def _coerce(path: str, value, hint):
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{path!r} expects a number, not {value!r}")
     if hint is str:
         if isinstance(value, str):

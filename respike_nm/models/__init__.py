@@ -1,1 +1,25 @@
-"""ReSpike model components: ANN backbone, SNN branch, fusion and the hybrid model."""
+"""Models: the ReSpike hybrid and its ``ann`` / ``snn`` baselines, one code path.
+
+``create_model("hybrid", num_classes=12, fusion="late")`` builds any registered variant;
+overrides are fields of :class:`~respike_nm.models.respike.ReSpikeSpec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+
+def create_model(name: str, num_classes: int, **overrides):
+    """A registered model (``hybrid``, ``ann``, ``snn``) with spec field overrides."""
+    from respike_nm.models.respike import KINDS, ReSpike, ReSpikeSpec
+
+    if name not in KINDS:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(KINDS)}")
+    valid = {f.name for f in fields(ReSpikeSpec)} - {"kind", "num_classes"}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise ValueError(f"unknown model option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}")
+    return ReSpike(ReSpikeSpec(kind=name, num_classes=num_classes, **overrides))
+
+
+MODELS = ("hybrid", "ann", "snn")

@@ -133,6 +133,15 @@ class PlainSNN(nn.Module):
         self.feature_info = FeatureInfo(c, (4, 8, 16, 32))
 
 
+def conv_per_step(conv: ConvBN, x: torch.Tensor) -> torch.Tensor:
+    """A :class:`ConvBN` (bias included) on every time step of ``[N, C, H, W, T]``."""
+    x2, t = _per_step(x)
+    y, bias = conv(x2)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return _per_time(y, t)
+
+
 class PreActBlock(nn.Module):
     """LIF -> conv3x3 -> BN -> LIF -> conv3x3 -> BN, plus shortcut (1x1 conv + BN when reshaped)."""
 
@@ -145,18 +154,10 @@ class PreActBlock(nn.Module):
         self.conv2 = ConvBN(cout, cout, 1, spec)
         self.shortcut = None if stride == 1 and cin == cout else ConvBN(cin, cout, stride, spec, kernel=1)
 
-    @staticmethod
-    def _apply(conv: ConvBN, x: torch.Tensor) -> torch.Tensor:
-        x2, t = _per_step(x)
-        y, bias = conv(x2)
-        if bias is not None:
-            y = y + bias.view(1, -1, 1, 1)
-        return _per_time(y, t)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._apply(self.conv1, self.lif1(x))
-        out = self._apply(self.conv2, self.lif2(out))
-        return out + (x if self.shortcut is None else self._apply(self.shortcut, x))
+        out = conv_per_step(self.conv1, self.lif1(x))
+        out = conv_per_step(self.conv2, self.lif2(out))
+        return out + (x if self.shortcut is None else conv_per_step(self.shortcut, x))
 
 
 class ResNetSNN(nn.Module):
@@ -182,7 +183,7 @@ def run_stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net.stem(x)
     if net.quant is not None:
         x = quantize_graded(x, net.quant)
-    return PreActBlock._apply(net.stem, x)
+    return conv_per_step(net.stem, x)
 
 
 def create_snn(spec: SNNSpec) -> nn.Module:

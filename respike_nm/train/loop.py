@@ -123,7 +123,11 @@ def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
 
 def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
+    fusion = [p for n, p in model.named_parameters() if n.startswith("fusion.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("fusion.") and p.requires_grad]
+    params = [{"params": rest}]
+    if fusion:
+        params.append({"params": fusion, "lr": t.lr * t.fusion_lr_scale})
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -216,7 +220,8 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
         if world > 1:
             dist.all_reduce(stats)
         row = {"epoch": epoch + 1, "train_loss": stats[0].item() / max(stats[2].item(), 1),
-               "train_top1": stats[1].item() / max(stats[2].item(), 1), "train_failed": int(stats[3]),
+               "train_top1": stats[1].item() / max(stats[2].item(), 1), "train_samples": int(stats[2]),
+               "train_failed": int(stats[3]),
                "lr": sched.get_last_lr()[0]}
         if main_rank and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
             res = evaluate(model, test_loader, device, progress)

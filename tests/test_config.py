@@ -1,0 +1,60 @@
+"""Configs: presets, YAML files and overrides, with errors that list what is valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from respike_nm.config import PRESETS, ConfigError, apply_overrides, from_dict, load_config
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_a_dict(name):
+    cfg = load_config(name)
+    assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_paper_presets_follow_the_paper():
+    cfg = load_config("paper-r50")
+    assert (cfg.data.size, cfg.train.epochs, cfg.train.lr, cfg.train.optimizer) == (224, 100, 1e-4, "sgd")
+    assert cfg.model.ann_arch == "resnet50" and cfg.train.momentum == 0.9
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(load_config("tiny"), ["seed=7", "train.epochs=3", "train.lr=1e-3",
+                                                 "model.fusion_stages=[3, 4]", "model.ann_weights=null"])
+    assert (cfg.seed, cfg.train.epochs, cfg.train.lr, cfg.model.fusion_stages) == (7, 3, 1e-3, [3, 4])
+    assert cfg.model.ann_weights is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "valid keys here: epochs"),
+    ("train.epochs=three", "expects an integer"),
+    ("train.amp=1", "true or false"),
+    ("model.fusion=early", "multiscale, downsample, late, none"),
+    ("model=3", "is a section"),
+    ("epochs", "key=value"),
+])
+def test_bad_overrides_say_what_is_valid(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(load_config("tiny"), [override])
+
+
+def test_yaml_file_with_base(tmp_path):
+    p = tmp_path / "exp.yaml"
+    p.write_text("base: tiny\nseed: 3\ntrain:\n  epochs: 2\n")
+    cfg = load_config(str(p))
+    assert (cfg.name, cfg.seed, cfg.train.epochs, cfg.data.size) == ("tiny", 3, 2, 64)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: [1, 2", "not valid YAML"),
+    ("- 1\n- 2\n", "must be a mapping"),
+    ("trian:\n  epochs: 2\n", "unknown key 'trian'"),
+    ("base: huge\n", "not a preset"),
+])
+def test_bad_yaml_names_the_file(tmp_path, text, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(str(p))
+    assert str(p) in str(err.value)

@@ -1,0 +1,116 @@
+"""Training: metrics and summary, safe checkpoints, exact resume after a kill, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from respike_nm.config import apply_overrides, load_config
+from respike_nm.train.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from respike_nm.train.loop import train
+
+# 2 appearances x 2 motions, 32x32, few clips: seconds per epoch on a CPU
+SMALL = ["data.size=32", "data.frames=8", "data.appearances=2", "data.motions=2",
+         "data.train_per_class=6", "data.test_per_class=2", "model.ann_width=0.125",
+         "model.snn_width=0.125", "train.batch_size=4", "train.warmup_epochs=0"]
+
+
+def _cfg(*extra):
+    return apply_overrides(load_config("tiny"), SMALL + list(extra))
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "respike_nm.cli.main", *args]
+
+
+def test_train_writes_metrics_summary_and_checkpoint(tmp_path):
+    res = train(_cfg("train.epochs=2"), "hybrid", tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(r["train_samples"] == 24 for r in lines)
+    assert set(lines[-1]["firing_rates"]) and all(0 <= v <= 1 for v in lines[-1]["firing_rates"].values())
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert {"model", "config", "test_top1", "epochs", "seconds"} <= set(s)
+    assert s["model"] == "hybrid" and s["epochs"] == 2 and 0 <= s["test_top1"] <= 1
+    assert s["quantization"]["mode"] == "post-training"
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck.epoch == 2 and ck.kind == "hybrid" and res.summary["test_top1"] == lines[-1]["test_top1"]
+
+
+def test_checkpoint_never_unpickles_objects(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "respike-nm-checkpoint", "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_mismatched_checkpoint_names_the_tensors(tmp_path):
+    from respike_nm.train.builder import build_model
+
+    model = build_model(_cfg(), "hybrid", 4)
+    state = model.state_dict()
+    state["head.weight"] = torch.zeros(9, 3)
+    del state["head.bias"]
+    with pytest.raises(CheckpointError, match=r"missing head\.bias.*wrong shape head\.weight"):
+        load_model_state(model, state, "ck.pt")
+
+
+def _weights(path):
+    return load_checkpoint(path).model
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    cfg = ["--set", "train.epochs=3"] + [a for o in SMALL for a in ("--set", o)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run(_cli("train", "--model", "snn", "--out", str(full), "--quiet", *cfg), check=True,
+                   env=env, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_cli("train", "--model", "snn", "--out", str(cut), "--quiet", *cfg), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (cut / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(cut / "checkpoint.pt").epoch < 3, "the run finished before it was killed"
+    subprocess.run(_cli("train", "--model", "snn", "--out", str(cut), "--quiet", "--resume", *cfg),
+                   check=True, env=env, capture_output=True)
+    a, b = _weights(full / "checkpoint.pt"), _weights(cut / "checkpoint.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    train(_cfg("train.epochs=1"), "snn", tmp_path)
+    with pytest.raises(CheckpointError, match="train.lr"):
+        train(_cfg("train.epochs=1", "train.lr=0.5"), "snn", tmp_path, resume=True)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_on_gloo(tmp_path):
+    opts = [a for o in SMALL + ["train.epochs=1"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "respike_nm.cli.main", "train", "--model", "hybrid", "--out", str(tmp_path), "--quiet",
+           *opts]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["train_samples"] == 24  # both shards counted once, through all_reduce
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1
