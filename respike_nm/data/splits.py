@@ -415,16 +415,19 @@ def _videos_by_stem(video_dir: Path) -> dict[str, Path]:
     return found
 
 
-def kinetics_index(annotation_csv: str | Path, video_dir: str | Path,
+def kinetics_index(annotation_csv: str | Path | Sequence[str | Path], video_dir: str | Path,
                    test_splits: Sequence[str] = ("val", "test")) -> DatasetIndex:
-    """Kinetics from one annotation CSV: rows of split ``train`` go to train, rows whose split is
-    in ``test_splits`` to test, others are ignored. Classes: the sorted labels of those rows."""
-    annotation_csv, video_dir = Path(annotation_csv), Path(video_dir)
+    """Kinetics from one annotation CSV or several (the official train/validate/test files):
+    rows of split ``train`` go to train, rows whose split is in ``test_splits`` to test, others are
+    ignored. Classes: the sorted labels of those rows."""
+    csvs = ([Path(annotation_csv)] if isinstance(annotation_csv, (str, Path))
+            else [Path(p) for p in annotation_csv])
+    annotation_csv, video_dir = csvs[0], Path(video_dir)
     wanted = {s.lower() for s in ((test_splits,) if isinstance(test_splits, str) else test_splits)}
     if "train" in wanted:
         raise ValueError("test_splits must not contain 'train'")
     skipped: list[Skipped] = []
-    rows = [r for r in _read_kinetics_csv(annotation_csv, skipped)
+    rows = [r for path in csvs for r in _read_kinetics_csv(path, skipped)
             if r.split == "train" or r.split in wanted]
     if not rows:
         splits = ", ".join(sorted(wanted))
@@ -507,19 +510,18 @@ def _hmdb51_at(root: Path, split: int = 1, split_dir: str | Path | None = None,
                         split_dir or root / "testTrainMulti_7030_splits", split)
 
 
-def _the_csv(root: Path) -> Path:
+def _the_csvs(root: Path) -> list[Path]:
+    """Every ``*.csv`` in ``root`` (the official download has train, validate and test files)."""
     found = sorted(p for p in root.glob("*.csv") if p.is_file())
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found)
-        problem = "several *.csv files (" + names + ")" if found else "no *.csv annotation file"
-        raise SplitFileError(root, f"{problem}; pass annotation_csv")
-    return found[0]
+    if not found:
+        raise SplitFileError(root, "no *.csv annotation file; pass annotation_csv")
+    return found
 
 
 def _kinetics_at(root: Path, annotation_csv: str | Path | None = None,
                  video_dir: str | Path | None = None,
                  test_splits: Sequence[str] = ("val", "test")) -> DatasetIndex:
-    return kinetics_index(annotation_csv or _the_csv(root), video_dir or root, test_splits)
+    return kinetics_index(annotation_csv or _the_csvs(root), video_dir or root, test_splits)
 
 
 _BUILDERS: dict[str, Callable[..., DatasetIndex]] = {

@@ -387,10 +387,14 @@ def test_build_index_uses_the_official_download_layouts(tmp_path):
     assert build_index("hmdb51", tmp_path / "hmdb", split=2) == hmdb51_index(videos, splits, 2)
 
     csv_path = _kinetics_tree(tmp_path / "kin")
-    assert build_index("kinetics", tmp_path / "kin") == kinetics_index(csv_path, tmp_path / "kin")
+    single = build_index("kinetics", tmp_path / "kin")
+    assert single == kinetics_index(csv_path, tmp_path / "kin")
+    # the official download ships several CSVs (train, validate, test): all are read
     _write(tmp_path / "kin" / "other.csv", KINETICS_CSV)
-    with pytest.raises(SplitFileError, match=r"several \*.csv files \(kinetics.csv, other.csv\)"):
-        build_index("kinetics", tmp_path / "kin")
+    merged = build_index("kinetics", tmp_path / "kin")
+    assert _members(merged.train) == _members(single.train)
+    assert _members(merged.test) == _members(single.test)
+    assert len(merged.skipped) > len(single.skipped)  # the repeated rows are reported
 
     root = _folder_tree(tmp_path / "fold", {"a": 3, "b": 4})
     assert build_index("folder", root, seed=2) == folder_index(root, seed=2)
