@@ -1,0 +1,61 @@
+"""Hardware profiles: every shipped file validates; malformed ones are rejected naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from respike_nm.energy.profile import ProfileError, builtin_profiles, load_profile
+
+REQUIRED = {"cmos45nm", "loihi", "loihi2", "truenorth", "spinnaker", "spinnaker2", "a100", "h100"}
+
+
+def test_every_required_target_ships():
+    assert REQUIRED <= set(builtin_profiles())
+
+
+@pytest.mark.parametrize("name", builtin_profiles())
+def test_shipped_profiles_carry_provenance(name):
+    prof = load_profile(name)
+    for fig in [*prof.costs.values(), *prof.limits.values()]:
+        assert fig.source and fig.kind in ("measured", "simulated", "derived") and fig.value >= 0
+
+
+def test_published_figures_are_carried_as_published():
+    # DESIGN.md §3: Horowitz ISSCC 2014; Davies et al. IEEE Micro 2018; Merolla et al. 2014
+    assert load_profile("cmos45nm").energy_pj("mac_fp32") == pytest.approx(0.9 + 3.7)
+    assert load_profile("loihi").energy_pj("synop") == 23.6
+    assert load_profile("truenorth").energy_pj("synop") == 26.0
+    assert load_profile("spinnaker").energy_pj("synop") == pytest.approx(13_300)
+    assert load_profile("h100").energy_pj("flop_bf16") == 0.71
+
+
+def _write(tmp_path, mutate):
+    raw = yaml.safe_load(open(load_profile("loihi2").path.replace("hw_profiles/", _root())).read())
+    mutate(raw)
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def _root():
+    from importlib import resources
+
+    return str(resources.files("hw_profiles")) + "/"
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda r: r["costs"]["synop"].pop("unit"), "costs.synop.unit"),
+    (lambda r: r["costs"]["synop"].__setitem__("value", -1), "costs.synop.value"),
+    (lambda r: r["costs"]["synop"].__setitem__("unit", "parsecs"), "costs.synop.unit"),
+    (lambda r: r["costs"]["synop"].__setitem__("kind", "guessed"), "costs.synop.kind"),
+    (lambda r: r["costs"].__setitem__("teleport", r["costs"]["synop"]), "costs.teleport"),
+    (lambda r: r.__setitem__("colour", "blue"), "colour"),
+    (lambda r: r["limits"]["weight_bits"].__setitem__("unit", "pJ"), "limits.weight_bits.unit"),
+    (lambda r: r["costs"]["synop"].pop("source"), "costs.synop.source"),
+])
+def test_malformed_profile_is_rejected_naming_the_field(tmp_path, mutate, field):
+    path = _write(tmp_path, mutate)
+    with pytest.raises(ProfileError, match=field.replace(".", r"\.")) as err:
+        load_profile(path)
+    assert str(path) in str(err.value)
