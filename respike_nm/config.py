@@ -56,6 +56,7 @@ class ModelConfig:
 class QuantConfig:
     enabled: bool = False  # quantization-aware training of the SNN branch
     target: str = "loihi2"  # hardware profile whose bit-widths the SNN is trained to
+    float_fraction: float = 0.0  # share of the epochs trained in float before quantization is on
 
 
 @dataclass
@@ -102,6 +103,7 @@ def _tiny() -> Config:
         model=ModelConfig(ann_width=0.25, snn_width=0.25, fusion="late"),
         train=TrainConfig(epochs=12, batch_size=16, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
                           warmup_epochs=1, fusion_lr_scale=0.1),
+        quant=QuantConfig(float_fraction=2 / 3),
     )
 
 

@@ -68,6 +68,8 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.quant = spec.quant
+        self.fake_quant = True  # off: float weights even when ``quant`` is set (see set_fake_quant)
+        self.freeze_bn = False  # fold with the running statistics in training too
         self.gain = gain  # the paper LIF's input gain, folded into the weights
 
     def folded(self, mean: torch.Tensor | None = None, var: torch.Tensor | None = None):
@@ -81,15 +83,15 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x [N*T, Ci, H, W]`` -> (current without bias ``[N*T, Co, H', W']``, bias ``[Co]``)."""
-        if self.quant is None:
+        if self.quant is None or not self.fake_quant:
             return self.gain * self.bn(self.conv(x)), None
-        if self.training:
+        if self.training and not self.freeze_bn:
             y = self.conv(x)
             self.bn(y)  # updates the running statistics
             mean = y.detach().mean(dim=(0, 2, 3))
             var = y.detach().var(dim=(0, 2, 3), unbiased=False)
             weight, bias = self.folded(mean, var)
-        else:
+        else:  # evaluation, or frozen statistics: exactly the weights export will use
             weight, bias = self.folded()
         w_q = quantize_weight(weight, self.quant)
         b_q = quantize_bias(bias, self.quant)
@@ -106,9 +108,10 @@ class SpikingConv(nn.Module):
                               spec=spec.quant or FixedPointSpec())
         self.graded_input = graded_input and spec.quant is not None
         self.quant = spec.quant
+        self.fake_quant = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.graded_input:
+        if self.graded_input and self.fake_quant:
             x = quantize_graded(x, self.quant)
         x2, t = _per_step(x)
         current, bias = self.synapse(x2)
@@ -175,13 +178,25 @@ class ResNetSNN(nn.Module):
             cin = cout
         self.feature_info = FeatureInfo(c, (4, 8, 16, 32))
         self.quant = spec.quant
+        self.fake_quant = True
+
+
+def set_fake_quant(model: nn.Module, on: bool, freeze_bn: bool = False) -> None:
+    """Switch weight, bias and graded-input quantization of every SNN layer on or off (for a
+    float warm-up before quantization-aware training), and optionally freeze the BN statistics so
+    that training folds exactly as evaluation and export do. Neurons keep their own arithmetic."""
+    for module in model.modules():
+        if isinstance(module, (ConvBN, SpikingConv, ResNetSNN)):
+            module.fake_quant = on
+        if isinstance(module, ConvBN):
+            module.freeze_bn = freeze_bn
 
 
 def run_stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The stem of either architecture on ``[N, 3, H, W, T]``."""
     if isinstance(net.stem, SpikingConv):
         return net.stem(x)
-    if net.quant is not None:
+    if net.quant is not None and net.fake_quant:
         x = quantize_graded(x, net.quant)
     return conv_per_step(net.stem, x)
 

@@ -27,6 +27,7 @@ from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.data.transforms import normalize
 from respike_nm.models.activity import record_activity
+from respike_nm.models.snn import set_fake_quant
 from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
 
@@ -188,6 +189,11 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
     if main_rank:
         _write_metrics(out, history)
     for epoch in range(start, cfg.train.epochs):
+        if cfg.quant.enabled:
+            # after a float warm-up, BN statistics are frozen: folding then matches evaluation
+            float_epochs = min(cfg.train.epochs - 1, round(cfg.quant.float_fraction * cfg.train.epochs))
+            quant_on = epoch >= float_epochs
+            set_fake_quant(model, quant_on, freeze_bn=quant_on and float_epochs > 0)
         torch.manual_seed(seed_epoch(cfg.seed, epoch))
         train_ds.set_epoch(epoch)
         gen = torch.Generator().manual_seed(seed_epoch(cfg.seed, epoch))
