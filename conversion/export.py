@@ -1,0 +1,324 @@
+"""Export the deployable (``plain``) SNN branch to Lava netx HDF5, one file per stage network.
+
+Each :class:`~respike_nm.models.snn.SpikingConv` becomes a lava-dl SLAYER ``block.cuba.Conv``
+(``delay_shift=False``) whose synapse holds the BN-folded weight (:meth:`ConvBN.folded`) with our
+fixed-point quantizer as its ``pre_hook_fx``, and whose neuron carries the folded bias in a
+``MeanOnlyBatchNorm`` (``running_mean = -b``, eval mode) quantized by our 13-bit bias quantizer; the
+blocks then write themselves with their own ``export_hdf5`` into netx's ``layer/<i>`` layout, after an
+``input`` layer that only names the input shape. All fixed-point maths is
+:mod:`respike_nm.models.fixed_point`'s (DESIGN.md §2, "Stage entry").
+
+Units, Lava side: weights ``W = 64 w`` (even integers in ``[-256, 254]``), state 4096 per input unit,
+``vThMant = 64 threshold``, ``bias_mant = 64 b``. The first layer of every stage takes *graded* input:
+the chip receives the integers ``round(S x)`` (``S = input_scale``), so that layer's state is ``S``
+times finer and its threshold and bias are exported multiplied by ``S`` (§2 (A)).
+
+Weights beyond ``[-256, 254]`` (possible with ``weight_bits > 8``) are refused: netx clips dense
+weights there (``optimize_weight_bits``, with only a printed warning) and passes conv weights to Lava's
+Conv unchecked, while Loihi's synapse holds 8-bit mantissas; folding a factor into the threshold is
+not exact either, since the leak truncates on the state grid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h5py
+import torch
+from lava.lib.dl import slayer
+from lava.lib.dl.slayer.neuron.norm import MeanOnlyBatchNorm
+from torch import nn
+
+from conversion.layout import chw_to_xyc
+from conversion.manifest import (
+    MANIFEST_NAME,
+    ExportManifest,
+    ManifestError,
+    StageManifest,
+    write_manifest,
+)
+from respike_nm.models.fixed_point import (
+    WEIGHT_SCALE,
+    FixedPointSpec,
+    bias_to_int,
+    quantize_bias,
+    quantize_threshold,
+    quantize_weight,
+    slayer_fires_at_equality,
+    weight_to_int,
+)
+from respike_nm.models.neurons import CubaParams, device_params
+from respike_nm.models.snn import PlainSNN, PreActBlock, SpikingConv
+
+__all__ = [
+    "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "cut_stages",
+    "export_model", "export_stage", "graded_params", "stage_blocks", "stage_shapes",
+]
+
+NETX_LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")  # what netx 0.6.0 loads
+LAVA_WEIGHT_RANGE = (-256, 254)  # Loihi's synapse: 8-bit mantissa times 2 (netx optimize_weight_bits)
+GRADED_RESET_OFFSET = 1  # netx reset_offset for a graded-input first layer (DESIGN.md §2)
+_NETX_ONLY = f"netx 0.6.0 loads {', '.join(NETX_LAYER_TYPES)} only"
+
+
+class ExportError(ValueError):
+    """A model or layer that cannot be exported bit-exactly; the message names the layer."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage network of the SNN: consecutive spiking layers between two GPU fusion points.
+
+    ``snn_stages``: 0 for the stem, 1-4 for SNN stages. ``fused_after``: the SNN stage whose output
+    goes to fusion (``None``: to the head). The first layer takes graded input.
+    """
+
+    index: int
+    names: tuple[str, ...]
+    layers: tuple[SpikingConv, ...]
+    snn_stages: tuple[int, ...]
+    fused_after: int | None
+
+
+def cut_stages(model: nn.Module) -> list[Stage]:
+    """Cut a ReSpike model's SNN at every fusion point (``model.spec.fused_stages``) into stage networks.
+
+    The stem belongs to the first network; ``late`` fusion and ``none`` give one network. Raises
+    :class:`ExportError` for a model without SNN and for anything netx cannot load (the ``resnet``
+    SNN's residual adds), naming the layer.
+    """
+    snn = getattr(model, "snn", None)
+    if snn is None:
+        raise ExportError(f"model kind {model.spec.kind!r} has no SNN branch to export")
+    _refuse_undeployable(snn, "snn")
+    groups = [(0, [("snn.stem", snn.stem)])]
+    groups += [(i + 1, [(f"snn.stages.{i}.{j}", m) for j, m in enumerate(seq)])
+               for i, seq in enumerate(snn.stages)]
+    cuts = {s for s in model.spec.fused_stages if s < len(snn.stages)}
+    stages, current = [], []
+    for number, layers in groups:
+        current.append((number, layers))
+        if number in cuts or number == len(snn.stages):
+            stages.append(_stage(len(stages), current, number if number in model.spec.fused_stages else None))
+            current = []
+    return stages
+
+
+def _stage(index: int, groups: list, fused_after: int | None) -> Stage:
+    named = [pair for _, layers in groups for pair in layers]
+    for name, layer in named:
+        _check_layer(name, layer)
+    if not named[0][1].graded_input:
+        raise ExportError(f"{named[0][0]} starts stage network {index} but does not quantize its graded "
+                          "input")
+    return Stage(index, tuple(n for n, _ in named), tuple(m for _, m in named),
+                 tuple(number for number, _ in groups), fused_after)
+
+
+def _refuse_undeployable(snn: nn.Module, prefix: str) -> None:
+    """Raise :class:`ExportError` naming the first module netx cannot load."""
+    for name, module in snn.named_modules(prefix=prefix):
+        if isinstance(module, PreActBlock):
+            raise ExportError(f"residual add in {name}: {_NETX_ONLY} (no residual adds); "
+                              "export the 'plain' SNN architecture")
+    if not isinstance(snn, PlainSNN):
+        raise ExportError(f"{prefix}: {type(snn).__name__} is not the deployable plain SNN ({_NETX_ONLY})")
+
+
+def _check_layer(name: str, layer: nn.Module) -> None:
+    if not isinstance(layer, SpikingConv):
+        raise ExportError(f"{name}: {type(layer).__name__} is not a SpikingConv ({_NETX_ONLY})")
+    conv = layer.synapse.conv
+    if conv.bias is not None or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        raise ExportError(f"{name}: only zero-padded, ungrouped, undilated convolutions without bias export")
+    if layer.quant is None or not layer.neuron.quantize:
+        raise ExportError(f"{name}: the layer is not quantized; build the model with quantization on "
+                          "(e.g. load_run(run_dir, quantize=True)) so that what is exported is what runs")
+    if not (layer.fake_quant and layer.synapse.fake_quant):
+        raise ExportError(f"{name}: fake quantization is switched off (set_fake_quant(model, True))")
+
+
+def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec,
+                  name: str = "layer") -> CubaParams:
+    """``params`` with the threshold ``input_scale`` times the model's *quantized* threshold (input units).
+
+    The graded-input layer's state is ``input_scale`` times finer; ``vThMant`` becomes exactly
+    ``input_scale * int(64 threshold)``. Raises :class:`ExportError` when that does not fit the
+    threshold bits or reaches 4096 (where SLAYER fires at equality and Lava does not).
+    """
+    mant = quantize_threshold(params.threshold, spec) * input_scale
+    if mant > spec.threshold_mant_max or slayer_fires_at_equality(mant):
+        limit = min(spec.threshold_mant_max + 1, 4096)
+        raise ExportError(f"{name}: threshold x input_scale ({input_scale}) gives vThMant = {mant}, which "
+                          f"must stay below {limit} (17-bit vThMant; from 4096 on SLAYER fires at equality, "
+                          "Lava does not)")
+    return replace(params, threshold=mant / WEIGHT_SCALE)
+
+
+def stage_shapes(layers: tuple[SpikingConv, ...] | list[SpikingConv],
+                 input_shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], ...]:
+    """Output ``(C, H, W)`` of every layer for an input ``(C, H, W)`` (PyTorch's conv arithmetic)."""
+    shapes, (c, h, w) = [], input_shape
+    for layer in layers:
+        conv = layer.synapse.conv
+        if conv.in_channels != c:
+            raise ExportError(f"a layer expects {conv.in_channels} input channels, the stage has {c}")
+        (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+        c, h, w = conv.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        if h < 1 or w < 1:
+            raise ExportError(f"input {input_shape} shrinks to nothing")
+        shapes.append((c, h, w))
+    return tuple(shapes)
+
+
+def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str | Path, *,
+                 input_shape: tuple[int, int, int], time_steps: int, input_scale: int | None = None,
+                 input_message_bits: int = 16, names: tuple[str, ...] | None = None, index: int = 0,
+                 snn_stages: tuple[int, ...] = (), fused_after: int | None = None) -> StageManifest:
+    """Write the stack ``layers`` (first one graded input) as netx HDF5 at ``path``.
+
+    ``input_shape``: SLAYER ``(C, H, W)`` of the stage input; ``time_steps``: T' per clip.
+    ``input_scale``: graded input is ``round(input_scale * x)`` (default: the layers' FixedPointSpec).
+    ``input_message_bits``: signed width of the graded messages (Lava's simulator does not clip to it;
+    :mod:`conversion.lava_sim` refuses inputs that do not fit). The file appears atomically.
+    """
+    layers = tuple(layers)
+    names = names or tuple(f"layer{i}" for i in range(len(layers)))
+    if len(names) != len(layers) or not layers:
+        raise ExportError(f"{len(layers)} layers and {len(names)} names")
+    _check_layer(names[0], layers[0])
+    scale = input_scale or layers[0].quant.input_scale
+    if scale < 1 or scale & (scale - 1):
+        raise ExportError(f"input_scale must be a power of two, got {scale}")
+    shapes = stage_shapes(layers, input_shape)
+    _write_hdf5(stage_blocks(layers, input_shape, time_steps, scale, names), Path(path))
+    return StageManifest(
+        index=index, hdf5=Path(path).name, layers=names, snn_stages=snn_stages, fused_after=fused_after,
+        input_shape=tuple(input_shape), output_shape=shapes[-1], layer_shapes=shapes,
+        input_shape_xyc=chw_to_xyc(input_shape), output_shape_xyc=chw_to_xyc(shapes[-1]),
+        time_steps=time_steps, input_scale=scale, input_message_bits=input_message_bits,
+        reset_offset=GRADED_RESET_OFFSET,
+    )
+
+
+def stage_blocks(layers: tuple[SpikingConv, ...], input_shape: tuple[int, int, int], time_steps: int,
+                 input_scale: int, names: tuple[str, ...]) -> list[nn.Module]:
+    """The SLAYER blocks that :func:`export_stage` writes: a neuron-less input block, then one CUBA conv
+    block per layer (eval mode; the first takes graded input ``round(input_scale * x)``)."""
+    for name, layer in zip(names, layers, strict=True):
+        _check_layer(name, layer)
+    blocks = [_input_block()] + [_conv_block(layer, input_scale if i == 0 else 1, name)
+                                 for i, (name, layer) in enumerate(zip(names, layers, strict=True))]
+    _set_shapes(blocks, input_shape, time_steps)
+    return blocks
+
+
+def export_model(model: nn.Module, out_dir: str | Path, frame_shape: tuple[int, int],
+                 input_message_bits: int = 16) -> ExportManifest:
+    """Export every stage network of ``model`` into ``out_dir`` (``stage<i>.net`` + ``manifest.json``).
+
+    ``frame_shape``: ``(H, W)`` of the residual frames; T' is the model's ``stride - 1``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stages = cut_stages(model)
+    time_steps = model.spec.stride - 1
+    shape = (stages[0].layers[0].synapse.conv.in_channels, *frame_shape)
+    records = []
+    for stage in stages:
+        records.append(export_stage(
+            stage.layers, out_dir / f"stage{stage.index}.net", input_shape=shape, time_steps=time_steps,
+            input_message_bits=input_message_bits, names=stage.names, index=stage.index,
+            snn_stages=stage.snn_stages, fused_after=stage.fused_after))
+        shape = records[-1].output_shape
+    manifest = ExportManifest(stages=tuple(records), snn_arch=model.spec.snn.arch, fusion=model.spec.fusion,
+                              frame_shape=tuple(frame_shape))
+    write_manifest(manifest, out_dir / MANIFEST_NAME)
+    return manifest
+
+
+def _weight_hook(spec: FixedPointSpec):
+    """SLAYER ``pre_hook_fx``: our weight quantizer; ``descale=True`` gives Lava's integer ``W``."""
+    def hook(w: torch.Tensor, descale: bool = False) -> torch.Tensor:
+        return weight_to_int(w, spec).to(w.dtype) if descale else quantize_weight(w, spec)
+    return hook
+
+
+def _bias_hook(spec: FixedPointSpec):
+    """``MeanOnlyBatchNorm.pre_hook_fx``: our 13-bit bias quantizer (``descale=True``: ``bias_mant``)."""
+    def hook(b: torch.Tensor, descale: bool = False) -> torch.Tensor:
+        return bias_to_int(b, spec).to(b.dtype) if descale else quantize_bias(b, spec)
+    return hook
+
+
+def _input_block() -> nn.Module:
+    """A neuron-less SLAYER input block: exports only the input shape (graded input enters the conv)."""
+    return slayer.block.cuba.Input(neuron_params=None, delay_shift=False)
+
+
+def _conv_block(layer: SpikingConv, scale: int, name: str) -> nn.Module:
+    """SLAYER CUBA conv block equal to ``layer`` (threshold and bias times ``scale``), in eval mode."""
+    spec, conv = layer.quant, layer.synapse.conv
+    params = graded_params(layer.neuron.params, scale, spec, name)
+    weight, bias = (t.detach().cpu() for t in layer.synapse.folded())
+    w_int = weight_to_int(weight, spec)
+    lo, hi = LAVA_WEIGHT_RANGE
+    if int(w_int.min()) < lo or int(w_int.max()) > hi:
+        raise ExportError(f"{name}: integer weights reach [{int(w_int.min())}, {int(w_int.max())}], outside "
+                          f"Loihi's [{lo}, {hi}] (netx clips dense weights and Loihi holds 8-bit mantissas)")
+    try:
+        bias_mean = -scale * quantize_bias(bias, spec)
+        bias_to_int(bias_mean, spec)
+    except ValueError as err:
+        raise ExportError(f"{name}: bias x input_scale ({scale}) does not fit: {err}") from err
+    block = slayer.block.cuba.Conv(
+        _neuron_params(params), conv.in_channels, conv.out_channels, conv.kernel_size,
+        stride=conv.stride, padding=conv.padding, weight_scale=1, pre_hook_fx=_weight_hook(spec),
+        delay_shift=False)
+    with torch.no_grad():
+        block.synapse.weight.copy_(weight.reshape(block.synapse.weight.shape))
+        block.neuron.norm.running_mean = bias_mean.to(torch.float32).clone()
+    block.neuron.norm.pre_hook_fx = _bias_hook(spec)
+    _check_device_params(block, params, spec, name)
+    return block.eval()
+
+
+def _neuron_params(params: CubaParams) -> dict:
+    """SLAYER ``cuba.Neuron`` arguments for ``params`` (shared decays, no learning, no persistent state)."""
+    return {"threshold": params.threshold, "current_decay": params.current_decay,
+            "voltage_decay": params.voltage_decay, "scale": WEIGHT_SCALE, "norm": MeanOnlyBatchNorm,
+            "shared_param": True, "persistent_state": False, "requires_grad": False}
+
+
+def _check_device_params(block: nn.Module, params: CubaParams, spec: FixedPointSpec, name: str) -> None:
+    """SLAYER's own integers must be ours (one fixed-point module, no drift)."""
+    ours = device_params(params, spec)
+    theirs = block.neuron.device_params
+    got = (int(theirs["iDecay"]), int(theirs["vDecay"]), int(theirs["vThMant"]))
+    want = (ours.current_decay, ours.voltage_decay, ours.threshold_mant)
+    if got != want:
+        raise ExportError(f"{name}: SLAYER's neuron integers (iDecay, vDecay, vThMant) = {got} differ from "
+                          f"respike_nm.models.fixed_point's {want}")
+
+
+def _set_shapes(blocks: list[nn.Module], input_shape: tuple[int, int, int], time_steps: int) -> None:
+    """One zero clip through the blocks: SLAYER fixes its neuron shapes on the first forward."""
+    with torch.no_grad():
+        x = torch.zeros(1, *input_shape, time_steps)
+        for block in blocks:
+            x = block(x)
+
+
+def _write_hdf5(blocks: list[nn.Module], path: Path) -> None:
+    """netx layout ``layer/<i>/...`` written by each block's ``export_hdf5``; temporary file, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            group = f.create_group("layer")
+            for i, block in enumerate(blocks):
+                block.export_hdf5(group.create_group(str(i)))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,116 @@
+"""Run an exported stage network in Lava (``Loihi2SimCfg(select_tag='fixed_pt')``), clips back to back.
+
+Timing (lava-nc 0.10 / lava-dl 0.6, DESIGN.md §2): a source feeds the graded integers of clip ``k``,
+step ``t`` at Lava step ``k * T + t + 1``; every layer adds one step of synaptic delay, so layer ``i``
+integrates that input at step ``k * T + t + 2 + i`` and its spike lands at sink index
+``k * T + t + 1 + i`` (0-based). netx resets layer ``i`` whenever ``step % T == (reset_offset + 1 + i)
+% T``; with ``reset_interval = T`` and ``reset_offset = 1`` that is just before each clip's first step,
+so every clip starts from zero state and several clips run in one Lava run. The run lasts
+``clips * T + layers`` steps (``reset_offset`` 1): zero input after the last clip flushes the pipeline.
+The network is always stopped, also on error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from lava.lib.dl.netx.hdf5 import Network
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.io.sink import RingBuffer as SinkBuffer
+from lava.proc.io.source import RingBuffer as SourceBuffer
+
+from conversion.layout import clips_to_xyct, xyct_to_clips
+from conversion.manifest import StageManifest
+
+
+@dataclass(frozen=True)
+class LavaRunResult:
+    """Spikes of one Lava run, in SLAYER layout.
+
+    ``layer_spikes``: one ``uint8 [N, C, H, W, T]`` per recorded layer (all layers, or only the last
+    one); ``recorded``: their layer indices. ``steps``: Lava steps run. ``setup_seconds``: compile
+    and process start; ``run_seconds``: the run itself.
+    """
+
+    layer_spikes: tuple[np.ndarray, ...]
+    recorded: tuple[int, ...]
+    clips: int
+    time_steps: int
+    steps: int
+    setup_seconds: float
+    run_seconds: float
+
+    @property
+    def output(self) -> np.ndarray:
+        """The last layer's spikes ``[N, C, H, W, T]``."""
+        return self.layer_spikes[-1]
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.run_seconds if self.run_seconds > 0 else float("inf")
+
+
+def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_message_bits: int,
+              reset_offset: int = 1, all_layers: bool = True) -> LavaRunResult:
+    """Run ``graded`` (``int [N, C, H, W, T]``, the integers ``round(S x)``) through the network in ``hdf5``.
+
+    ``time_steps`` must equal ``T``; all ``N`` clips run back to back in one Lava run, each from
+    fresh state. ``all_layers``: record every layer (one sink each) or only the output.
+    """
+    graded = _checked_input(graded, time_steps, input_message_bits)
+    clips = graded.shape[0]
+    net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
+                  reset_interval=time_steps, reset_offset=reset_offset)
+    steps = clips * time_steps + len(net.layers) - 1 + reset_offset  # last spike's sink index + 1
+    stream = np.zeros((*net.inp.shape, steps), dtype=np.int32)
+    stream[..., :clips * time_steps] = clips_to_xyct(graded)
+    source = SourceBuffer(data=stream)
+    source.s_out.connect(net.inp)
+    recorded = tuple(range(len(net.layers))) if all_layers else (len(net.layers) - 1,)
+    sinks = [SinkBuffer(shape=net.layers[i].out.shape, buffer=steps) for i in recorded]
+    for i, sink in zip(recorded, sinks, strict=True):
+        net.layers[i].out.connect(sink.a_in)
+    try:
+        t0 = time.perf_counter()
+        net.create_runtime(run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        t1 = time.perf_counter()
+        net.run(condition=RunSteps(num_steps=steps))
+        t2 = time.perf_counter()
+        raw = [sink.data.get() for sink in sinks]
+    finally:
+        net.stop()
+    spikes = tuple(_aligned(r, i + reset_offset, clips, time_steps)
+                   for i, r in zip(recorded, raw, strict=True))
+    return LavaRunResult(spikes, recorded, clips, time_steps, steps, t1 - t0, t2 - t1)
+
+
+def run_manifest_stage(directory: str | Path, stage: StageManifest, graded: np.ndarray,
+                       all_layers: bool = True) -> LavaRunResult:
+    """:func:`run_stage` with the settings recorded in ``stage`` (HDF5 relative to ``directory``)."""
+    return run_stage(Path(directory) / stage.hdf5, graded, time_steps=stage.time_steps,
+                     input_message_bits=stage.input_message_bits, reset_offset=stage.reset_offset,
+                     all_layers=all_layers)
+
+
+def _checked_input(graded: np.ndarray, time_steps: int, bits: int) -> np.ndarray:
+    """Integer input ``[N, C, H, W, T]`` within signed ``bits`` (the chip's message width)."""
+    graded = np.asarray(graded)
+    if graded.ndim != 5 or graded.shape[-1] != time_steps:
+        raise ValueError(f"expected graded input [N, C, H, W, T={time_steps}], got {graded.shape}")
+    if not np.issubdtype(graded.dtype, np.integer):
+        raise ValueError(f"graded input must be integers round(S x), got dtype {graded.dtype}")
+    limit = 1 << (bits - 1)
+    if graded.size and (graded.min() < -limit or graded.max() >= limit):
+        raise ValueError(f"graded input spans [{graded.min()}, {graded.max()}], outside the signed "
+                         f"{bits}-bit messages [{-limit}, {limit - 1}]")
+    return graded.astype(np.int32)
+
+
+def _aligned(raw: np.ndarray, delay: int, clips: int, time_steps: int) -> np.ndarray:
+    """Sink buffer ``(x, y, c, steps)`` -> ``uint8 [N, C, H, W, T]``, dropping the ``delay`` lead-in."""
+    stream = raw[..., delay:delay + clips * time_steps]
+    return xyct_to_clips(stream, clips, time_steps).astype(np.uint8)

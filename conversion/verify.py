@@ -1,0 +1,189 @@
+"""Bit-exactness of an exported stage: Lava's fixed-point run against the quantized PyTorch reference.
+
+Two PyTorch references per stage:
+
+- the **deployable reference** (:func:`reference_stage`): the model's own layers with quantization on
+  -- BN-folded weights and biases through :mod:`respike_nm.models.fixed_point`, the model's
+  :class:`~respike_nm.models.neurons.CubaLIF` -- evaluated exactly as the chip does it: the graded first
+  layer gets the integers ``round(S x)`` and a threshold and bias ``S`` times larger (DESIGN.md §2 (A)),
+  and convolutions run in float64 so that no sum is rounded. ``spike_mismatch`` counts against it.
+- the **model's forward** (``layer(x)``, layer after layer): what the trained model computes. It differs
+  from the chip only in the graded first layer, whose state the model keeps on the 1/4096 grid of an
+  input unit while the chip keeps it ``S`` times finer, so the leak truncates differently; rare spikes
+  near threshold can flip. ``model_mismatch`` reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from conversion.export import Stage, cut_stages, graded_params
+from conversion.lava_sim import run_manifest_stage
+from conversion.layout import nchwt_to_steps, steps_to_nchwt
+from conversion.manifest import ExportManifest, StageManifest
+from respike_nm.models.fixed_point import (
+    STATE_SCALE,
+    FixedPointSpec,
+    quantize_bias,
+    quantize_graded,
+    quantize_weight,
+)
+from respike_nm.models.neurons import CubaLIF
+from respike_nm.models.snn import SpikingConv
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """One stage, Lava against PyTorch.
+
+    ``spike_mismatch``: differing output spikes against the deployable reference (0 is the goal);
+    ``layer_mismatch``: the same per layer; ``model_mismatch``: differing output spikes against the
+    model's own forward; ``max_abs_error``: largest difference of graded outputs (``None``: the stage
+    outputs binary spikes); ``layer_rates``: the reference's firing rate per layer (spikes per neuron
+    and step); ``max_drive``: largest ``|u + bias|`` of the reference in Lava state units (Lava wraps
+    the current and saturates the voltage at ``2**23``); ``steps_per_second``: of the Lava run.
+    """
+
+    stage: int
+    layers: tuple[str, ...]
+    clips: int
+    time_steps: int
+    spike_mismatch: int
+    layer_mismatch: tuple[int, ...]
+    model_mismatch: int
+    max_abs_error: float | None
+    layer_rates: tuple[float, ...]
+    max_drive: int
+    steps_per_second: float
+
+    @property
+    def exact(self) -> bool:
+        return self.spike_mismatch == 0 and not any(self.layer_mismatch)
+
+
+@dataclass(frozen=True)
+class StageReference:
+    """Reference spikes ``[N, C, H, W, T]`` per layer and the largest state drive (Lava state units)."""
+
+    spikes: tuple[Tensor, ...]
+    max_drive: int
+
+
+def graded_integers(x: Tensor, spec: FixedPointSpec, input_scale: int | None = None) -> Tensor:
+    """The chip's graded input ``round(S x)`` as int64, through the model's graded quantizer."""
+    scale = input_scale or spec.input_scale
+    step_spec = spec if scale == spec.input_scale else FixedPointSpec(input_scale=scale)
+    return torch.round(quantize_graded(x.detach(), step_spec) * scale).to(torch.int64)
+
+
+@torch.no_grad()
+def reference_stage(layers: Sequence[SpikingConv], x: Tensor,
+                    input_scale: int | None = None) -> StageReference:
+    """Deployable reference of a stage on graded input ``x [N, C, H, W, T]`` (input units)."""
+    spec = layers[0].quant
+    scale = input_scale or spec.input_scale
+    inp = graded_integers(x, spec, scale).to(torch.float64)
+    spikes, drive = [], 0
+    for i, layer in enumerate(layers):
+        out, layer_drive = _reference_layer(layer, inp, scale if i == 0 else 1)
+        spikes.append(out)
+        drive = max(drive, layer_drive)
+        inp = out.to(torch.float64)
+    return StageReference(tuple(spikes), drive)
+
+
+def _reference_layer(layer: SpikingConv, x: Tensor, scale: int) -> tuple[Tensor, int]:
+    """One layer in units ``1 / scale`` of an input unit: spikes ``[N, C, H, W, T]`` and max ``|u + b|``."""
+    spec, conv = layer.quant, layer.synapse.conv
+    weight, bias = (t.detach() for t in layer.synapse.folded())
+    w_q = quantize_weight(weight, spec).to(torch.float64)
+    b_s = scale * quantize_bias(bias, spec).to(torch.float64)
+    current = F.conv2d(nchwt_to_steps(x), w_q, None, conv.stride, conv.padding)
+    drive = (current + b_s.view(1, -1, 1, 1)).abs().max() if current.numel() else torch.tensor(0.0)
+    params = graded_params(layer.neuron.params, scale, spec)
+    neuron = CubaLIF(params, backend=layer.neuron.backend, quantize=True, spec=spec)
+    # float64 sums are exact; float32 holds them exactly while |4096 u| < 2**24, which Lava needs anyway
+    spikes = neuron(steps_to_nchwt(current, x.shape[-1]).to(torch.float32), bias=b_s.to(torch.float32))
+    return spikes, int(drive * STATE_SCALE)
+
+
+@torch.no_grad()
+def model_stage(layers: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, ...]:
+    """The model's own forward through the stage (eval mode), spikes per layer."""
+    out = []
+    for layer in layers:
+        x = layer(x)
+        out.append(x)
+    return tuple(out)
+
+
+def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory: str | Path, x: Tensor,
+                 all_layers: bool = True) -> VerificationResult:
+    """Run the exported stage ``record`` (HDF5 in ``directory``) in Lava on ``x`` and compare.
+
+    ``x``: the stage's graded input ``[N, C, H, W, T]`` in input units (N clips, run back to back),
+    on the layers' device. Puts the layers in eval mode.
+    """
+    for layer in layers:
+        layer.eval()
+    ref = reference_stage(layers, x, record.input_scale)
+    model_out = model_stage(layers, x)[-1]
+    graded = graded_integers(x, layers[0].quant, record.input_scale).cpu().numpy()
+    run = run_manifest_stage(directory, record, graded, all_layers=all_layers)
+    per_layer = tuple(_mismatch(spikes, ref.spikes[i])
+                      for i, spikes in zip(run.recorded, run.layer_spikes, strict=True))
+    return VerificationResult(
+        stage=record.index, layers=record.layers, clips=run.clips, time_steps=run.time_steps,
+        spike_mismatch=_mismatch(run.output, ref.spikes[-1]), layer_mismatch=per_layer,
+        model_mismatch=_mismatch(run.output, model_out), max_abs_error=None,
+        layer_rates=tuple(float(s.mean()) for s in ref.spikes), max_drive=ref.max_drive,
+        steps_per_second=run.steps_per_second,
+    )
+
+
+def stage_inputs(model: nn.Module, video: Tensor) -> list[Tensor]:
+    """Graded input ``[N, C, H, W, T]`` of every stage network while ``model`` runs on ``video``.
+
+    Forward pre-hooks on each stage's first layer record what enters it (residual frames for the
+    first stage, fused features after that); ``video`` is ``[B, T, 3, H, W]``, normalised.
+    """
+    seen: dict[int, Tensor] = {}
+    handles = [stage.layers[0].register_forward_pre_hook(_recorder(seen, stage.index))
+               for stage in cut_stages(model)]
+    try:
+        with torch.no_grad():
+            model.eval()(video)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [seen[i] for i in sorted(seen)]
+
+
+def verify_model(model: nn.Module, manifest: ExportManifest, directory: str | Path,
+                 video: Tensor) -> list[VerificationResult]:
+    """Verify every stage of an :func:`~conversion.export.export_model` export on ``video``."""
+    stages: list[Stage] = cut_stages(model)
+    inputs = stage_inputs(model, video)
+    return [verify_stage(stage.layers, record, directory, x)
+            for stage, record, x in zip(stages, manifest.stages, inputs, strict=True)]
+
+
+def _recorder(seen: dict[int, Tensor], index: int):
+    def hook(module: nn.Module, args: tuple) -> None:
+        seen[index] = args[0].detach().clone()
+    return hook
+
+
+def _mismatch(lava: np.ndarray, torch_spikes: Tensor) -> int:
+    """Number of differing spikes between Lava ``uint8`` and PyTorch ``[N, C, H, W, T]``."""
+    ref = torch_spikes.detach().cpu().numpy()
+    if lava.shape != ref.shape:
+        raise ValueError(f"Lava spikes {lava.shape} and PyTorch spikes {ref.shape} differ in shape")
+    return int(np.count_nonzero(lava.astype(bool) != (ref > 0)))
