@@ -50,6 +50,7 @@ from respike_nm.models.fixed_point import (
     weight_to_int,
 )
 from respike_nm.models.neurons import CubaParams, device_params
+from respike_nm.models.neurons import graded_params as neuron_graded_params
 from respike_nm.models.snn import PlainSNN, PreActBlock, SpikingConv
 
 __all__ = [
@@ -142,19 +143,12 @@ def _check_layer(name: str, layer: nn.Module) -> None:
 
 def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec,
                   name: str = "layer") -> CubaParams:
-    """``params`` with the threshold ``input_scale`` times the model's *quantized* threshold (input units).
-
-    The graded-input layer's state is ``input_scale`` times finer; ``vThMant`` becomes exactly
-    ``input_scale * int(64 threshold)``. Raises :class:`ExportError` when that does not fit the
-    threshold bits or reaches 4096 (where SLAYER fires at equality and Lava does not).
-    """
-    mant = quantize_threshold(params.threshold, spec) * input_scale
-    if mant > spec.threshold_mant_max or slayer_fires_at_equality(mant):
-        limit = min(spec.threshold_mant_max + 1, 4096)
-        raise ExportError(f"{name}: threshold x input_scale ({input_scale}) gives vThMant = {mant}, which "
-                          f"must stay below {limit} (17-bit vThMant; from 4096 on SLAYER fires at equality, "
-                          "Lava does not)")
-    return replace(params, threshold=mant / WEIGHT_SCALE)
+    """The graded-input layer's parameters (:func:`respike_nm.models.neurons.graded_params`), with an
+    :class:`ExportError` naming the layer when they do not fit."""
+    try:
+        return neuron_graded_params(params, input_scale, spec)
+    except ValueError as exc:
+        raise ExportError(f"{name}: {exc}") from None
 
 
 def stage_shapes(layers: tuple[SpikingConv, ...] | list[SpikingConv],
@@ -261,7 +255,7 @@ def _input_block() -> nn.Module:
 def _conv_block(layer: SpikingConv, scale: int, name: str) -> nn.Module:
     """SLAYER CUBA conv block equal to ``layer`` (threshold and bias times ``scale``), in eval mode."""
     spec, conv = layer.quant, layer.synapse.conv
-    params = graded_params(layer.neuron.params, scale, spec, name)
+    params = graded_params(layer.base_params, scale, spec, name)
     weight, bias = (t.detach().cpu() for t in layer.synapse.folded())
     w_int = weight_to_int(weight, spec)
     lo, hi = LAVA_WEIGHT_RANGE

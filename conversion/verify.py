@@ -107,7 +107,7 @@ def _reference_layer(layer: SpikingConv, x: Tensor, scale: int) -> tuple[Tensor,
     b_s = scale * quantize_bias(bias, spec).to(torch.float64)
     current = F.conv2d(nchwt_to_steps(x), w_q, None, conv.stride, conv.padding)
     drive = (current + b_s.view(1, -1, 1, 1)).abs().max() if current.numel() else torch.tensor(0.0)
-    params = graded_params(layer.neuron.params, scale, spec)
+    params = graded_params(layer.base_params, scale, spec)
     neuron = CubaLIF(params, backend=layer.neuron.backend, quantize=True, spec=spec)
     # float64 sums are exact; float32 holds them exactly while |4096 u| < 2**24, which Lava needs anyway
     spikes = neuron(steps_to_nchwt(current, x.shape[-1]).to(torch.float32), bias=b_s.to(torch.float32))

@@ -41,7 +41,7 @@ identical; gradients are each library's own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -119,6 +119,25 @@ class CubaParams:
 def paper_lif() -> CubaParams:
     """ReSpike's LIF as CUBA: ``V = 0.25 V + 0.75 X`` with the 0.75 in the weights (PAPER_INPUT_GAIN)."""
     return CubaParams(threshold=1.0, current_decay=1.0, voltage_decay=0.75, input_gain=PAPER_INPUT_GAIN)
+
+
+def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec = DEFAULT_SPEC) -> CubaParams:
+    """Parameters of a layer whose input arrives as graded integers ``round(input_scale * x)``.
+
+    Its state is ``input_scale`` times finer, as on the chip (DESIGN.md §2 (A)): the threshold is
+    exactly ``input_scale`` times the *quantized* threshold (``vThMant`` times ``input_scale``)
+    and the surrogate is widened by the same factor. Raises ``ValueError`` when ``vThMant`` would
+    not fit its bits or would reach 4096 (where SLAYER fires at equality and Lava does not).
+    """
+    mant = quantize_threshold(params.threshold, spec) * input_scale
+    if mant > spec.threshold_mant_max or slayer_fires_at_equality(mant):
+        limit = min(spec.threshold_mant_max + 1, 4096)
+        raise ValueError(f"threshold x input_scale ({input_scale}) gives vThMant = {mant}, which must stay "
+                         f"below {limit} (17-bit vThMant; from 4096 on SLAYER fires at equality, Lava "
+                         "does not)")
+    sur = params.surrogate
+    wider = replace(sur, width=sur.width * input_scale, norse_alpha=sur.norse_alpha / input_scale)
+    return replace(params, threshold=mant / WEIGHT_SCALE, surrogate=wider)
 
 
 @dataclass(frozen=True)

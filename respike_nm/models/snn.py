@@ -27,7 +27,7 @@ from torch import nn
 
 from respike_nm.models.ann import FeatureInfo
 from respike_nm.models.fixed_point import FixedPointSpec, quantize_bias, quantize_graded, quantize_weight
-from respike_nm.models.neurons import CubaLIF, CubaParams, paper_lif
+from respike_nm.models.neurons import CubaLIF, CubaParams, graded_params, paper_lif
 
 BASE = (64, 128, 256, 512)
 
@@ -104,17 +104,24 @@ class SpikingConv(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec, graded_input: bool = False):
         super().__init__()
         self.synapse = ConvBN(cin, cout, stride, spec, gain=spec.neuron.input_gain)
-        self.neuron = CubaLIF(spec.neuron, backend=spec.backend, quantize=spec.quant is not None,
-                              spec=spec.quant or FixedPointSpec())
         self.graded_input = graded_input and spec.quant is not None
+        # a graded-input layer works in units of 1/input_scale, as the chip does (DESIGN.md §2 (A))
+        self.scale = spec.quant.input_scale if self.graded_input else 1
+        self.base_params = spec.neuron  # before the graded-input scaling
+        params = graded_params(spec.neuron, self.scale, spec.quant) if self.graded_input else spec.neuron
+        self.neuron = CubaLIF(params, backend=spec.backend, quantize=spec.quant is not None,
+                              spec=spec.quant or FixedPointSpec())
         self.quant = spec.quant
         self.fake_quant = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.graded_input and self.fake_quant:
-            x = quantize_graded(x, self.quant)
+            x = quantize_graded(x, self.quant)  # on the 1/input_scale grid: round(S x) / S
         x2, t = _per_step(x)
         current, bias = self.synapse(x2)
+        if self.scale != 1:  # conv(round(S x), w) = S conv(x_q, w): exact, S is a power of two
+            current = current * self.scale
+            bias = None if bias is None else bias * self.scale
         return self.neuron(_per_time(current, t), bias=bias)
 
 

@@ -254,9 +254,6 @@ def test_one_neuron_leak_edge_case_is_bit_exact_in_lava(tmp_path):
     assert reference_stage([layer], EDGE_INPUT).spikes[0].flatten().tolist() == [0, 0, 1]
 
 
-@pytest.mark.xfail(strict=True, reason="respike_nm's graded-input layer keeps its state on the 1/4096 grid "
-                   "of an input unit; the chip receives round(S x) and keeps it S times finer, so the leak "
-                   "truncates differently (DESIGN.md §2 (A) asks the PyTorch side to scale by S too)")
 def test_model_graded_layer_matches_chip_arithmetic():
     layer = _one_neuron_layer()
     assert torch.equal(model_stage([layer], EDGE_INPUT)[0], reference_stage([layer], EDGE_INPUT).spikes[0])
