@@ -22,7 +22,7 @@ not exact either, since the leak truncates on the state grid.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -44,9 +44,7 @@ from respike_nm.models.fixed_point import (
     FixedPointSpec,
     bias_to_int,
     quantize_bias,
-    quantize_threshold,
     quantize_weight,
-    slayer_fires_at_equality,
     weight_to_int,
 )
 from respike_nm.models.neurons import CubaParams, device_params

@@ -18,7 +18,8 @@ def create_model(name: str, num_classes: int, **overrides):
     valid = {f.name for f in fields(ReSpikeSpec)} - {"kind", "num_classes"}
     unknown = set(overrides) - valid
     if unknown:
-        raise ValueError(f"unknown model option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown model option(s) {', '.join(sorted(unknown))}; "
+                         f"valid: {', '.join(sorted(valid))}")
     return ReSpike(ReSpikeSpec(kind=name, num_classes=num_classes, **overrides))
 
 
