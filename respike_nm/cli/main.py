@@ -8,10 +8,11 @@ import sys
 
 from respike_nm import __version__
 from respike_nm.cli import data as data_cmd
+from respike_nm.cli import deploy as deploy_cmd
 from respike_nm.cli import train as train_cmd
 from respike_nm.data.errors import DataError
 
-COMMANDS = (data_cmd, train_cmd)
+COMMANDS = (data_cmd, train_cmd, deploy_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,16 +87,37 @@ class ReSpike(nn.Module):
             return self.forward(video.flatten(0, 1)).reshape(b, k, -1)
         key, residual = decompose(video, self.spec.stride)
         b, g = key.shape[:2]
-        ann_feats = self.ann(key.flatten(0, 1)) if self.ann is not None else None
-        parts = []
+        ann_feats = self.ann_features(key)
+        snn_out = None
         if self.snn is not None:
-            x = btchw_to_nchwt(residual.flatten(0, 1))  # [B*G, 3, H, W, s-1]
-            x = run_stem(self.snn, x)
+            x = run_stem(self.snn, self.snn_input(residual))
             for i, stage in enumerate(self.snn.stages, start=1):
-                x = stage(x)
-                if str(i) in self.fusion:
-                    x = self.fusion[str(i)](x, ann_feats[i - 1])
-            parts.append(x.mean(dim=-1))  # average over T'
+                x = self.fuse(i, stage(x), ann_feats)
+            snn_out = x
+        return self.head_logits(snn_out, ann_feats, b, g)
+
+    def ann_features(self, key: torch.Tensor) -> list[torch.Tensor] | None:
+        """ANN stage features of key frames ``[B, G, 3, H, W]`` (flattened to ``B*G``)."""
+        return self.ann(key.flatten(0, 1)) if self.ann is not None else None
+
+    @staticmethod
+    def snn_input(residual: torch.Tensor) -> torch.Tensor:
+        """Residual frames ``[B, G, s-1, 3, H, W]`` -> SNN input ``[B*G, 3, H, W, s-1]``."""
+        return btchw_to_nchwt(residual.flatten(0, 1))
+
+    def fuse(self, stage: int, x: torch.Tensor, ann_feats: list[torch.Tensor] | None) -> torch.Tensor:
+        """Apply the fusion point after SNN ``stage`` (1-based), if there is one."""
+        if str(stage) in self.fusion:
+            return self.fusion[str(stage)](x, ann_feats[stage - 1])
+        return x
+
+    def head_logits(self, snn_out: torch.Tensor | None, ann_feats: list[torch.Tensor] | None,
+                    b: int, g: int) -> torch.Tensor:
+        """Head: SNN output averaged over T', ANN stage 4, pooled, concatenated, linear; averaged
+        over the ``g`` key-frame groups -> ``[b, classes]``."""
+        parts = []
+        if snn_out is not None:
+            parts.append(snn_out.mean(dim=-1))
         if ann_feats is not None:
             parts.append(ann_feats[-1])
         feats = torch.cat([p.mean(dim=(2, 3)) for p in parts], dim=1)  # GAP of each, concatenated

@@ -1,0 +1,138 @@
+"""``respike-nm export`` and ``respike-nm simulate``: the only place the library reaches into
+``conversion`` (lazily, inside the commands), so that ``respike_nm`` imports without Lava."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+SOURCE = "source.json"
+
+
+def add_parser(sub) -> None:
+    ex = sub.add_parser(
+        "export", help="export a trained run's SNN branch to Lava netx (one HDF5 per stage)",
+        description="Fold BN, quantize to the target's fixed point, cut the SNN at every fusion "
+                    "point and write one netx HDF5 per stage plus manifest.json (temporary folder, "
+                    "renamed when complete). The paper-faithful resnet SNN is refused.")
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("--out", required=True, type=Path, help="export folder (must not exist)")
+    ex.set_defaults(func=run_export)
+
+    sim = sub.add_parser(
+        "simulate", help="run an export in Lava and verify it against the quantized PyTorch model",
+        description="Load every stage with netx, run it in Lava (Loihi2SimCfg fixed_pt) on test "
+                    "clips, compare spikes stage by stage with the quantized PyTorch reference, and "
+                    "run the hybrid (ANN + fusion in PyTorch, SNN in Lava) to compare predictions. "
+                    "Writes EXPORT_DIR/verify.json.")
+    sim.add_argument("export_dir", type=Path)
+    sim.add_argument("--run", type=Path, help="the trained run (default: the one it was exported from)")
+    sim.add_argument("--clips", type=int, default=8, help="test clips to run (default 8)")
+    sim.add_argument("--json", action="store_true")
+    sim.set_defaults(func=run_simulate)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("respike-nm", "torch", "lava-nc", "lava-dl", "norse", "numpy", "h5py")}
+
+
+def run_export(args) -> int:
+    from conversion.export import export_model
+    from conversion.manifest import write_manifest
+    from respike_nm.train.loop import CHECKPOINT, load_run
+
+    if args.out.exists():
+        raise ValueError(f"{args.out}: already exists; choose a new export folder")
+    model, cfg, ck = load_run(args.run_dir, quantize=True)
+    model.eval()
+    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
+    try:
+        manifest = export_model(model, tmp, (cfg.data.size, cfg.data.size))
+        manifest = replace(manifest, checkpoint_sha256=_sha256(args.run_dir / CHECKPOINT),
+                           versions=_versions())
+        write_manifest(manifest, tmp / "manifest.json")
+        (tmp / SOURCE).write_text(json.dumps({"run_dir": str(args.run_dir.resolve())}) + "\n")
+        os.replace(tmp, args.out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    for st in manifest.stages:
+        print(f"stage {st.index}: {len(st.layers)} layers, input {st.input_shape} -> output "
+              f"{st.output_shape}, T'={st.time_steps}, {st.hdf5}")
+    print(f"exported {len(manifest.stages)} stage network(s) to {args.out}")
+    return 0
+
+
+def run_simulate(args) -> int:
+    import torch
+
+    from conversion.hybrid import hybrid_logits
+    from conversion.manifest import read_manifest
+    from conversion.verify import verify_model
+    from respike_nm.data.transforms import normalize
+    from respike_nm.train.builder import build_datasets
+    from respike_nm.train.loop import CHECKPOINT, load_run
+
+    manifest = read_manifest(args.export_dir / "manifest.json")
+    run_dir = args.run
+    if run_dir is None:
+        src = args.export_dir / SOURCE
+        if not src.is_file():
+            raise ValueError(f"{args.export_dir}: no {SOURCE}; name the trained run with --run")
+        run_dir = Path(json.loads(src.read_text())["run_dir"])
+    digest = _sha256(run_dir / CHECKPOINT)
+    if manifest.checkpoint_sha256 and digest != manifest.checkpoint_sha256:
+        print(f"respike-nm: warning: {run_dir / CHECKPOINT} is not the checkpoint this export was "
+              "made from (sha256 differs); results compare against the given run", file=sys.stderr)
+    model, cfg, ck = load_run(run_dir, quantize=True)
+    model.eval()
+    _, test, _, _ = build_datasets(cfg)
+    n = min(args.clips, len(test))
+    samples = [test[i] for i in range(n)]
+    video = normalize(torch.stack([s.video[0] for s in samples if s is not None]))
+    labels = torch.tensor([s.label for s in samples if s is not None])
+    stages = verify_model(model, manifest, args.export_dir, video)
+    hybrid = hybrid_logits(model, manifest, args.export_dir, video)
+    with torch.no_grad():
+        torch_pred = model(video).argmax(-1)
+    lava_pred = hybrid.logits.argmax(-1)
+    result = {
+        "clips": int(len(labels)),
+        "stages": [{"name": f"stage{s.stage}", **{k: v for k, v in asdict(s).items() if k != "stage"}}
+                   for s in stages],
+        "spike_mismatch": int(sum(s.spike_mismatch for s in stages)),
+        "model_mismatch": int(sum(s.model_mismatch for s in stages)),
+        "prediction_agreement": float((lava_pred == torch_pred).float().mean()),
+        "hybrid_top1": float((lava_pred == labels).float().mean()),
+        "torch_top1": float((torch_pred == labels).float().mean()),
+        "lava_steps_per_second": round(hybrid.lava_steps / hybrid.lava_seconds, 2)
+        if hybrid.lava_seconds else None,
+        "checkpoint_matches": digest == manifest.checkpoint_sha256,
+    }
+    tmp = args.export_dir / f".verify.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, args.export_dir / "verify.json")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for s in result["stages"]:
+            print(f"{s['name']}: {s['spike_mismatch']} mismatched spikes over {s['clips']} clips "
+                  f"({len(s['layers'])} layers), {s['steps_per_second']:.0f} Lava steps/s")
+        print(f"prediction agreement Lava hybrid vs PyTorch: {result['prediction_agreement']:.3f} "
+              f"on {result['clips']} clips; total spike mismatch {result['spike_mismatch']}")
+    return 0
