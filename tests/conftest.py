@@ -47,3 +47,9 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 25, codec: str = "png
 def pattern_video(tmp_path) -> tuple[Path, np.ndarray]:
     frames = frame_pattern(20, 24, 32)
     return write_video(tmp_path / "pattern.mov", frames), frames
+
+
+# A training config that runs in seconds on a CPU: 2 appearances x 2 motions at 32x32, few clips.
+SMALL_TRAIN = ["data.size=32", "data.frames=8", "data.appearances=2", "data.motions=2",
+               "data.train_per_class=6", "data.test_per_class=2", "model.ann_width=0.125",
+               "model.snn_width=0.125", "train.batch_size=4", "train.warmup_epochs=0"]

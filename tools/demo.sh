@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
-# What `make demo` runs. Today the toolkit's data stage is what exists: decode and decompose
-# synthetic-motion clips and real clips, and draw their key/residual strips.
+# What `make demo` runs: the toolkit's stages that exist today, on the embedded synthetic-motion
+# data (and real clips when RESPIKE_REALDATA names them). Stops at the first failing stage.
 set -euo pipefail
 cli=$1; out=$2
 mkdir -p "$out"
-echo "== data: synthetic-motion clips -> key frames + residual frames ($out/data)"
-"$cli" data inspect --synthetic 4 --out "$out/data"
-if [ -n "${RESPIKE_REALDATA:-}" ] && [ -d "$RESPIKE_REALDATA" ]; then
-  echo
-  echo "== data: real clips from $RESPIKE_REALDATA/gestures and /ucf101 ($out/data)"
-  "$cli" data inspect "$RESPIKE_REALDATA/gestures" "$RESPIKE_REALDATA/ucf101" --out "$out/data"
+stage() { echo; echo "== $1"; }
+fail() { echo "demo: stage '$1' failed" >&2; exit 1; }
+
+stage "1/5 data: synthetic-motion clips -> key frames + residual frames ($out/data)"
+"$cli" data inspect --synthetic 4 --out "$out/data" || fail data
+if [ -n "${RESPIKE_REALDATA:-}" ] && [ -d "$RESPIKE_REALDATA/gestures" ]; then
+  "$cli" data inspect "$RESPIKE_REALDATA/gestures" --out "$out/data" || fail data-real
 else
-  echo
-  echo "== data: no real clips (set RESPIKE_REALDATA to a folder of videos to decode real footage)"
+  echo "(no real clips: set RESPIKE_REALDATA to a folder of videos to decode real footage)"
 fi
+
+for model in hybrid ann snn; do
+  stage "2/5 train: tiny $model on synthetic-motion ($out/$model)"
+  rm -rf "$out/$model"
+  "$cli" train --config tiny --model "$model" --out "$out/$model" || fail "train $model"
+done
+
+stage "3/5 export: the hybrid's SNN branch to Lava netx ($out/hybrid-lava)"
+rm -rf "$out/hybrid-lava"
+"$cli" export "$out/hybrid" --out "$out/hybrid-lava" || fail export
+
+stage "4/5 simulate: Lava (Loihi 2, fixed point) against PyTorch"
+"$cli" simulate "$out/hybrid-lava" --clips 4 || fail simulate
+
+stage "5/5 energy: not implemented yet (no energy figures are printed)"
 echo
-echo "Strips written to $out/data/*.png."
-echo "Not in the demo yet: training, export to Lava, simulation and energy (not implemented yet)."
+echo "Demo outputs in $out/: data strips (data/*.png), runs (hybrid, ann, snn), Lava export and verify.json."

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SMALL_TRAIN
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.train.loop import train
 
-SMALL = ["data.size=32", "data.frames=8", "data.appearances=2", "data.motions=2",
-         "data.train_per_class=6", "data.test_per_class=2", "model.ann_width=0.125",
-         "model.snn_width=0.125", "train.batch_size=4", "train.warmup_epochs=0", "train.epochs=1"]
+SMALL = SMALL_TRAIN + ["train.epochs=1"]
 
 
 @pytest.mark.lava

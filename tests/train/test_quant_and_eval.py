@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_TRAIN
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
@@ -13,9 +14,7 @@ from respike_nm.models.fixed_point import FixedPointSpec, quantize_weight
 from respike_nm.train.builder import build_model, fixed_point_spec
 from respike_nm.train.loop import train
 
-SMALL = ["data.size=32", "data.frames=8", "data.appearances=2", "data.motions=2",
-         "data.train_per_class=6", "data.test_per_class=2", "model.ann_width=0.125",
-         "model.snn_width=0.125", "train.batch_size=4", "train.warmup_epochs=0"]
+SMALL = SMALL_TRAIN
 
 PROFILE = """
 name: narrow

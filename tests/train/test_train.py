@@ -11,15 +11,14 @@ import time
 
 import pytest
 import torch
+from conftest import SMALL_TRAIN
 
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.train.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from respike_nm.train.loop import train
 
 # 2 appearances x 2 motions, 32x32, few clips: seconds per epoch on a CPU
-SMALL = ["data.size=32", "data.frames=8", "data.appearances=2", "data.motions=2",
-         "data.train_per_class=6", "data.test_per_class=2", "model.ann_width=0.125",
-         "model.snn_width=0.125", "train.batch_size=4", "train.warmup_epochs=0"]
+SMALL = SMALL_TRAIN
 
 
 def _cfg(*extra):
