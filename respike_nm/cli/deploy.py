@@ -131,7 +131,7 @@ def run_simulate(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         for s in result["stages"]:
-            print(f"{s['name']}: {s['spike_mismatch']} mismatched spikes over {s['clips']} clips "
+            print(f"{s['name']}: {s['spike_mismatch']} mismatched spikes over {s['clips']} key-frame groups "
                   f"({len(s['layers'])} layers), {s['steps_per_second']:.0f} Lava steps/s")
         print(f"prediction agreement Lava hybrid vs PyTorch: {result['prediction_agreement']:.3f} "
               f"on {result['clips']} clips; total spike mismatch {result['spike_mismatch']}")
