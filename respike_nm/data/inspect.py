@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from respike_nm.data.decompose import decompose
 from respike_nm.data.records import ClipSpec, DecomposedClip
@@ -63,8 +62,3 @@ def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
         residual_active=round(active, 6),
     )
     return report, parts
-
-
-def decomposed_from_tensor(video: torch.Tensor, stride: int) -> DecomposedClip:
-    """Decompose an already-normalised ``[T, C, H, W]`` clip (batch of one)."""
-    return decompose(video.unsqueeze(0), stride)

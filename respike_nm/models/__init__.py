@@ -22,5 +22,3 @@ def create_model(name: str, num_classes: int, **overrides):
                          f"valid: {', '.join(sorted(valid))}")
     return ReSpike(ReSpikeSpec(kind=name, num_classes=num_classes, **overrides))
 
-
-MODELS = ("hybrid", "ann", "snn")
