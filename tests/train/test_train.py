@@ -73,7 +73,8 @@ def _weights(path):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    cfg = ["--set", "train.epochs=3"] + [a for o in SMALL for a in ("--set", o)]
+    epochs = 8  # long enough that the kill lands before the end on an idle machine
+    cfg = ["--set", f"train.epochs={epochs}"] + [a for o in SMALL for a in ("--set", o)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     full = tmp_path / "full"
     subprocess.run(_cli("train", "--model", "snn", "--out", str(full), "--quiet", *cfg), check=True,
@@ -84,10 +85,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     deadline = time.time() + 300
     while not (cut / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # during epoch 2, right after the first checkpoint
     proc.wait()
-    assert load_checkpoint(cut / "checkpoint.pt").epoch < 3, "the run finished before it was killed"
+    assert load_checkpoint(cut / "checkpoint.pt").epoch < epochs, "the run finished before it was killed"
     subprocess.run(_cli("train", "--model", "snn", "--out", str(cut), "--quiet", "--resume", *cfg),
                    check=True, env=env, capture_output=True)
     a, b = _weights(full / "checkpoint.pt"), _weights(cut / "checkpoint.pt")
