@@ -7,7 +7,6 @@ Video code uses ``T, C, H, W`` per clip (``B, T, C, H, W`` batched), decoders pr
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -21,16 +20,6 @@ def tchw_to_thwc(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 2, 3, 1)
 
 
-def thwc_to_tchw_np(frames: np.ndarray) -> np.ndarray:
-    """NumPy twin of :func:`thwc_to_tchw`."""
-    return frames.transpose(0, 3, 1, 2)
-
-
 def btchw_to_nchwt(video: torch.Tensor) -> torch.Tensor:
     """Video layout ``[B, T, C, H, W]`` to SLAYER's ``[N, C, H, W, T]``."""
     return video.permute(0, 2, 3, 4, 1)
-
-
-def nchwt_to_btchw(spikes: torch.Tensor) -> torch.Tensor:
-    """SLAYER's ``[N, C, H, W, T]`` back to video layout ``[B, T, C, H, W]``."""
-    return spikes.permute(0, 4, 1, 2, 3)

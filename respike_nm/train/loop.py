@@ -15,6 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     c1 = c5 = v1 = v5 = 0
     clips = videos = failed = 0
     loss = 0.0
-    ctx = record_activity(model) if activity else _nullcontext()
+    ctx = record_activity(model) if activity else nullcontext()
     with ctx as log:
         for batch in progress(loader, "eval", len(loader)):
             failed += batch.failed
@@ -98,14 +99,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     rates = log.rates() if activity else {}
     return EvalResult(c1 / max(clips, 1), c5 / max(clips, 1), v1 / max(videos, 1), v5 / max(videos, 1),
                       loss / max(clips, 1), clips, videos, failed, rates)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
