@@ -37,6 +37,7 @@ from conversion.manifest import (
     ExportManifest,
     ManifestError,
     StageManifest,
+    file_sha256,
     write_manifest,
 )
 from respike_nm.models.fixed_point import (
@@ -191,7 +192,7 @@ def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str 
         input_shape=tuple(input_shape), output_shape=shapes[-1], layer_shapes=shapes,
         input_shape_xyc=chw_to_xyc(input_shape), output_shape_xyc=chw_to_xyc(shapes[-1]),
         time_steps=time_steps, input_scale=scale, input_message_bits=input_message_bits,
-        reset_offset=GRADED_RESET_OFFSET,
+        reset_offset=GRADED_RESET_OFFSET, sha256=file_sha256(path),
     )
 
 

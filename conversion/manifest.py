@@ -9,6 +9,7 @@ layouts: SLAYER ``(C, H, W)`` (PyTorch side) and Lava ``(x, y, c)``. The reader 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ class StageManifest:
     ``input_message_bits`` (signed); the first layer's threshold and bias are scaled by
     ``input_scale``. ``reset_offset``: the netx ``Network(reset_offset=...)`` that aligns the resets
     with clip boundaries; clip ``k``, step ``t`` of layer ``i`` is read at Lava sink index
-    ``k * time_steps + t + i + reset_offset``.
+    ``k * time_steps + t + i + reset_offset``. ``sha256``: hex digest of the HDF5 file as written
+    (``None`` in exports made before it was recorded).
     """
 
     index: int
@@ -54,6 +56,7 @@ class StageManifest:
     input_scale: int
     input_message_bits: int
     reset_offset: int = 1
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.layers) != len(self.layer_shapes) or not self.layers:
@@ -130,6 +133,15 @@ def read_manifest(path: str | Path) -> ExportManifest:
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}: not JSON ({err})") from err
     return manifest_from_dict(data)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _checked_fields(cls: type, data: dict, where: str) -> dict:

@@ -82,13 +82,13 @@ def run_simulate(args) -> int:
     import torch
 
     from conversion.hybrid import hybrid_logits
-    from conversion.manifest import read_manifest
+    from conversion.netx_check import check_export
     from conversion.verify import verify_model
     from respike_nm.data.transforms import normalize
     from respike_nm.train.builder import build_datasets
     from respike_nm.train.loop import CHECKPOINT, load_run
 
-    manifest = read_manifest(args.export_dir / "manifest.json")
+    manifest = check_export(args.export_dir)  # before netx reads a file; a failure leaves verify.json
     run_dir = args.run
     if run_dir is None:
         src = args.export_dir / SOURCE
