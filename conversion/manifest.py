@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +109,7 @@ def manifest_from_dict(data: dict) -> ExportManifest:
     if version != FORMAT_VERSION:
         raise ManifestError(f"format_version: this reader knows {FORMAT_VERSION}, the manifest says "
                             f"{version!r}")
+    _check_types(data)
     fields = _checked_fields(ExportManifest, data, "manifest")
     stages = fields.pop("stages")
     if not isinstance(stages, list):
@@ -129,10 +132,11 @@ def write_manifest(manifest: ExportManifest, path: str | Path) -> Path:
 def read_manifest(path: str | Path) -> ExportManifest:
     """Read a manifest written by :func:`write_manifest`."""
     try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: not JSON ({err})") from err
-    return manifest_from_dict(data)
+        return manifest_from_dict(json.loads(Path(path).read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: not JSON ({err})") from None
+    except ManifestError as err:
+        raise ManifestError(f"{path}: {err}") from None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -167,3 +171,43 @@ def _tuples(value):
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def _check_types(data: dict) -> None:
+    _check_fields(ExportManifest, data, "")
+    if isinstance(data.get("stages"), list):
+        for i, stage in enumerate(data["stages"]):
+            if isinstance(stage, dict):
+                _check_fields(StageManifest, stage, f"stages[{i}].")
+
+
+def _check_fields(cls: type, data: dict, where: str) -> None:
+    for name, hint in typing.get_type_hints(cls).items():
+        if name in data and name != "stages" and not _conforms(data[name], hint):
+            raise ManifestError(f"{where}{name}: expected {_describe(hint)}, got {data[name]!r}")
+
+
+def _conforms(value, hint) -> bool:
+    """Whether a JSON value fits a field annotation (JSON lists stand for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    plain = isinstance(hint, type) and typing.get_origin(hint) is None  # tuple[int, int] is a type in 3.10
+    return hint.__name__ if plain else str(hint)

@@ -12,9 +12,6 @@ bit-widths), weight shapes against the manifest's layer shapes, and the file's S
 
 from __future__ import annotations
 
-import json
-import types
-import typing
 from pathlib import Path
 
 import h5py
@@ -23,13 +20,12 @@ import numpy as np
 from conversion.export import LAVA_WEIGHT_RANGE
 from conversion.layout import chw_to_xyc
 from conversion.manifest import (
-    FORMAT_VERSION,
     MANIFEST_NAME,
     ExportManifest,
     ManifestError,
     StageManifest,
     file_sha256,
-    manifest_from_dict,
+    read_manifest,
 )
 from respike_nm.models.fixed_point import FixedPointSpec
 from respike_nm.train.builder import fixed_point_spec
@@ -57,61 +53,16 @@ def check_export(directory: str | Path, spec: FixedPointSpec | None = None) -> E
 
 
 def load_manifest(path: str | Path) -> ExportManifest:
-    """:func:`~conversion.manifest.read_manifest` plus JSON type checks of every field and the stage chain."""
+    """:func:`~conversion.manifest.read_manifest` plus the stage chain (shapes, Lava twins, file names)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest (not an export folder?)")
+    manifest = read_manifest(path)
     try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and data.get("format_version") == FORMAT_VERSION:
-            _check_types(data)
-        manifest = manifest_from_dict(data)
         _check_chain(manifest)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: not JSON ({err})") from None
     except ManifestError as err:
         raise ManifestError(f"{path}: {err}") from None
     return manifest
-
-
-def _check_types(data: dict) -> None:
-    _check_fields(ExportManifest, data, "")
-    if isinstance(data.get("stages"), list):
-        for i, stage in enumerate(data["stages"]):
-            if isinstance(stage, dict):
-                _check_fields(StageManifest, stage, f"stages[{i}].")
-
-
-def _check_fields(cls: type, data: dict, where: str) -> None:
-    for name, hint in typing.get_type_hints(cls).items():
-        if name in data and name != "stages" and not _conforms(data[name], hint):
-            raise ManifestError(f"{where}{name}: expected {_describe(hint)}, got {data[name]!r}")
-
-
-def _conforms(value, hint) -> bool:
-    """Whether a JSON value fits a field annotation (JSON lists stand for tuples)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if origin is tuple:
-        if not isinstance(value, list):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
-    if origin is dict:
-        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
-                                               for k, v in value.items())
-    if hint is type(None):
-        return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint) -> str:
-    plain = isinstance(hint, type) and typing.get_origin(hint) is None  # tuple[int, int] is a type in 3.10
-    return hint.__name__ if plain else str(hint)
 
 
 def _check_chain(manifest: ExportManifest) -> None:
