@@ -1,0 +1,73 @@
+"""Counting overhead: forward time of the tiny hybrid with the energy counters on versus off.
+
+The counters are forward hooks (respike_nm.energy.counters.count_ops); the overhead is their extra
+work per forward pass (an all-ones convolution per SNN synapse, nonzero counts per ANN layer).
+Interleaved runs on the same clips, median of each. Writes bench/results/energy_overhead.json.
+
+Usage: python bench/energy_overhead.py [--repeats 10] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from respike_nm.config import load_config
+from respike_nm.data.transforms import normalize
+from respike_nm.energy.counters import count_ops
+from respike_nm.train.builder import build_datasets, build_model
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def timed(model, video, counted: bool) -> float:
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if counted:
+            with count_ops(model):
+                model(video)
+        else:
+            model(video)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=4)
+    args = ap.parse_args()
+    cfg = load_config("tiny")
+    _, test, classes, _ = build_datasets(cfg)
+    video = normalize(torch.stack([test[i].video[0] for i in range(args.batch)]))
+    model = build_model(cfg, "hybrid", len(classes), quantize=True).eval()
+    timed(model, video, False), timed(model, video, True)  # warm-up
+    off, on = [], []
+    for _ in range(args.repeats):
+        off.append(timed(model, video, False))
+        on.append(timed(model, video, True))
+    res = {
+        "model": "tiny hybrid (quantized SNN, late fusion), untrained weights",
+        "clips_per_forward": args.batch, "clip_shape": list(video.shape[1:]), "repeats": args.repeats,
+        "seconds_off_median": statistics.median(off), "seconds_on_median": statistics.median(on),
+        "overhead_ratio": statistics.median(on) / statistics.median(off),
+        "seconds_off": off, "seconds_on": on,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
+        "cpus": os.cpu_count(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    tmp = RESULTS / ".energy_overhead.json.tmp"
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    os.replace(tmp, RESULTS / "energy_overhead.json")
+    print(f"forward {res['seconds_off_median'] * 1e3:.1f} ms off, {res['seconds_on_median'] * 1e3:.1f} ms "
+          f"on: counting costs x{res['overhead_ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""The energy report: one record, written as energy.json, energy.csv and two plots (matplotlib Agg).
+
+Everything is per clip. ``energy.json`` holds the per-layer counts, the four plans' counts and, per
+plan and target, the energy by component and by layer with every figure's provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from respike_nm.energy.counters import ClipCounts, totals
+from respike_nm.energy.plans import PlanCounts, PlanEnergy
+
+FORMAT, VERSION = "respike-nm-energy", 1
+COMPONENTS = ("gpu_compute", "chip_synops", "chip_graded", "chip_neurons", "chip_routing", "transfer")
+CAVEATS = (
+    "GPU figures are TDP over dense peak throughput (derived): a best case that real kernels do not reach.",
+    "Loihi's per-op figures are pre-silicon minima (Davies et al. 2018); Loihi 2 reuses them (derived).",
+    "Chip-side totals omit tile hops and static power; chip I/O is charged at DRAM cost (a lower bound).",
+    "The memory term (after Lemaire et al., ICONIP 2022) charges every weight/input/potential access at a "
+    "45 nm SRAM read (Horowitz); it is shown beside the compute-only total, not in it.",
+    "Spike counts come from a trained run's recorded activity; plans with another fusion reuse them.",
+)
+
+
+@dataclass
+class EnergyReport:
+    """The whole report; :meth:`to_dict` is energy.json."""
+
+    run_dir: str
+    precision: str
+    graded_bits: int
+    graded_bits_source: str
+    counts: ClipCounts
+    plans: list[PlanCounts]
+    energy: list[PlanEnergy]
+    profiles: dict[str, dict] = field(default_factory=dict)  # name -> path, target, description
+
+    def to_dict(self) -> dict:
+        c = self.counts
+        layers = [{**asdict(lc), "activation_sparsity": lc.activation_sparsity,
+                   "firing_rate": lc.firing_rate} for lc in c.layers]
+        geometry = {k: v for k, v in asdict(c).items() if k != "layers"}
+        return {
+            "format": FORMAT, "version": VERSION, "run_dir": self.run_dir, "per": "clip",
+            "precision": self.precision,
+            "graded_bits": {"value": self.graded_bits, "source": self.graded_bits_source},
+            "conventions": {
+                "mac": "multiply-accumulate; a GPU MAC costs 2 FLOPs at the profile's pJ/FLOP",
+                "dense": "every input active, zero padding included (as MAC counters count)",
+                "effective": "only nonzero inputs inside the frame (NeuroBench Effective_MACs/ACs)",
+                "spikes_to_gpu": "dense bit map, 1 bit per neuron per step",
+                "graded_to_chip": f"{self.graded_bits}-bit integers per value ({self.graded_bits_source})",
+                "active_update": "a neuron-step that received at least one synaptic event",
+            },
+            "caveats": list(CAVEATS),
+            "geometry": geometry,
+            "counts": {"totals": asdict(totals(c.layers)), "layers": layers},
+            "plans": [{**asdict(p), "totals": _plan_totals(p)} for p in self.plans],
+            "energy": [_energy_dict(e) for e in self.energy],
+            "profiles": self.profiles,
+        }
+
+
+def _plan_totals(p: PlanCounts) -> dict:
+    ops = {(d, o) for _, d, o, _ in p.layers}
+    return {f"{d}_{o}": p.total(d, o) for d, o in sorted(ops)}
+
+
+def _energy_dict(e: PlanEnergy) -> dict:
+    return {
+        "plan": e.plan, "title": e.title, "host": e.host, "chip": e.chip,
+        "compute_pj": e.compute_pj, "memory_pj": e.memory_pj,
+        "compute_plus_memory_pj": e.compute_pj + e.memory_pj,
+        "kinds": e.kinds, "memory_kinds": e.memory_kinds,
+        "components_pj": e.components, "layers_pj": e.layers,
+        "figures": [asdict(f) for f in e.figures], "notes": e.notes,
+    }
+
+
+def row_label(e: PlanEnergy) -> str:
+    return f"{e.plan}: {e.host}" + (f" + {e.chip}" if e.chip else "")
+
+
+def csv_text(report: EnergyReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["plan", "title", "host", "chip", "compute_pj", "memory_pj", "compute_plus_memory_pj",
+                *[f"{c}_pj" for c in COMPONENTS], "kinds", "memory_kinds"])
+    for e in report.energy:
+        w.writerow([e.plan, e.title, e.host, e.chip or "", e.compute_pj, e.memory_pj,
+                    e.compute_pj + e.memory_pj, *[e.components.get(c, 0.0) for c in COMPONENTS],
+                    "+".join(e.kinds), "+".join(e.memory_kinds)])
+    return buf.getvalue()
+
+
+def plot_plans(report: EnergyReport, path: Path) -> None:
+    """Left: compute-only and memory-term totals per plan and target (log scale, uJ per clip).
+    Right: what each compute total is made of (stacked shares)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report.energy
+    labels = [row_label(e) for e in rows]
+    y = range(len(rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.38 * len(rows) + 2.6), sharey=True)
+    ax1.barh([i - 0.2 for i in y], [e.compute_pj / 1e6 for e in rows], 0.4, label="compute only")
+    ax1.barh([i + 0.2 for i in y], [e.memory_pj / 1e6 for e in rows], 0.4, label="memory term (Lemaire)",
+             color="0.7", hatch="//")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("energy per clip (uJ, log scale)")
+    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
+    left = [0.0] * len(rows)
+    for comp in COMPONENTS:
+        share = [100 * e.components.get(comp, 0.0) / e.compute_pj if e.compute_pj else 0 for e in rows]
+        ax2.barh(list(y), share, 0.6, left=left, label=comp)
+        left = [a + b for a, b in zip(left, share, strict=True)]
+    ax2.set_xlabel("share of the compute total (%)")
+    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
+    ax1.set_yticks(list(y), labels, fontsize=8)
+    ax1.invert_yaxis()
+    fig.suptitle("Energy per clip by deployment plan and target (kinds of figures in energy.json)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_layers(report: EnergyReport, path: Path) -> None:
+    """Per SNN layer: firing rate and synaptic operations per clip (effective vs dense)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snn = [c for c in report.counts.layers if c.branch == "snn"]
+    names = [c.name.removeprefix("snn.") for c in snn]
+    x = range(len(snn))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(snn) + 2), 6), sharex=True)
+    ax1.bar(list(x), [c.firing_rate for c in snn])
+    ax1.set_ylabel("firing rate (spikes / neuron / step)")
+    eff = [c.effective_acs + c.effective_macs for c in snn]
+    dense = [c.dense_acs + c.dense_macs for c in snn]
+    ax2.bar([i - 0.2 for i in x], dense, 0.4, label="dense (all inputs active)", color="0.7")
+    ax2.bar([i + 0.2 for i in x], eff, 0.4, label="effective (recorded spikes; stem: nonzero MACs)")
+    ax2.set_yscale("symlog", linthresh=1)
+    ax2.set_ylabel("synaptic ops per clip")
+    ax2.legend(fontsize=8)
+    ax2.set_xticks(list(x), names, rotation=45, ha="right", fontsize=8)
+    fig.suptitle("SNN activity per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: EnergyReport, out_dir: Path) -> None:
+    """energy.json, energy.csv, plans.png and layers.png into ``out_dir`` (an existing folder)."""
+    (out_dir / "energy.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (out_dir / "energy.csv").write_text(csv_text(report))
+    plot_plans(report, out_dir / "plans.png")
+    plot_layers(report, out_dir / "layers.png")
+
+
+def table(report: EnergyReport) -> list[str]:
+    """A short text table: one line per plan and target, uJ per clip, and the ratio to plan d."""
+    base = {e.host: e.compute_pj for e in report.energy if e.plan == "d"}
+    lines = [f"{'plan':<36} {'compute uJ':>11} {'memory uJ':>11} {'vs d':>7}  kinds"]
+    for e in report.energy:
+        ratio = f"{e.compute_pj / base[e.host]:.3f}" if base.get(e.host) else "-"
+        lines.append(f"{row_label(e):<36} {e.compute_pj / 1e6:>11.2f} {e.memory_pj / 1e6:>11.2f} "
+                     f"{ratio:>7}  {'+'.join(e.kinds)}")
+    return lines

@@ -1,0 +1,106 @@
+"""``respike-nm energy`` on a tiny trained hybrid: files, provenance, and an independent MAC count."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import SMALL_TRAIN
+
+from respike_nm.cli.main import main
+from respike_nm.config import apply_overrides, load_config
+from respike_nm.train.loop import load_run, train
+
+TARGETS = "h100,cmos45nm,loihi,truenorth"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("energy") / "run"
+    train(apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1"]), "hybrid", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "energy"
+    assert main(["energy", str(run), "--clips", "3", "--targets", TARGETS, "--out", str(out)]) == 0
+    return out, json.loads((out / "energy.json").read_text())
+
+
+def test_plan_d_matches_an_independent_count_of_the_ann(run, report):
+    from ptflops import get_model_complexity_info
+
+    _, rep = report
+    model, cfg, _ = load_run(run)
+    size, frames = cfg.data.size, cfg.data.frames
+    trunk, _ = get_model_complexity_info(model.ann.eval(), (3, size, size), as_strings=False, backend="aten",
+                                         print_per_layer_stat=False, verbose=False)
+    head = model.ann.feature_info.channels[-1] * model.spec.num_classes
+    d = next(p for p in rep["plans"] if p["plan"] == "d")
+    assert d["totals"]["gpu_mac"] == frames * (trunk + head)  # the trunk has no bias: aten agrees exactly
+
+
+def test_every_row_adds_up_and_cites_its_figures(report):
+    out, rep = report
+    rows = rep["energy"]
+    assert {(r["plan"], r["chip"]) for r in rows} == {
+        ("a", None), ("d", None), ("b", "loihi"), ("b", "truenorth"), ("c", "loihi"), ("c", "truenorth")}
+    assert {r["host"] for r in rows if r["plan"] in "ad"} == {"h100", "cmos45nm"}
+    for r in rows:
+        assert r["compute_pj"] == pytest.approx(sum(r["components_pj"].values()))
+        assert r["compute_pj"] == pytest.approx(sum(r["layers_pj"].values()))
+        priced = [f["energy_pj"] for f in r["figures"] if f["term"] != "memory"]
+        assert r["compute_pj"] == pytest.approx(sum(priced))
+        assert r["memory_pj"] > 0 and r["kinds"]
+        for f in r["figures"]:  # provenance equals the shipped YAML, figure by figure
+            assert rep["profiles"][f["profile"]]["path"] == f"hw_profiles/{f['profile']}.yaml"
+            text = (ROOT / "hw_profiles" / f"{f['profile']}.yaml").read_text()
+            raw = yaml.safe_load(text)["costs"][f["key"]]
+            assert (f["value"], f["unit"], f["source"], f["kind"]) == (
+                raw["value"], raw["unit"], raw["source"], raw["kind"])
+    with open(out / "energy.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [(t["plan"], t["host"], t["chip"]) for t in table] == [(r["plan"], r["host"], r["chip"] or "")
+                                                                   for r in rows]
+    assert [float(t["compute_pj"]) for t in table] == pytest.approx([r["compute_pj"] for r in rows])
+    for png in ("plans.png", "layers.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recorded_spikes_are_the_ones_the_snn_emits(run, report):
+    """The chip plans' spike totals equal an independent count of the SNN's output spikes."""
+    import torch
+
+    from respike_nm.data.transforms import normalize
+    from respike_nm.models.activity import record_activity
+    from respike_nm.train.builder import build_datasets
+
+    _, rep = report
+    model, cfg, _ = load_run(run, quantize=True)
+    model.eval()
+    _, test, _, _ = build_datasets(cfg)
+    video = normalize(torch.stack([test[i].video[0] for i in range(3)]))
+    with record_activity(model) as log, torch.no_grad():
+        model(video)
+    spikes = sum(a.spikes for name, a in log.layers.items() if name.startswith("snn.")) / 3
+    c = next(p for p in rep["plans"] if p["plan"] == "c")
+    assert c["totals"]["chip_spike"] == pytest.approx(spikes)
+    assert rep["counts"]["totals"]["spikes"] == pytest.approx(spikes)
+
+
+def test_bad_profile_and_existing_folder_are_one_line_errors(run, tmp_path, capsys):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\ntarget: neuromorphic\ncosts:\n  synop: {value: -1, unit: pJ, source: x, "
+                   "kind: measured}\n")
+    out = tmp_path / "energy"
+    assert main(["energy", str(run), "--targets", f"h100,{bad}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mine.yaml.costs.synop.value" in err and "negative" in err and not out.exists()
+    out.mkdir()
+    assert main(["energy", str(run), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
