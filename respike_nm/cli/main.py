@@ -8,11 +8,15 @@ import sys
 
 from respike_nm import __version__
 from respike_nm.cli import data as data_cmd
+from respike_nm.cli import demo as demo_cmd
 from respike_nm.cli import deploy as deploy_cmd
+from respike_nm.cli import energy as energy_cmd
+from respike_nm.cli import nir as nir_cmd
 from respike_nm.cli import train as train_cmd
+from respike_nm.cli.demo import DemoError
 from respike_nm.data.errors import DataError
 
-COMMANDS = (data_cmd, train_cmd, deploy_cmd)
+COMMANDS = (data_cmd, train_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (DataError, DemoError, ValueError, FileNotFoundError) as exc:
         # Bad input: one clear line, no traceback from inside a library (-v shows it).
         if args.verbose:
             raise

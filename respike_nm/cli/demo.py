@@ -1,0 +1,224 @@
+"""``respike-nm demo``: the whole story on the embedded synthetic-motion data, one command.
+
+Stages, each the same subcommand a user would run: data inspection (decomposition strip), training
+of the ``tiny`` hybrid and its two baselines, their evaluation, export of the hybrid's SNN to Lava
+netx, Lava simulation verified against PyTorch, and the energy report for every hardware profile.
+Writes ``DIR/summary.md``, ``DIR/summary.json`` and the PNG figures. A failing stage stops the demo
+with its name; nothing is skipped in silence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+MODELS = ("hybrid", "ann", "snn")
+# --quick: the same stages at a size that runs in a few minutes (for tests), not for accuracy.
+QUICK_SETS = ("train.epochs=1", "data.train_per_class=4", "data.test_per_class=2")
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed; the message names the stage."""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="run the whole pipeline on synthetic-motion: train, export, simulate, energy",
+        description="Train the tiny hybrid and its ann/snn baselines on synthetic-motion, evaluate "
+                    "them, export the hybrid's SNN to Lava netx, simulate and verify it against "
+                    "PyTorch, and report energy for every hardware profile. Writes DIR/summary.md, "
+                    "DIR/summary.json and PNG figures.")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run (not for accuracy)")
+    p.add_argument("--clips", type=int, help="clips for simulate and energy (default 20, quick 2)")
+    p.set_defaults(func=run_demo)
+
+
+def _cli(argv: list[str], capture: bool = False) -> str:
+    """Run one ``respike-nm`` subcommand in this process; raise on failure; return captured stdout."""
+    from respike_nm.cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf) if capture else contextlib.nullcontext():
+        code = int(args.func(args) or 0)
+    if code != 0:
+        raise DemoError(f"`respike-nm {' '.join(argv)}` exited with {code}")
+    return buf.getvalue()
+
+
+class _Stages:
+    """Runs named stages, prints a header each, records their time, names the one that fails."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.log = total, 0, []
+
+    def run(self, name: str, fn, *args):
+        self.done += 1
+        print(f"\n== [{self.done}/{self.total}] {name}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            out = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported with the stage's name
+            raise DemoError(f"demo stage '{name}' failed: {exc}") from exc
+        self.log.append({"stage": name, "seconds": round(time.perf_counter() - t0, 1)})
+        return out
+
+
+def run_demo(args) -> int:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    clips = args.clips or (2 if args.quick else 20)
+    sets = [a for s in (QUICK_SETS if args.quick else ()) for a in ("--set", s)]
+    st = _Stages(total=4 + len(MODELS) * 2)
+    t0 = time.perf_counter()
+
+    st.run("data: decompose synthetic-motion clips into key and residual frames", _data, out)
+    runs = {}
+    for m in MODELS:
+        runs[m] = st.run(f"train: tiny {m} on synthetic-motion", _train, out, m, sets)
+    evals = {m: st.run(f"eval: {m}", _eval, runs[m]) for m in MODELS}
+    export = st.run("export: the hybrid's SNN branch to Lava netx", _export, runs["hybrid"], out)
+    verify = st.run("simulate: Lava (Loihi 2 fixed point) against the quantized PyTorch model",
+                    _simulate, export, clips)
+    energy = st.run("energy: every hardware profile, every deployment plan", _energy, runs["hybrid"],
+                    export, out, clips)
+
+    figures = _figures(out, runs, evals)
+    summary = {"quick": args.quick, "seconds": round(time.perf_counter() - t0, 1), "stages": st.log,
+               "accuracy": evals, "verification": verify, "energy": energy, "figures": figures,
+               "outputs": {"runs": {m: str(p) for m, p in runs.items()}, "export": str(export)}}
+    _write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write(out / "summary.md", summary_markdown(summary))
+    print(summary_markdown(summary))
+    print(f"demo finished in {summary['seconds']:.0f} s; outputs in {out}/ (summary.md, summary.json)")
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _data(out: Path) -> None:
+    _cli(["data", "inspect", "--synthetic", "4", "--size", "64", "--out", str(out / "data")], capture=True)
+    strips = sorted((out / "data").glob("*.png"))
+    if not strips:
+        raise DemoError("data inspect wrote no strip")
+    shutil.copyfile(strips[0], out / "decomposition.png")
+
+
+def _train(out: Path, model: str, sets: list[str]) -> Path:
+    run = out / "runs" / model
+    if run.exists():
+        shutil.rmtree(run)
+    _cli(["train", "--config", "tiny", "--model", model, "--out", str(run), *sets])
+    return run
+
+
+def _eval(run: Path) -> dict:
+    res = json.loads(_cli(["eval", str(run), "--json"], capture=True))
+    summary = json.loads((run / "summary.json").read_text())
+    q = summary.get("quantization") or {}
+    return {"model": res["model"], "test_top1": res["top1"], "test_top1_video": res["top1_video"],
+            "epochs": res["epochs"], "quantized_top1": q.get("quantized_top1"),
+            "train_seconds": summary["seconds"], "params": summary["params"]}
+
+
+def _export(run: Path, out: Path) -> Path:
+    export = out / "hybrid-lava"
+    if export.exists():
+        shutil.rmtree(export)
+    _cli(["export", str(run), "--out", str(export)])
+    return export
+
+
+def _simulate(export: Path, clips: int) -> dict:
+    v = json.loads(_cli(["simulate", str(export), "--clips", str(clips), "--json"], capture=True))
+    if v["spike_mismatch"] != 0 or v["prediction_agreement"] != 1.0:
+        raise DemoError(f"Lava and PyTorch differ: {v['spike_mismatch']} mismatched spikes, prediction "
+                        f"agreement {v['prediction_agreement']}")
+    keep = ("clips", "spike_mismatch", "prediction_agreement", "hybrid_top1", "torch_top1",
+            "lava_steps_per_second")
+    return {k: v[k] for k in keep if k in v}
+
+
+def _energy(run: Path, export: Path, out: Path, clips: int) -> dict:
+    target = out / "energy"
+    if target.exists():
+        shutil.rmtree(target)
+    _cli(["energy", str(run), "--export", str(export), "--clips", str(clips), "--out", str(target)])
+    return energy_digest(json.loads((target / "energy.json").read_text()))
+
+
+def energy_digest(report: dict) -> dict:
+    """Per plan and target pair: energy per clip in uJ (compute only, and with the memory term)."""
+    rows = []
+    for e in report["energy"]:
+        target = e["host"] + (f" + {e['chip']}" if e["chip"] else "")
+        rows.append({"plan": f"{e['plan']}: {e['title']}", "target": target,
+                     "uj_per_clip": e["compute_pj"] * 1e-6,
+                     "uj_per_clip_with_memory": e["compute_plus_memory_pj"] * 1e-6,
+                     "kind": "/".join(e["kinds"])})
+    return {"per": report["per"], "rows": rows, "caveats": report["caveats"]}
+
+
+def _figures(out: Path, runs: dict, evals: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
+    for m, run in runs.items():
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        ep = [r["epoch"] for r in rows]
+        a1.plot(ep, [r["train_loss"] for r in rows], marker=".", label=m)
+        a2.plot(ep, [r.get("test_top1") for r in rows], marker=".", label=m)
+    a1.set(xlabel="epoch", ylabel="training loss", title="training curves")
+    a2.set(xlabel="epoch", ylabel="test top-1", ylim=(0, 1.05), title="test accuracy")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(list(evals), [e["test_top1"] for e in evals.values()], color=["#4a7", "#57a", "#a75"])
+    ax.set(ylim=(0, 1.05), ylabel="test top-1", title="tiny models on synthetic-motion")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+    pngs = ["decomposition.png", "training_curves.png", "accuracy.png"]
+    pngs += [str(p.relative_to(out)) for p in sorted((out / "energy").glob("*.png"))]
+    return pngs
+
+
+def summary_markdown(s: dict) -> str:
+    lines = ["# respike-nm demo", "",
+             f"{'Quick run (tiny sizes, accuracies mean nothing). ' if s['quick'] else ''}"
+             f"Finished in {s['seconds']:.0f} s.", "", "## Accuracy (synthetic-motion, test top-1)", "",
+             "| model | top-1 | quantized (Loihi 2) | epochs | training time | parameters |",
+             "|---|---|---|---|---|---|"]
+    for m, e in s["accuracy"].items():
+        q = "" if e["quantized_top1"] is None else f"{e['quantized_top1']:.3f}"
+        lines.append(f"| {m} | {e['test_top1']:.3f} | {q} | {e['epochs']} | {e['train_seconds']:.0f} s | "
+                     f"{e['params']:,} |")
+    v = s["verification"]
+    lines += ["", "## Lava verification", "",
+              f"{v['clips']} clips: {v['spike_mismatch']} mismatched spikes, prediction agreement "
+              f"{v['prediction_agreement']:.3f} (Lava hybrid vs PyTorch).", "",
+              "## Energy per clip", "", "| plan | target | uJ (compute) | uJ (with memory) | figures |",
+              "|---|---|---|---|---|"]
+    for r in s["energy"]["rows"]:
+        mem = "" if r["uj_per_clip_with_memory"] is None else f"{r['uj_per_clip_with_memory']:.3g}"
+        lines.append(f"| {r['plan']} | {r['target']} | {r['uj_per_clip']:.3g} | {mem} | {r['kind'] or ''} |")
+    lines += ["", "Caveats:", ""] + [f"- {c}" for c in s["energy"]["caveats"]]
+    lines += ["", "Figures: " + ", ".join(s["figures"]), ""]
+    return "\n".join(lines)
