@@ -36,6 +36,17 @@ def add_parser(sub) -> None:
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=run_simulate)
 
+    mp = sub.add_parser(
+        "map", help="hardware mapping report of an export: cores, chips and limits per target",
+        description="Per layer: neurons, synapses, fan-in, fan-out, weight bits, synaptic memory; per "
+                    "neuromorphic profile: cores and chips needed and every limit exceeded (conventions "
+                    "in conversion/mapping.py). `export` writes the same report as mapping.json.")
+    mp.add_argument("export_dir", type=Path)
+    mp.add_argument("--targets", nargs="+", metavar="NAME_OR_FILE",
+                    help="hardware profiles (default: every shipped neuromorphic profile)")
+    mp.add_argument("--json", action="store_true")
+    mp.set_defaults(func=run_map)
+
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -54,6 +65,7 @@ def _versions() -> dict:
 def run_export(args) -> int:
     from conversion.export import export_model
     from conversion.manifest import write_manifest
+    from conversion.mapping import MAPPING_NAME, map_export, write_mapping
     from respike_nm.train.loop import CHECKPOINT, load_run
 
     if args.out.exists():
@@ -66,6 +78,8 @@ def run_export(args) -> int:
         manifest = replace(manifest, checkpoint_sha256=_sha256(args.run_dir / CHECKPOINT),
                            versions=_versions())
         write_manifest(manifest, tmp / "manifest.json")
+        mapping = replace(map_export(tmp), export_dir=str(args.out))
+        write_mapping(mapping, tmp / MAPPING_NAME)
         (tmp / SOURCE).write_text(json.dumps({"run_dir": str(args.run_dir.resolve())}) + "\n")
         os.replace(tmp, args.out)
     finally:
@@ -75,7 +89,52 @@ def run_export(args) -> int:
         print(f"stage {st.index}: {len(st.layers)} layers, input {st.input_shape} -> output "
               f"{st.output_shape}, T'={st.time_steps}, {st.hdf5}")
     print(f"exported {len(manifest.stages)} stage network(s) to {args.out}")
+    _print_targets(mapping)
+    print(f"hardware mapping in {args.out / MAPPING_NAME} (per layer: respike-nm map {args.out})")
     return 0
+
+
+def run_map(args) -> int:
+    from conversion.mapping import map_export, mapping_to_dict
+    from respike_nm.energy.profile import load_profile
+
+    profiles = [load_profile(t) for t in args.targets] if args.targets else None
+    report = map_export(args.export_dir, profiles)
+    if args.json:
+        print(json.dumps(mapping_to_dict(report), indent=2))
+        return 0
+    print(f"{'layer':<16} {'input':>12} {'output':>12} {'neurons':>8} {'synapses':>9} {'fan-in':>6} "
+          f"{'fan-out':>7} {'w.bits':>6} {'memory bits':>11}")
+    for la in report.layers:
+        shape_in, shape_out = ("x".join(map(str, s)) for s in (la.input_shape, la.output_shape))
+        print(f"{la.name:<16} {shape_in:>12} {shape_out:>12} {la.neurons:>8} {la.synapses:>9} "
+              f"{la.fan_in:>6} {la.fan_out:>7} {la.weight_bits:>6} "
+              f"{la.memory_bits:>11}")
+    print(f"total: {sum(la.neurons for la in report.layers)} neurons, "
+          f"{sum(la.synapses for la in report.layers)} synapses "
+          "(memory bits: one stored weight per connection, at the weight bits used)")
+    _print_targets(report)
+    return 0
+
+
+def _print_targets(report) -> None:
+    """One line per target: cores, chips, whether it fits, and the limits exceeded."""
+    print(f"{'target':<11} {'cores':>5} {'chips':>5} {'fits':>4}  limits exceeded")
+    for t in report.targets:
+        over: dict[tuple[str, str], list[str]] = {}
+        for e in t.exceeded:
+            over.setdefault((e.limit, e.effect), []).append(e.layer)
+        text = "; ".join(f"{limit} ({effect}: {_layers(names)})" for (limit, effect), names in over.items())
+        print(f"{t.profile:<11} {_count(t.cores):>5} {_count(t.chips):>5} {'yes' if t.fits else 'no':>4}  "
+              f"{text or '-'}")
+
+
+def _layers(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{len(names)} layers"
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
 
 
 def run_simulate(args) -> int:
@@ -94,7 +153,11 @@ def run_simulate(args) -> int:
         src = args.export_dir / SOURCE
         if not src.is_file():
             raise ValueError(f"{args.export_dir}: no {SOURCE}; name the trained run with --run")
-        run_dir = Path(json.loads(src.read_text())["run_dir"])
+        try:
+            run_dir = Path(json.loads(src.read_text())["run_dir"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{src}: not a source record ({err!r}); name the trained run with "
+                             "--run") from None
     digest = _sha256(run_dir / CHECKPOINT)
     if manifest.checkpoint_sha256 and digest != manifest.checkpoint_sha256:
         print(f"respike-nm: warning: {run_dir / CHECKPOINT} is not the checkpoint this export was "

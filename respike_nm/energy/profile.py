@@ -44,13 +44,15 @@ COST_KEYS = {
     # power
     "static_power": POWER_UNITS, "tdp": POWER_UNITS,
 }
-LIMIT_UNITS = {"bit", "count"}
+LIMIT_UNITS = {"bit", "count", "flag"}
 LIMIT_KEYS = {
     "weight_bits": "bit", "decay_bits": "bit", "threshold_bits": "bit", "bias_bits": "bit",
     "state_bits": "bit", "graded_spike_bits": "bit", "neurons_per_core": "count",
     "synapses_per_core": "count", "synaptic_memory_bits_per_core": "bit", "fan_in": "count",
     "fan_out": "count", "cores_per_chip": "count", "neurons_per_chip": "count",
     "synapses_per_chip": "count",
+    # hardware mapping (conversion/mapping.py): fan_in is read as input axons per core
+    "bits_per_synapse": "bit", "distinct_weights_per_neuron": "count", "conv_weight_sharing": "flag",
 }
 
 
