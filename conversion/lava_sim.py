@@ -2,12 +2,16 @@
 
 Timing (lava-nc 0.10 / lava-dl 0.6, DESIGN.md §2): a source feeds the graded integers of clip ``k``,
 step ``t`` at Lava step ``k * T + t + 1``; every layer adds one step of synaptic delay, so layer ``i``
-integrates that input at step ``k * T + t + 2 + i`` and its spike lands at sink index
+integrates that input at step ``k * T + t + 2 + i`` and its spike lands at tap index
 ``k * T + t + 1 + i`` (0-based). netx resets layer ``i`` whenever ``step % T == (reset_offset + 1 + i)
 % T``; with ``reset_interval = T`` and ``reset_offset = 1`` that is just before each clip's first step,
 so every clip starts from zero state and several clips run in one Lava run. The run lasts
 ``clips * T + layers`` steps (``reset_offset`` 1): zero input after the last clip flushes the pipeline.
 The network is always stopped, also on error.
+
+Conv synapses run on :class:`~conversion.proc_models.PyConvModelFixedFast` (same outputs as Lava's
+``PyConvModelFixed``, vectorised) unless ``stock_conv=True``; it is chosen through the run config's
+``exception_proc_model_map``, Lava's own extension point.
 """
 
 from __future__ import annotations
@@ -20,11 +24,18 @@ import numpy as np
 from lava.lib.dl.netx.hdf5 import Network
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.proc.io.sink import RingBuffer as SinkBuffer
+from lava.proc.conv.process import Conv
+from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.source import RingBuffer as SourceBuffer
 
 from conversion.layout import clips_to_xyct, xyct_to_clips
 from conversion.manifest import StageManifest
+from conversion.proc_models import PyConvModelFixedFast
+
+# Spikes leave through Extractor taps (a shared-memory channel, one array per step), not a sink's Var:
+# Lava 0.10 reads a Var back one element per message, which took minutes for a few MB of spikes. The
+# run goes in chunks so that a tap's buffer (float64 arrays) stays below this size.
+TAP_BYTES = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -33,7 +44,7 @@ class LavaRunResult:
 
     ``layer_spikes``: one ``uint8 [N, C, H, W, T]`` per recorded layer (all layers, or only the last
     one); ``recorded``: their layer indices. ``steps``: Lava steps run. ``setup_seconds``: compile
-    and process start; ``run_seconds``: the run itself.
+    and process start; ``run_seconds``: the run itself. ``stock_conv``: Lava's own Conv model ran.
     """
 
     layer_spikes: tuple[np.ndarray, ...]
@@ -43,6 +54,7 @@ class LavaRunResult:
     steps: int
     setup_seconds: float
     run_seconds: float
+    stock_conv: bool = False
 
     @property
     def output(self) -> np.ndarray:
@@ -55,45 +67,65 @@ class LavaRunResult:
 
 
 def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_message_bits: int,
-              reset_offset: int = 1, all_layers: bool = True) -> LavaRunResult:
+              reset_offset: int = 1, all_layers: bool = True, stock_conv: bool = False) -> LavaRunResult:
     """Run ``graded`` (``int [N, C, H, W, T]``, the integers ``round(S x)``) through the network in ``hdf5``.
 
     ``time_steps`` must equal ``T``; all ``N`` clips run back to back in one Lava run, each from
-    fresh state. ``all_layers``: record every layer (one sink each) or only the output.
+    fresh state. ``all_layers``: record every layer (one tap each) or only the output.
+    ``stock_conv``: Lava's scipy Conv model instead of ours (for comparisons and benchmarks).
     """
     graded = _checked_input(graded, time_steps, input_message_bits)
     clips = graded.shape[0]
     net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
                   reset_interval=time_steps, reset_offset=reset_offset)
-    steps = clips * time_steps + len(net.layers) - 1 + reset_offset  # last spike's sink index + 1
+    steps = clips * time_steps + len(net.layers) - 1 + reset_offset  # last spike's tap index + 1
     stream = np.zeros((*net.inp.shape, steps), dtype=np.int32)
     stream[..., :clips * time_steps] = clips_to_xyct(graded)
     source = SourceBuffer(data=stream)
     source.s_out.connect(net.inp)
     recorded = tuple(range(len(net.layers))) if all_layers else (len(net.layers) - 1,)
-    sinks = [SinkBuffer(shape=net.layers[i].out.shape, buffer=steps) for i in recorded]
-    for i, sink in zip(recorded, sinks, strict=True):
-        net.layers[i].out.connect(sink.a_in)
+    shapes = [net.layers[i].out.shape for i in recorded]
+    chunk = max(1, min(steps, TAP_BYTES // (8 * max(int(np.prod(sh)) for sh in shapes))))
+    taps = [Extractor(shape=sh, buffer_size=chunk) for sh in shapes]
+    for i, tap in zip(recorded, taps, strict=True):
+        net.layers[i].out.connect(tap.in_port)
+    raw = [np.zeros((*sh, steps), dtype=np.uint8) for sh in shapes]
     try:
         t0 = time.perf_counter()
-        net.create_runtime(run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        t1 = time.perf_counter()
-        net.run(condition=RunSteps(num_steps=steps))
-        t2 = time.perf_counter()
-        raw = [sink.data.get() for sink in sinks]
+        net.create_runtime(run_cfg=run_config(stock_conv))
+        setup, run = time.perf_counter() - t0, 0.0
+        for start in range(0, steps, chunk):  # run a chunk, then empty the taps' buffers
+            n = min(chunk, steps - start)
+            t0 = time.perf_counter()
+            net.run(condition=RunSteps(num_steps=n))
+            run += time.perf_counter() - t0
+            for tap, out in zip(taps, raw, strict=True):
+                for t in range(start, start + n):
+                    out[..., t] = tap.receive()
     finally:
         net.stop()
     spikes = tuple(_aligned(r, i + reset_offset, clips, time_steps)
                    for i, r in zip(recorded, raw, strict=True))
-    return LavaRunResult(spikes, recorded, clips, time_steps, steps, t1 - t0, t2 - t1)
+    return LavaRunResult(spikes, recorded, clips, time_steps, steps, setup, run, stock_conv)
+
+
+def run_config(stock_conv: bool = False) -> Loihi2SimCfg:
+    """Lava's fixed-point simulation config, with our vectorised Conv model unless ``stock_conv``.
+
+    Extractor's models carry no tag, so its Loihi-protocol model is named explicitly.
+    """
+    models = {Extractor: PyLoihiExtractorModel}
+    if not stock_conv:
+        models[Conv] = PyConvModelFixedFast
+    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
 
 
 def run_manifest_stage(directory: str | Path, stage: StageManifest, graded: np.ndarray,
-                       all_layers: bool = True) -> LavaRunResult:
+                       all_layers: bool = True, stock_conv: bool = False) -> LavaRunResult:
     """:func:`run_stage` with the settings recorded in ``stage`` (HDF5 relative to ``directory``)."""
     return run_stage(Path(directory) / stage.hdf5, graded, time_steps=stage.time_steps,
                      input_message_bits=stage.input_message_bits, reset_offset=stage.reset_offset,
-                     all_layers=all_layers)
+                     all_layers=all_layers, stock_conv=stock_conv)
 
 
 def _checked_input(graded: np.ndarray, time_steps: int, bits: int) -> np.ndarray:
