@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml tools/bootstrap_venv.sh
 venv: $(STAMP)
 
 demo: $(STAMP)
-	@bash tools/demo.sh $(CLI) $(DEMO_OUT)
+	$(CLI) demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -20,6 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# Lava's message infrastructure calls multiprocessing.set_start_method('fork') when it is first
+# imported, which raises "context has already been set" once anything (tqdm's lock, a DataLoader) has
+# fixed the default context. Importing it with this module lets a process that imports this module
+# first, then trains, then simulates (the demo, a notebook) work.
+import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
 import numpy as np
 from lava.lib.dl.netx.hdf5 import Network
 from lava.magma.core.run_conditions import RunSteps

@@ -72,6 +72,10 @@ class _Stages:
 
 
 def run_demo(args) -> int:
+    # Lava fixes multiprocessing's start method when first imported; it must come before training
+    # touches multiprocessing (see conversion.lava_sim).
+    import conversion.lava_sim  # noqa: F401
+
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     clips = args.clips or (2 if args.quick else 20)

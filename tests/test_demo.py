@@ -1,0 +1,61 @@
+"""``respike-nm demo --quick``: every stage runs, the summary holds what each stage produced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from respike_nm.cli import demo
+from respike_nm.cli.main import main
+from respike_nm.energy.profile import builtin_profiles
+
+
+@pytest.mark.lava
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_and_summarises_them(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert [st["stage"].split(":")[0] for st in s["stages"]] == [
+        "data", "train", "train", "train", "eval", "eval", "eval", "export", "simulate", "energy"]
+    # The accuracies are the runs' own evaluations (not copied from training logs).
+    for m in ("hybrid", "ann", "snn"):
+        run_summary = json.loads((out / "runs" / m / "summary.json").read_text())
+        assert s["accuracy"][m]["test_top1"] == pytest.approx(run_summary["test_top1"])
+    v = json.loads((out / "hybrid-lava" / "verify.json").read_text())
+    assert s["verification"]["spike_mismatch"] == v["spike_mismatch"] == 0
+    assert s["verification"]["prediction_agreement"] == 1.0
+    # Energy: a row for every shipped profile in some plan, each total > 0 and memory on top.
+    report = json.loads((out / "energy" / "energy.json").read_text())
+    used = {e["host"] for e in report["energy"]} | {e["chip"] for e in report["energy"] if e["chip"]}
+    assert used == set(builtin_profiles())
+    assert len(s["energy"]["rows"]) == len(report["energy"])
+    assert all(r["uj_per_clip_with_memory"] > r["uj_per_clip"] > 0 for r in s["energy"]["rows"])
+    for png in s["figures"]:
+        assert (out / png).stat().st_size > 1000, png
+    md = (out / "summary.md").read_text()
+    assert "prediction agreement 1.000" in md and "| hybrid |" in md
+
+
+def test_a_failing_stage_stops_the_demo_and_is_named(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_data(out):
+        calls.append("data")
+        raise FileNotFoundError("no frames")
+
+    monkeypatch.setattr(demo, "_data", fake_data)
+    monkeypatch.setattr(demo, "_train", lambda *a: calls.append("train"))
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "demo stage 'data: decompose synthetic-motion clips" in err and "no frames" in err
+    assert calls == ["data"]  # nothing after the failing stage ran
+    assert not (tmp_path / "d" / "summary.json").exists()
+
+
+def test_simulate_stage_fails_when_lava_and_pytorch_differ(monkeypatch, tmp_path):
+    verify = {"clips": 2, "spike_mismatch": 3, "prediction_agreement": 1.0}
+    monkeypatch.setattr(demo, "_cli", lambda argv, capture=False: json.dumps(verify))
+    with pytest.raises(demo.DemoError, match="3 mismatched spikes"):
+        demo._simulate(tmp_path, 2)
