@@ -7,7 +7,12 @@ RESPIKE_REALDATA is set); and times a training step of the hybrid against the `a
 the same clips, interleaved, as a ratio. Writes bench/results/train_tiny.json and .png; prints
 Markdown tables for the README (per-seed rows, then mean / min / max per model).
 
-Usage: python bench/train_tiny.py [--quick] [--seeds 0 1 2]   (--quick: 2 epochs each)
+Every finished run is appended to bench/results/train_tiny_runs.jsonl at once, so an interrupted
+benchmark keeps what it measured: `--resume` skips the runs already there, `--report` trains
+nothing and writes the JSON, PNG and tables from that file (runs listed there with a "note", e.g.
+carried from an earlier benchmark, are reported as such).
+
+Usage: python bench/train_tiny.py [--quick] [--seeds 0 1 2] [--resume | --report]
 """
 
 from __future__ import annotations
@@ -28,7 +33,19 @@ from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.loop import train
 
 RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "train_tiny_runs.jsonl"
 BUDGET_MIN = 10.0
+
+
+def done_runs() -> list[dict]:
+    return [json.loads(line) for line in RUNS.read_text().splitlines() if line] if RUNS.exists() else []
+
+
+def record(row: dict) -> dict:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
 
 
 def run(name: str, kind: str, overrides: list[str], workdir: Path, seed: int = 0) -> dict:
@@ -43,7 +60,7 @@ def run(name: str, kind: str, overrides: list[str], workdir: Path, seed: int = 0
            "params": s["params"], "quantization": s.get("quantization")}
     print(f"{name} seed {seed}: top-1 {row['test_top1']:.3f} in {row['train_seconds']:.0f} s",
           file=sys.stderr)
-    return row
+    return record(row)
 
 
 def step_time_ratio(steps: int = 10) -> dict:
@@ -96,21 +113,28 @@ def main() -> int:
     seeds = [int(a) for a in sys.argv[sys.argv.index("--seeds") + 1:] if a.isdigit()] \
         if "--seeds" in sys.argv else [0, 1, 2]
     extra = ["train.epochs=2"] if quick else []
-    rows = []
+    if not ("--resume" in sys.argv or "--report" in sys.argv) and RUNS.exists():
+        RUNS.unlink()
+    rows = done_runs()
+    have = {(r["name"], r["seed"]) for r in rows}
+    todo = [(name, kind, extra + o, seed) for seed in seeds for name, kind, o in SEEDED]
+    todo += [(name, kind, extra + o, 0) for name, kind, o in VARIANTS]
+    real = os.environ.get("RESPIKE_REALDATA")
+    if real and Path(real, "gestures").is_dir():
+        todo.append(("hybrid-gestures", "hybrid", extra + [
+            "data.dataset=folder", f"data.data_root={Path(real, 'gestures')}", "data.size=112",
+            "data.eval_clips=3", "train.batch_size=4"], 0))
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for seed in seeds:
-            rows += [run(name, kind, extra + o, work, seed) for name, kind, o in SEEDED]
-        rows += [run(name, kind, extra + o, work) for name, kind, o in VARIANTS]
-        real = os.environ.get("RESPIKE_REALDATA")
-        if real and Path(real, "gestures").is_dir():
-            rows.append(run("hybrid-gestures", "hybrid", extra + [
-                "data.dataset=folder", f"data.data_root={Path(real, 'gestures')}", "data.size=112",
-                "data.eval_clips=3", "train.batch_size=4"], work))
+        for name, kind, o, seed in todo:
+            if (name, seed) not in have and "--report" not in sys.argv:
+                rows.append(run(name, kind, o, Path(tmp), seed))
+    order = {(name, seed): i for i, (name, _, _, seed) in enumerate(todo)}
+    rows.sort(key=lambda r: order.get((r["name"], r["seed"]), len(order)))
     cfg = load_config("tiny")
     a, m = cfg.data.appearances, cfg.data.motions
     out = {
-        "benchmark": "train_tiny", "config": "tiny", "budget_minutes_per_model": BUDGET_MIN, "seeds": seeds,
+        "benchmark": "train_tiny", "config": "tiny", "budget_minutes_per_model": BUDGET_MIN,
+        "seeds": sorted({r["seed"] for r in rows if r["name"] == "hybrid"}),
         "ceilings": {"ann": 1 / m, "snn": 1 / a, "chance": 1 / (a * m)},
         "runs": rows, "by_model": spread(rows), "step_time": step_time_ratio(),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}",
