@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from respike_nm.atomic import write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -123,9 +124,7 @@ def manifest_from_dict(data: dict) -> ExportManifest:
 def write_manifest(manifest: ExportManifest, path: str | Path) -> Path:
     """Write ``manifest`` as JSON atomically (temporary file, then rename); returns the path."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest_to_dict(manifest), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(manifest_to_dict(manifest), indent=2) + "\n")
     return path
 
 

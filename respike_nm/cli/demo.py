@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from respike_nm.atomic import write_text_atomic
 
 MODELS = ("hybrid", "ann", "snn")
 # --quick: the same stages at a size that runs in a few minutes (for tests), not for accuracy.
@@ -98,17 +99,11 @@ def run_demo(args) -> int:
     summary = {"quick": args.quick, "seconds": round(time.perf_counter() - t0, 1), "stages": st.log,
                "accuracy": evals, "verification": verify, "energy": energy, "figures": figures,
                "outputs": {"runs": {m: str(p) for m, p in runs.items()}, "export": str(export)}}
-    _write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    _write(out / "summary.md", summary_markdown(summary))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "summary.md", summary_markdown(summary))
     print(summary_markdown(summary))
     print(f"demo finished in {summary['seconds']:.0f} s; outputs in {out}/ (summary.md, summary.json)")
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _data(out: Path) -> None:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+
+from respike_nm.atomic import write_text_atomic
 
 SOURCE = "source.json"
 
@@ -48,14 +49,6 @@ def add_parser(sub) -> None:
     mp.set_defaults(func=run_map)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _versions() -> dict:
     from importlib.metadata import version
 
@@ -64,7 +57,7 @@ def _versions() -> dict:
 
 def run_export(args) -> int:
     from conversion.export import export_model
-    from conversion.manifest import write_manifest
+    from conversion.manifest import file_sha256, write_manifest
     from conversion.mapping import MAPPING_NAME, map_export, write_mapping
     from respike_nm.train.loop import CHECKPOINT, load_run
 
@@ -75,7 +68,7 @@ def run_export(args) -> int:
     tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
     try:
         manifest = export_model(model, tmp, (cfg.data.size, cfg.data.size))
-        manifest = replace(manifest, checkpoint_sha256=_sha256(args.run_dir / CHECKPOINT),
+        manifest = replace(manifest, checkpoint_sha256=file_sha256(args.run_dir / CHECKPOINT),
                            versions=_versions())
         write_manifest(manifest, tmp / "manifest.json")
         mapping = replace(map_export(tmp), export_dir=str(args.out))
@@ -141,6 +134,7 @@ def run_simulate(args) -> int:
     import torch
 
     from conversion.hybrid import hybrid_logits
+    from conversion.manifest import file_sha256
     from conversion.netx_check import check_export
     from conversion.verify import verify_model
     from respike_nm.data.transforms import normalize
@@ -158,7 +152,7 @@ def run_simulate(args) -> int:
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{src}: not a source record ({err!r}); name the trained run with "
                              "--run") from None
-    digest = _sha256(run_dir / CHECKPOINT)
+    digest = file_sha256(run_dir / CHECKPOINT)
     if manifest.checkpoint_sha256 and digest != manifest.checkpoint_sha256:
         print(f"respike-nm: warning: {run_dir / CHECKPOINT} is not the checkpoint this export was "
               "made from (sha256 differs); results compare against the given run", file=sys.stderr)
@@ -187,9 +181,7 @@ def run_simulate(args) -> int:
         if hybrid.lava_seconds else None,
         "checkpoint_matches": digest == manifest.checkpoint_sha256,
     }
-    tmp = args.export_dir / f".verify.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.export_dir / "verify.json")
+    write_text_atomic(args.export_dir / "verify.json", json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from respike_nm.atomic import write_text_atomic
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.data.transforms import normalize
@@ -297,17 +298,11 @@ def _summarise(cfg, kind, model, classes, history, test_loader, device, skipped,
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
     text = "".join(json.dumps(row) + "\n" for row in history)
-    _atomic_text(out / "metrics.jsonl", text)
+    write_text_atomic(out / "metrics.jsonl", text)
 
 
 def _write_json(path: Path, obj) -> None:
-    _atomic_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def load_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None):

@@ -19,16 +19,13 @@ import pytest
 import torch
 from conftest import SMALL_TRAIN
 from lava.lib.dl.netx.hdf5 import Network
-from test_export_lava import randomize
+from test_export_lava import seeded_multiscale_hybrid
 
 from conversion.export import export_model
 from conversion.manifest import ManifestError, read_manifest
 from conversion.netx_check import ExportFileError, check_export
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.models.fixed_point import FixedPointSpec
-from respike_nm.models.respike import ReSpike, ReSpikeSpec
-from respike_nm.models.snn import SNNSpec, SpikingConv
 from respike_nm.train.checkpoint import load_checkpoint, save_checkpoint
 from respike_nm.train.loop import CHECKPOINT, train
 
@@ -36,14 +33,7 @@ from respike_nm.train.loop import CHECKPOINT, train
 @pytest.fixture(scope="module")
 def good_export(tmp_path_factory) -> Path:
     """A real export of a seeded tiny hybrid, multi-scale fusion: stage0.net (5 convs), stage1/2 (2 each)."""
-    torch.manual_seed(0)
-    spec = ReSpikeSpec(kind="hybrid", num_classes=3, stride=4, ann_width=0.125, fusion="multiscale",
-                       snn=SNNSpec(width=0.125, quant=FixedPointSpec()))
-    model = ReSpike(spec).eval()
-    g = torch.Generator().manual_seed(0)
-    for layer in model.snn.modules():
-        if isinstance(layer, SpikingConv):
-            randomize(layer, g)
+    model, _ = seeded_multiscale_hybrid()
     out = tmp_path_factory.mktemp("good") / "export"
     export_model(model, out, frame_shape=(12, 20))
     return out

@@ -106,9 +106,9 @@ def test_clips_back_to_back_equal_separate_runs(tmp_path):
     assert not (outputs[0] == outputs[1]).all() and not (outputs[1] == outputs[2]).all()  # clips differ
 
 
-@pytest.mark.lava
-def test_model_export_and_verify(tmp_path):
-    """A tiny hybrid ReSpike, multi-scale fusion: three stage networks; fused features enter graded."""
+def seeded_multiscale_hybrid() -> tuple[ReSpike, torch.Generator]:
+    """A tiny quantized hybrid, multi-scale fusion (three stage networks), SNN weights randomized from
+    seed 0; returns the model and the generator, to randomize more from the same stream."""
     torch.manual_seed(0)
     spec = ReSpikeSpec(kind="hybrid", num_classes=3, stride=4, ann_width=0.125, fusion="multiscale",
                        snn=SNNSpec(width=0.125, quant=FixedPointSpec()))
@@ -117,6 +117,13 @@ def test_model_export_and_verify(tmp_path):
     for layer in model.snn.modules():
         if isinstance(layer, SpikingConv):
             randomize(layer, g)
+    return model, g
+
+
+@pytest.mark.lava
+def test_model_export_and_verify(tmp_path):
+    """A tiny hybrid ReSpike, multi-scale fusion: three stage networks; fused features enter graded."""
+    model, g = seeded_multiscale_hybrid()
     with torch.no_grad():
         for p in model.fusion.parameters():
             if p.dim() == 4:
