@@ -11,7 +11,9 @@ blocks then write themselves with their own ``export_hdf5`` into netx's ``layer/
 Units, Lava side: weights ``W = 64 w`` (even integers in ``[-256, 254]``), state 4096 per input unit,
 ``vThMant = 64 threshold``, ``bias_mant = 64 b``. The first layer of every stage takes *graded* input:
 the chip receives the integers ``round(S x)`` (``S = input_scale``), so that layer's state is ``S``
-times finer and its threshold and bias are exported multiplied by ``S`` (§2 (A)).
+times finer and its threshold and bias are exported multiplied by ``S`` (§2 (A)). Every layer also
+carries its weight gain ``G`` (weights, bias and threshold ``G`` times larger). The integers come from
+:meth:`~respike_nm.models.snn.SpikingConv.chip_layer`, the layer's own description of itself.
 
 Weights beyond ``[-256, 254]`` (possible with ``weight_bits > 8``) are refused: netx clips dense
 weights there (``optimize_weight_bits``, with only a printed warning) and passes conv weights to Lava's
@@ -40,6 +42,7 @@ from conversion.manifest import (
     file_sha256,
     write_manifest,
 )
+from respike_nm.models.deploy import ChipLayer
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
     FixedPointSpec,
@@ -48,13 +51,12 @@ from respike_nm.models.fixed_point import (
     quantize_weight,
     weight_to_int,
 )
-from respike_nm.models.neurons import CubaParams, device_params
-from respike_nm.models.neurons import graded_params as neuron_graded_params
+from respike_nm.models.neurons import CubaParams
 from respike_nm.models.snn import PlainSNN, PreActBlock, SpikingConv
 
 __all__ = [
-    "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "cut_stages",
-    "export_model", "export_stage", "graded_params", "stage_blocks", "stage_shapes",
+    "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "chip_layer", "cut_stages",
+    "export_model", "export_stage", "stage_blocks", "stage_shapes",
 ]
 
 NETX_LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")  # what netx 0.6.0 loads
@@ -140,12 +142,11 @@ def _check_layer(name: str, layer: nn.Module) -> None:
         raise ExportError(f"{name}: fake quantization is switched off (set_fake_quant(model, True))")
 
 
-def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec,
-                  name: str = "layer") -> CubaParams:
-    """The graded-input layer's parameters (:func:`respike_nm.models.neurons.graded_params`), with an
-    :class:`ExportError` naming the layer when they do not fit."""
+def chip_layer(layer: SpikingConv, name: str = "layer") -> ChipLayer:
+    """``layer.chip_layer()``, with an :class:`ExportError` naming the layer when it does not fit."""
+    _check_layer(name, layer)
     try:
-        return neuron_graded_params(params, input_scale, spec)
+        return layer.chip_layer()
     except ValueError as exc:
         raise ExportError(f"{name}: {exc}") from None
 
@@ -173,7 +174,8 @@ def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str 
     """Write the stack ``layers`` (first one graded input) as netx HDF5 at ``path``.
 
     ``input_shape``: SLAYER ``(C, H, W)`` of the stage input; ``time_steps``: T' per clip.
-    ``input_scale``: graded input is ``round(input_scale * x)`` (default: the layers' FixedPointSpec).
+    ``input_scale``: graded input is ``round(input_scale * x)``; it must be the first layer's own
+    (the default).
     ``input_message_bits``: signed width of the graded messages (Lava's simulator does not clip to it;
     :mod:`conversion.lava_sim` refuses inputs that do not fit). The file appears atomically.
     """
@@ -182,11 +184,14 @@ def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str 
     if len(names) != len(layers) or not layers:
         raise ExportError(f"{len(layers)} layers and {len(names)} names")
     _check_layer(names[0], layers[0])
-    scale = input_scale or layers[0].quant.input_scale
-    if scale < 1 or scale & (scale - 1):
-        raise ExportError(f"input_scale must be a power of two, got {scale}")
+    if not layers[0].graded_input:
+        raise ExportError(f"{names[0]} starts a stage network but does not quantize its graded input")
+    scale = input_scale or layers[0].scale
+    if scale != layers[0].scale:
+        raise ExportError(f"{names[0]}: input_scale {scale} differs from the layer's own graded input "
+                          f"scale {layers[0].scale}")
     shapes = stage_shapes(layers, input_shape)
-    _write_hdf5(stage_blocks(layers, input_shape, time_steps, scale, names), Path(path))
+    _write_hdf5(stage_blocks(layers, input_shape, time_steps, names), Path(path))
     return StageManifest(
         index=index, hdf5=Path(path).name, layers=names, snn_stages=snn_stages, fused_after=fused_after,
         input_shape=tuple(input_shape), output_shape=shapes[-1], layer_shapes=shapes,
@@ -197,13 +202,16 @@ def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str 
 
 
 def stage_blocks(layers: tuple[SpikingConv, ...], input_shape: tuple[int, int, int], time_steps: int,
-                 input_scale: int, names: tuple[str, ...]) -> list[nn.Module]:
+                 names: tuple[str, ...]) -> list[nn.Module]:
     """The SLAYER blocks that :func:`export_stage` writes: a neuron-less input block, then one CUBA conv
-    block per layer (eval mode; the first takes graded input ``round(input_scale * x)``)."""
-    for name, layer in zip(names, layers, strict=True):
-        _check_layer(name, layer)
-    blocks = [_input_block()] + [_conv_block(layer, input_scale if i == 0 else 1, name)
-                                 for i, (name, layer) in enumerate(zip(names, layers, strict=True))]
+    block per layer (eval mode; the first takes graded input ``round(S x)``)."""
+    chips = [chip_layer(layer, name) for name, layer in zip(names, layers, strict=True)]
+    for name, chip in zip(names[1:], chips[1:], strict=True):
+        if chip.input_scale != 1:
+            raise ExportError(f"{name}: takes graded input inside a stage network (netx drops graded spikes "
+                              "between layers)")
+    blocks = [_input_block()] + [_conv_block(layer, chip, name)
+                                 for layer, chip, name in zip(layers, chips, names, strict=True)]
     _set_shapes(blocks, input_shape, time_steps)
     return blocks
 
@@ -251,30 +259,28 @@ def _input_block() -> nn.Module:
     return slayer.block.cuba.Input(neuron_params=None, delay_shift=False)
 
 
-def _conv_block(layer: SpikingConv, scale: int, name: str) -> nn.Module:
-    """SLAYER CUBA conv block equal to ``layer`` (threshold and bias times ``scale``), in eval mode."""
+def _conv_block(layer: SpikingConv, chip: ChipLayer, name: str) -> nn.Module:
+    """SLAYER CUBA conv block equal to ``chip`` (threshold and bias in units ``1 / (S G)``), in eval mode.
+
+    The block holds the gained float weights ``G w`` and bias ``S G b``, which our quantizers (its
+    ``pre_hook_fx``) put on the grid; the integers it then exports are checked against ``chip``.
+    """
     spec, conv = layer.quant, layer.synapse.conv
-    params = graded_params(layer.base_params, scale, spec, name)
-    weight, bias = (t.detach().cpu() for t in layer.synapse.folded())
-    w_int = weight_to_int(weight, spec)
     lo, hi = LAVA_WEIGHT_RANGE
+    w_int = chip.weight
     if int(w_int.min()) < lo or int(w_int.max()) > hi:
         raise ExportError(f"{name}: integer weights reach [{int(w_int.min())}, {int(w_int.max())}], outside "
                           f"Loihi's [{lo}, {hi}] (netx clips dense weights and Loihi holds 8-bit mantissas)")
-    try:
-        bias_mean = -scale * quantize_bias(bias, spec)
-        bias_to_int(bias_mean, spec)
-    except ValueError as err:
-        raise ExportError(f"{name}: bias x input_scale ({scale}) does not fit: {err}") from err
     block = slayer.block.cuba.Conv(
-        _neuron_params(params), conv.in_channels, conv.out_channels, conv.kernel_size,
+        _neuron_params(chip.params), conv.in_channels, conv.out_channels, conv.kernel_size,
         stride=conv.stride, padding=conv.padding, weight_scale=1, pre_hook_fx=_weight_hook(spec),
         delay_shift=False)
     with torch.no_grad():
-        block.synapse.weight.copy_(weight.reshape(block.synapse.weight.shape))
-        block.neuron.norm.running_mean = bias_mean.to(torch.float32).clone()
+        gained = chip.folded_weight * chip.weight_gain
+        block.synapse.weight.copy_(gained.reshape(block.synapse.weight.shape))
+        block.neuron.norm.running_mean = (-chip.bias_mant.to(torch.float64) / WEIGHT_SCALE).to(torch.float32)
     block.neuron.norm.pre_hook_fx = _bias_hook(spec)
-    _check_device_params(block, params, spec, name)
+    _check_block(block, chip, spec, name)
     return block.eval()
 
 
@@ -285,15 +291,20 @@ def _neuron_params(params: CubaParams) -> dict:
             "shared_param": True, "persistent_state": False, "requires_grad": False}
 
 
-def _check_device_params(block: nn.Module, params: CubaParams, spec: FixedPointSpec, name: str) -> None:
-    """SLAYER's own integers must be ours (one fixed-point module, no drift)."""
-    ours = device_params(params, spec)
+def _check_block(block: nn.Module, chip: ChipLayer, spec: FixedPointSpec, name: str) -> None:
+    """SLAYER's own integers must be the record's (one fixed-point module, no drift)."""
+    ours = chip.device
     theirs = block.neuron.device_params
     got = (int(theirs["iDecay"]), int(theirs["vDecay"]), int(theirs["vThMant"]))
     want = (ours.current_decay, ours.voltage_decay, ours.threshold_mant)
     if got != want:
         raise ExportError(f"{name}: SLAYER's neuron integers (iDecay, vDecay, vThMant) = {got} differ from "
                           f"respike_nm.models.fixed_point's {want}")
+    with torch.no_grad():
+        w = block.synapse.pre_hook_fx(block.synapse.weight, descale=True).reshape(chip.weight.shape)
+        b = bias_to_int(-block.neuron.norm.running_mean, spec)
+    if not torch.equal(w.to(torch.int64), chip.weight) or not torch.equal(b, chip.bias_mant):
+        raise ExportError(f"{name}: the block's integer weights or bias differ from the layer's chip_layer()")
 
 
 def _set_shapes(blocks: list[nn.Module], input_shape: tuple[int, int, int], time_steps: int) -> None:

@@ -45,10 +45,8 @@ from torch import nn
 import respike_nm
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
-    quantize_bias,
     quantize_decay,
     quantize_threshold,
-    quantize_weight,
 )
 from respike_nm.models.neurons import CubaParams
 from respike_nm.models.snn import PlainSNN, PreActBlock, SpikingConv
@@ -119,12 +117,13 @@ def conv_layer(name: str, layer: SpikingConv) -> NirLayer:
             weight = conv.weight * scale.view(-1, 1, 1, 1)
             bias = syn.bn.bias - syn.bn.running_mean * scale
             return NirLayer(name, _np(weight), _np(bias), layer.base_params, **geometry)
-        weight, bias = syn.folded()
-        weight = quantize_weight(weight, layer.quant)
         try:
-            bias = quantize_bias(bias, layer.quant)
+            chip = layer.chip_layer()
         except ValueError as exc:
             raise NirExportError(f"{name}: {exc}") from None
+        # the chip's integers back in input units: W / (64 G), bias_mant / (64 S G)
+        weight = chip.weight.to(torch.float64) / (WEIGHT_SCALE * chip.weight_gain)
+        bias = chip.bias_mant.to(torch.float64) / (WEIGHT_SCALE * chip.units)
     neuron = _chip_params(name, layer)
     if neuron.current_decay != 1 and bool((bias != 0).any()):
         raise NirExportError(f"{name}: a quantized layer adds its bias to the voltage (as Loihi); with "

@@ -4,13 +4,13 @@ Two PyTorch references per stage:
 
 - the **deployable reference** (:func:`reference_stage`): the model's own layers with quantization on
   -- BN-folded weights and biases through :mod:`respike_nm.models.fixed_point`, the model's
-  :class:`~respike_nm.models.neurons.CubaLIF` -- evaluated exactly as the chip does it: the graded first
-  layer gets the integers ``round(S x)`` and a threshold and bias ``S`` times larger (DESIGN.md §2 (A)),
-  and convolutions run in float64 so that no sum is rounded. ``spike_mismatch`` counts against it.
-- the **model's forward** (``layer(x)``, layer after layer): what the trained model computes. It differs
-  from the chip only in the graded first layer, whose state the model keeps on the 1/4096 grid of an
-  input unit while the chip keeps it ``S`` times finer, so the leak truncates differently; rare spikes
-  near threshold can flip. ``model_mismatch`` reports it.
+  :class:`~respike_nm.models.neurons.CubaLIF` -- evaluated from the layers' own integers
+  (:meth:`~respike_nm.models.snn.SpikingConv.chip_layer`) exactly as the chip does it: the graded first
+  layer gets the integers ``round(S x)``, every layer its integer weights and bias and a threshold ``S G``
+  times larger (DESIGN.md §2 (A)), and convolutions run in float64 so that no sum is rounded.
+  ``spike_mismatch`` counts against it.
+- the **model's forward** (``layer(x)``, layer after layer): what the trained model computes, in float32.
+  It works in the same units as the chip, so it should agree; ``model_mismatch`` reports it.
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conversion.export import Stage, cut_stages, graded_params
+from conversion.export import Stage, chip_layer, cut_stages
 from conversion.lava_sim import run_manifest_stage
 from conversion.layout import nchwt_to_steps, steps_to_nchwt
 from conversion.manifest import ExportManifest, StageManifest
 from respike_nm.models.fixed_point import (
     STATE_SCALE,
+    WEIGHT_SCALE,
     FixedPointSpec,
-    quantize_bias,
+    graded_to_int,
     quantize_graded,
-    quantize_weight,
 )
 from respike_nm.models.neurons import CubaLIF
 from respike_nm.models.snn import SpikingConv
@@ -79,8 +79,7 @@ class StageReference:
 def graded_integers(x: Tensor, spec: FixedPointSpec, input_scale: int | None = None) -> Tensor:
     """The chip's graded input ``round(S x)`` as int64, through the model's graded quantizer."""
     scale = input_scale or spec.input_scale
-    step_spec = spec if scale == spec.input_scale else FixedPointSpec(input_scale=scale)
-    return torch.round(quantize_graded(x.detach(), step_spec) * scale).to(torch.int64)
+    return graded_to_int(quantize_graded(x.detach(), spec, scale), scale)
 
 
 @torch.no_grad()
@@ -88,27 +87,26 @@ def reference_stage(layers: Sequence[SpikingConv], x: Tensor,
                     input_scale: int | None = None) -> StageReference:
     """Deployable reference of a stage on graded input ``x [N, C, H, W, T]`` (input units)."""
     spec = layers[0].quant
-    scale = input_scale or spec.input_scale
+    scale = input_scale or layers[0].scale
     inp = graded_integers(x, spec, scale).to(torch.float64)
     spikes, drive = [], 0
-    for i, layer in enumerate(layers):
-        out, layer_drive = _reference_layer(layer, inp, scale if i == 0 else 1)
+    for layer in layers:
+        out, layer_drive = _reference_layer(layer, inp)
         spikes.append(out)
         drive = max(drive, layer_drive)
         inp = out.to(torch.float64)
     return StageReference(tuple(spikes), drive)
 
 
-def _reference_layer(layer: SpikingConv, x: Tensor, scale: int) -> tuple[Tensor, int]:
-    """One layer in units ``1 / scale`` of an input unit: spikes ``[N, C, H, W, T]`` and max ``|u + b|``."""
-    spec, conv = layer.quant, layer.synapse.conv
-    weight, bias = (t.detach() for t in layer.synapse.folded())
-    w_q = quantize_weight(weight, spec).to(torch.float64)
-    b_s = scale * quantize_bias(bias, spec).to(torch.float64)
-    current = F.conv2d(nchwt_to_steps(x), w_q, None, conv.stride, conv.padding)
+def _reference_layer(layer: SpikingConv, x: Tensor) -> tuple[Tensor, int]:
+    """One layer on its input integers ``x`` (graded ``round(S x)`` or spikes), in units ``1 / (S G)``
+    of an input unit: spikes ``[N, C, H, W, T]`` and max ``|u + b|`` (Lava state units)."""
+    spec, chip = layer.quant, chip_layer(layer)
+    w_q = chip.weight.to(torch.float64) / WEIGHT_SCALE
+    b_s = chip.bias_mant.to(torch.float64) / WEIGHT_SCALE
+    current = F.conv2d(nchwt_to_steps(x), w_q, None, chip.stride, chip.padding)
     drive = (current + b_s.view(1, -1, 1, 1)).abs().max() if current.numel() else torch.tensor(0.0)
-    params = graded_params(layer.base_params, scale, spec)
-    neuron = CubaLIF(params, backend=layer.neuron.backend, quantize=True, spec=spec)
+    neuron = CubaLIF(chip.params, backend=layer.neuron.backend, quantize=True, spec=spec)
     # float64 sums are exact; float32 holds them exactly while |4096 u| < 2**24, which Lava needs anyway
     spikes = neuron(steps_to_nchwt(current, x.shape[-1]).to(torch.float32), bias=b_s.to(torch.float32))
     return spikes, int(drive * STATE_SCALE)

@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
                     "them, with labels and metadata, to one HDF5 file (temporary file, then rename).",
     )
     cache.add_argument("--dataset", required=True,
-                       choices=["synthetic-motion", "ucf101", "hmdb51", "kinetics", "folder"])
+                       choices=["synthetic-motion", "synthetic-binding", "ucf101", "hmdb51", "kinetics",
+                                "folder"])
     cache.add_argument("--data-root", type=Path, help="dataset folder (not for synthetic-motion)")
     cache.add_argument("--split", type=int, default=1, help="official split number (UCF/HMDB)")
     cache.add_argument("--seed", type=int, default=0, help="folder split / synthetic seed")
@@ -153,7 +154,7 @@ def run_cache(args) -> int:
 
     source = DataSource(args.dataset, args.data_root, args.split, args.seed)
     classes, n, items, skipped = cache_source(source, args.max_frames)
-    if args.dataset == "synthetic-motion":
+    if source.synthetic is not None:
         size = (source.synthetic.height, source.synthetic.width)
     else:
         size = _frame_size(args.frame_size)

@@ -10,6 +10,8 @@ from tqdm import tqdm
 
 
 def add_parser(sub) -> None:
+    from respike_nm.config import PRESETS
+
     tr = sub.add_parser(
         "train", help="train the hybrid model or a baseline",
         description="Train ReSpike (hybrid), or its key-frame-only (ann) or residual-only (snn) "
@@ -17,7 +19,7 @@ def add_parser(sub) -> None:
                     "per epoch), RUN_DIR/checkpoint.pt (every epoch, atomically) and "
                     "RUN_DIR/summary.json. Under torchrun, trains with DistributedDataParallel.",
     )
-    tr.add_argument("--config", default="tiny", help="preset (tiny, paper-r18, paper-r50) or YAML file")
+    tr.add_argument("--config", default="tiny", help=f"preset ({', '.join(PRESETS)}) or YAML file")
     tr.add_argument("--model", default="hybrid", choices=["hybrid", "ann", "snn"])
     tr.add_argument("--dataset", help="overrides data.dataset")
     tr.add_argument("--data-root", help="overrides data.data_root")

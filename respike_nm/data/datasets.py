@@ -133,7 +133,8 @@ class VideoClipDataset(ClipDataset):
 
 
 class SyntheticClipDataset(ClipDataset):
-    """synthetic-motion clips (:mod:`respike_nm.data.synthetic`), normalised, not augmented.
+    """Generated clips (synthetic-motion, :mod:`respike_nm.data.synthetic`, or synthetic-binding,
+    :mod:`respike_nm.data.binding`), normalised, not augmented.
 
     No crop and no flip: a flip would turn 'left' into 'right'. Frames are resized only when the
     generator's resolution differs from ``spec.size``.
@@ -150,7 +151,7 @@ class SyntheticClipDataset(ClipDataset):
         return self.videos.label(i)
 
     def source(self, i: int) -> str:
-        return f"synthetic-motion:{self.videos.partition}:{i}"
+        return f"{self.videos.name}:{self.videos.partition}:{i}"
 
     def frames(self, i, choose):
         clip = self.videos.frames(i)

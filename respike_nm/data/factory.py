@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from respike_nm.data.splits import build_index
-
+from respike_nm.data.binding import SyntheticBindingConfig, SyntheticBindingVideos
 from respike_nm.data.cache import CacheItem, H5ClipDataset, video_items
 from respike_nm.data.datasets import (
     ClipDataset,
@@ -17,29 +16,36 @@ from respike_nm.data.datasets import (
     check_videos,
 )
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
+from respike_nm.data.splits import build_index
 from respike_nm.data.synthetic import SyntheticMotionConfig, SyntheticMotionVideos
 
 VIDEO_DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
-DATASETS = ("synthetic-motion", *VIDEO_DATASETS, "cache")
+SYNTHETIC = {"synthetic-motion": SyntheticMotionVideos, "synthetic-binding": SyntheticBindingVideos}
+DATASETS = (*SYNTHETIC, *VIDEO_DATASETS, "cache")
+SyntheticConfig = SyntheticMotionConfig | SyntheticBindingConfig
 
 
 @dataclass(frozen=True)
 class DataSource:
     """Where a dataset's clips come from. ``root``: the dataset folder (the .h5 file for
     ``cache``); ``split``: official split number (UCF-101/HMDB-51); ``seed``: the folder split's
-    and synthetic generator's seed."""
+    and synthetic generator's seed; ``synthetic``: the generator's sizes (its type follows
+    ``name``; None: the generator's defaults)."""
 
     name: str = "synthetic-motion"
     root: Path | None = None
     split: int = 1
     seed: int = 0
-    synthetic: SyntheticMotionConfig = field(default_factory=SyntheticMotionConfig)
+    synthetic: SyntheticConfig | None = None
 
     def __post_init__(self):
         if self.name not in DATASETS:
             raise ValueError(f"unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}")
-        if self.name != "synthetic-motion" and self.root is None:
+        if self.name not in SYNTHETIC and self.root is None:
             raise ValueError(f"dataset {self.name!r} needs a data root (--data-root)")
+        if self.name in SYNTHETIC and self.synthetic is None:
+            default = SyntheticBindingConfig if self.name == "synthetic-binding" else SyntheticMotionConfig
+            object.__setattr__(self, "synthetic", default())
 
 
 def video_index(source: DataSource) -> DatasetIndex:
@@ -53,11 +59,11 @@ def make_dataset(source: DataSource, partition: Partition, spec: ClipSpec, train
                  seed: int = 0, check_files: bool = False) -> tuple[ClipDataset, tuple[str, ...],
                                                                       tuple[Skipped, ...]]:
     """A clip dataset with its class names and the inputs skipped while building it."""
-    if source.name == "synthetic-motion":
+    if source.name in SYNTHETIC:
         # the clip length and the redraw period follow the clip spec: with segment == s every
         # key frame is independent of the motion (docs/synthetic_motion.md)
         cfg = replace(source.synthetic, frames=spec.frames, segment=spec.stride)
-        videos = SyntheticMotionVideos(cfg, partition)
+        videos = SYNTHETIC[source.name](cfg, partition)
         return SyntheticClipDataset(videos, spec, train, seed), tuple(videos.classes), ()
     if source.name == "cache":
         ds = H5ClipDataset(source.root, partition, spec, train, seed)
@@ -73,14 +79,14 @@ def make_dataset(source: DataSource, partition: Partition, spec: ClipSpec, train
 def cache_source(source: DataSource, max_frames: int | None = None
                  ) -> tuple[tuple[str, ...], int, Iterator[CacheItem | Skipped], tuple[Skipped, ...]]:
     """``(classes, number of videos, items, skipped)`` to feed :func:`write_cache`."""
-    if source.name == "synthetic-motion":
-        parts = {p: SyntheticMotionVideos(source.synthetic, p) for p in ("train", "test")}
+    if source.name in SYNTHETIC:
+        parts = {p: SYNTHETIC[source.name](source.synthetic, p) for p in ("train", "test")}
 
         def items():
             for p, videos in parts.items():
                 for i in range(len(videos)):
                     yield CacheItem(videos.frames(i)[:max_frames], videos.label(i), p,
-                                    f"synthetic-motion:{p}:{i}", 25.0)
+                                    f"{source.name}:{p}:{i}", 25.0)
 
         n = sum(len(v) for v in parts.values())
         return tuple(parts["train"].classes), n, items(), ()

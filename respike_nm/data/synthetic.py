@@ -280,6 +280,8 @@ class SyntheticMotionVideos:
     ``seed = partition_seed(cfg, partition)``.
     """
 
+    name = "synthetic-motion"
+
     def __init__(self, cfg: SyntheticMotionConfig, partition: Partition):
         self.cfg = cfg
         self.partition = partition

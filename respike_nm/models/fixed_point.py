@@ -31,8 +31,16 @@ integers; SLAYER's CUBA neuron (``slayer.neuron.cuba.Neuron``, default ``scale =
 - **bias** -- ``bias_mant = round(64 b)``, signed 13-bit ``[-4096, 4095]`` in Lava, added to the voltage
   as ``bias_mant << 6`` (``bias_exp = 6``): steps of ``1/64``, ``|b| <= 64``.
 - **graded input** (real values entering a stage: residual frames, fused features) -- steps of
-  ``1 / input_scale`` (``round``, half to even); the chip receives the integers ``round(S x)`` with
-  ``S = input_scale`` and the exporter scales that layer's threshold and bias by ``S`` (DESIGN.md §2 (A)).
+  ``1 / S`` (``round``, half to even); the chip receives the integers ``round(S x)`` and that layer's
+  threshold and bias are ``S`` times larger (DESIGN.md §2 (A)). ``S = input_scale`` (16) for the
+  residual frames, ``fused_input_scale`` (4) for fused features entering a stage after a fusion point.
+- **weight gain** -- per layer, a power of two ``G`` (:func:`weight_gain`): the chip holds the weights
+  ``quantize_weight(G w)``, the bias ``G b`` and a threshold ``G`` times larger, so the weight grid is
+  ``1 / (32 G)`` of an input unit instead of ``1 / 32`` (deep, BN-folded weights are often below
+  ``1/64`` and would round to 0). Loihi scales weights by a per-layer exponent for the same reason;
+  netx re-derives its own exponent from the integers, so the factor travels in the threshold. The
+  layer's state is then ``S G`` times finer than an input unit, and ``S G`` is bounded by
+  ``vThMant(threshold) * S * G < 4096`` (SLAYER fires at equality from 4096 on, Lava never does).
 """
 
 from __future__ import annotations
@@ -65,15 +73,17 @@ class FixedPointSpec:
     bias_bits: int = 13
     state_bits: int = 24
     input_scale: int = 16
+    fused_input_scale: int = 4
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "decay_bits", "threshold_bits", "bias_bits", "state_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
                 raise ValueError(f"FixedPointSpec.{name} must be an integer >= 2, got {value!r}")
-        s = self.input_scale
-        if not isinstance(s, int) or s < 1 or s & (s - 1):
-            raise ValueError(f"FixedPointSpec.input_scale must be a power of two, got {s!r}")
+        for name in ("input_scale", "fused_input_scale"):
+            s = getattr(self, name)
+            if not isinstance(s, int) or s < 1 or s & (s - 1):
+                raise ValueError(f"FixedPointSpec.{name} must be a power of two, got {s!r}")
 
     @property
     def weight_step(self) -> float:
@@ -203,12 +213,53 @@ def bias_to_int(b: Tensor, spec: FixedPointSpec = DEFAULT_SPEC) -> Tensor:
     return torch.round(quantize_bias(b.detach(), spec) * WEIGHT_SCALE).to(torch.int64)
 
 
-def quantize_graded(x: Tensor, spec: FixedPointSpec = DEFAULT_SPEC) -> Tensor:
-    """Graded (real-valued) stage input on steps of ``1 / input_scale``, input units; straight-through.
+def quantize_graded(x: Tensor, spec: FixedPointSpec = DEFAULT_SPEC, scale: int | None = None) -> Tensor:
+    """Graded (real-valued) stage input on steps of ``1 / scale`` (default ``spec.input_scale``), input
+    units; straight-through.
 
     No clamp: Lava's simulator does not clip graded messages to their bit count.
     """
-    return _RoundSTE.apply(x, 1 / spec.input_scale)
+    return _RoundSTE.apply(x, 1 / (scale or spec.input_scale))
+
+
+def graded_to_int(x: Tensor, scale: int) -> Tensor:
+    """The chip's graded input ``round(scale x)`` as int64 (what :func:`quantize_graded` stands for)."""
+    return torch.round(x.detach() * scale).to(torch.int64)
+
+
+SLAYER_EXACT_MANT = 4096
+"""``vThMant`` from which SLAYER fires at equality (:func:`slayer_fires_at_equality`)."""
+
+
+def weight_gain(weight: Tensor, bias: Tensor, input_scale: int, threshold: float,
+                spec: FixedPointSpec = DEFAULT_SPEC) -> int:
+    """The largest power of two ``G >= 1`` that a layer's weights, bias and threshold can be scaled by.
+
+    The chip then holds ``quantize_weight(G w)`` (``W = 64 quantize_weight(G w)``), ``bias_mant =
+    input_scale * round(64 G b)`` and ``vThMant = int(64 threshold) * input_scale * G``. ``G`` is the
+    largest for which no weight is clamped, the bias mantissa fits ``bias_bits`` and ``vThMant``
+    stays below :data:`SLAYER_EXACT_MANT` (and ``threshold_bits``). A pure function of its inputs, so
+    training, evaluation and export compute the same ``G`` from the same folded weights.
+    """
+    w, b = weight.detach(), bias.detach()
+    lo, hi = spec.weight_range
+    b_lo, b_hi = spec.bias_mant_range
+    mant = quantize_threshold(threshold, spec) * input_scale
+    limit = min(SLAYER_EXACT_MANT - 1, spec.threshold_mant_max)
+
+    def fits(g: int) -> bool:
+        if mant * g > limit:
+            return False
+        wq = torch.round(w * g / spec.weight_step) * spec.weight_step
+        if w.numel() and (float(wq.min()) < lo or float(wq.max()) > hi):
+            return False
+        bm = input_scale * torch.round(b * g * WEIGHT_SCALE)
+        return not b.numel() or (float(bm.min()) >= b_lo and float(bm.max()) <= b_hi)
+
+    g = 1
+    while fits(2 * g):
+        g *= 2
+    return g
 
 
 def input_to_grid(x: Tensor) -> Tensor:

@@ -76,18 +76,36 @@ class TransformerBlock(nn.Module):
         return x + self.ff(self.norm3(x))
 
 
+NORMS = ("identity", "batchnorm", "groupnorm")
+
+
+def make_norm(kind: str, channels: int, eps: float = 1e-6) -> nn.Module:
+    """The fusion's input norm: ``identity``, ``batchnorm`` (running statistics at eval) or
+    ``groupnorm`` (GroupNorm(32) as published, with ``eps``)."""
+    if kind == "identity":
+        return nn.Identity()
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    if kind == "groupnorm":
+        return nn.GroupNorm(group_count(channels), channels, eps=eps)
+    raise ValueError(f"unknown fusion norm {kind!r}; valid: {', '.join(NORMS)}")
+
+
 class CrossAttentionFusion(nn.Module):
     """One fusion point: SNN ``[N, C, H, W, T]`` + ANN ``[N, C_a, H_a, W_a]`` -> ``[N, C, H, W, T]``.
 
-    ``pool`` > 1 average-pools the SNN features by that factor before attention (the
-    ``downsample`` variant for early, large stages) and upsamples the update back (nearest).
+    ``pool`` > 1 is the published ``downsample`` variant for the early, large stages: the SNN map
+    and the ANN context are average-pooled by ``pool``, fused, and the fused map is upsampled
+    bilinearly and *replaces* the SNN features (so even an untrained fusion smooths them).
+    ``norm`` is the input norm (:func:`make_norm`); the model picks it by what the stage emits.
     """
 
-    def __init__(self, channels: int, context_channels: int, dim: int | None = None, pool: int = 1):
+    def __init__(self, channels: int, context_channels: int, dim: int | None = None, pool: int = 1,
+                 norm: str = "groupnorm", eps: float = 1e-6):
         super().__init__()
         dim = dim or max(HEAD_DIM, channels)
         self.pool = pool
-        self.norm = nn.GroupNorm(group_count(channels), channels, eps=1e-6)
+        self.norm = make_norm(norm, channels, eps)
         self.proj_in = nn.Conv2d(channels, dim, 1)
         self.block = TransformerBlock(dim, context_channels)
         self.proj_out = nn.Conv2d(dim, channels, 1)
@@ -99,22 +117,24 @@ class CrossAttentionFusion(nn.Module):
         x = snn.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w)  # every time step, same context
         if self.pool > 1:
             x = F.avg_pool2d(x, self.pool, ceil_mode=True)
+            ann = F.avg_pool2d(ann, self.pool, ceil_mode=True)
         hp, wp = x.shape[-2:]
         tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # [N*T, hp*wp, dim]
         context = ann.flatten(2).transpose(1, 2).repeat_interleave(t, dim=0)  # [N*T, L_a, C_a]
         tokens = self.block(tokens, context)
-        delta = self.proj_out(tokens.transpose(1, 2).reshape(n * t, -1, hp, wp))
+        out = x + self.proj_out(tokens.transpose(1, 2).reshape(n * t, -1, hp, wp))
         if self.pool > 1:
-            delta = F.interpolate(delta, size=(h, w), mode="nearest")
-        delta = delta.reshape(n, t, c, h, w).permute(0, 2, 3, 4, 1)
-        return snn + delta
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return out.reshape(n, t, c, h, w).permute(0, 2, 3, 4, 1)
 
     def macs(self, snn_shape: tuple[int, ...], ann_shape: tuple[int, ...]) -> int:
-        """Multiply-accumulates of one forward pass, counted explicitly (hooks miss matmuls)."""
+        """Multiply-accumulates of one forward pass, counted explicitly (hooks miss matmuls): every
+        convolution, linear layer and attention matmul; norms, softmax, GELU, pooling and the
+        upsampling are elementwise and not counted."""
         n, c, h, w, t = snn_shape
         _, ca, ha, wa = ann_shape
         hp, wp = -(-h // self.pool), -(-w // self.pool)
-        lq, lk, nt = hp * wp, ha * wa, n * t
+        lq, lk, nt = hp * wp, -(-ha // self.pool) * -(-wa // self.pool), n * t
         dim = self.proj_in.out_channels
         inner = self.block.attn1.heads * HEAD_DIM
         ff = self.block.ff.out.in_features

@@ -161,9 +161,11 @@ def device_params(params: CubaParams, spec: FixedPointSpec = DEFAULT_SPEC) -> Cu
 class CubaLIF(nn.Module):
     """CUBA-LIF neurons: input current ``[N, C, (H, W,) T]`` -> spikes (0/1, same shape and dtype).
 
-    ``forward(x, bias)`` takes an optional per-channel bias ``[C]`` (input units) added to the voltage
-    every step. With ``quantize=True`` the bias is put on Lava's 1/64 grid (13-bit check) and the
-    input on the 1/4096 state grid, both with straight-through gradients.
+    ``forward(x, bias, gain)`` takes an optional per-channel bias ``[C]`` (input units) added to the
+    voltage every step. With ``quantize=True`` the bias is put on Lava's 1/64 grid (13-bit check) and the
+    input on the 1/4096 state grid, both with straight-through gradients. ``gain`` (a power of two)
+    runs the neuron in units ``gain`` times finer (:func:`graded_params` of its parameters: threshold
+    and surrogate scaled), as a layer with a weight gain does; the module and its hooks stay the same.
     """
 
     def __init__(self, params: CubaParams = CubaParams(), backend: Backend = "slayer", quantize: bool = True,
@@ -174,11 +176,26 @@ class CubaLIF(nn.Module):
         self.params, self.backend, self.quantize, self.spec = params, backend, quantize, spec
         self.fixed = device_params(params, spec) if (quantize or backend == "slayer") else None
         self.slayer = _slayer_neuron(params, spec) if backend == "slayer" else None
+        self._scaled: dict[int, CubaLIF] = {}  # by gain; not submodules (their decays are constants)
 
     def extra_repr(self) -> str:
         return f"backend={self.backend}, quantize={self.quantize}, params={self.params}"
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+    def scaled(self, gain: int) -> CubaLIF:
+        """This neuron in units ``gain`` times finer (cached)."""
+        if gain == 1:
+            return self
+        if gain not in self._scaled:
+            self._scaled[gain] = CubaLIF(graded_params(self.params, gain, self.spec), self.backend,
+                                         self.quantize, self.spec)
+        return self._scaled[gain]
+
+    def forward(self, x: Tensor, bias: Tensor | None = None, gain: int = 1) -> Tensor:
+        if gain != 1:
+            return self.scaled(gain).to(x.device)._run(x, bias)
+        return self._run(x, bias)
+
+    def _run(self, x: Tensor, bias: Tensor | None) -> Tensor:
         if x.dim() < 3:
             raise ValueError(f"expected input [N, C, (H, W,) T], got shape {tuple(x.shape)}")
         if self.quantize:

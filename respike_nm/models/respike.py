@@ -12,7 +12,7 @@ features, global average pool, one linear layer; logits averaged over the groups
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -20,11 +20,13 @@ from torch import nn
 from respike_nm.data.decompose import decompose
 from respike_nm.layout import btchw_to_nchwt
 from respike_nm.models.ann import create_ann_backbone
-from respike_nm.models.fusion import CrossAttentionFusion
+from respike_nm.models.fusion import NORMS, CrossAttentionFusion
 from respike_nm.models.snn import SNNSpec, create_snn, run_stem
 
 KINDS = ("hybrid", "ann", "snn")
 FUSIONS = ("multiscale", "downsample", "late", "none")
+FUSION_NORMS = ("auto", *NORMS)
+DOWNSAMPLE_POOL = {1: 4, 2: 2}  # published: stages 1 and 2 pooled to stage 3's resolution
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class ReSpikeSpec:
     snn: SNNSpec = field(default_factory=SNNSpec)
     fusion: str = "multiscale"
     fusion_stages: tuple[int, ...] = (2, 3, 4)
+    fusion_norm: str = "auto"  # auto: by what the SNN stage emits (see fusion_norm_for)
+    fusion_norm_eps: float = 1e-6  # GroupNorm's eps (the published value)
     dropout: float = 0.0
 
     def __post_init__(self):
@@ -47,8 +51,18 @@ class ReSpikeSpec:
             raise ValueError(f"unknown model kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+        if self.fusion_norm not in FUSION_NORMS:
+            raise ValueError(f"unknown fusion norm {self.fusion_norm!r}; valid: {', '.join(FUSION_NORMS)}")
         if any(s not in (1, 2, 3, 4) for s in self.fusion_stages):
             raise ValueError(f"fusion_stages must be among 1..4, not {self.fusion_stages}")
+
+    @property
+    def resolved_fusion_norm(self) -> str:
+        """The fusion's input norm: ``fusion_norm``, or for ``auto`` the one suited to what the
+        SNN's stages emit (:func:`fusion_norm_for`)."""
+        if self.fusion_norm != "auto":
+            return self.fusion_norm
+        return fusion_norm_for(self.snn.arch)
 
     @property
     def fused_stages(self) -> tuple[int, ...]:
@@ -62,19 +76,34 @@ class ReSpikeSpec:
         return tuple(sorted(self.fusion_stages))
 
 
+def fusion_norm_for(snn_arch: str) -> str:
+    """The fusion norm for an SNN architecture, chosen by what its stages emit.
+
+    ``resnet`` stages emit real-valued currents (``BN(conv(...)) + shortcut``), which the published
+    GroupNorm(32) sees. ``plain`` stages end in a LIF and emit binary spikes; on spikes many
+    groups are all zero and GroupNorm(eps 1e-6) multiplies the backward pass by ~1/sqrt(eps), so
+    they get no norm (measurements and the reason: :mod:`respike_nm.models.fusion`).
+    """
+    return {"resnet": "groupnorm", "plain": "identity"}[snn_arch]
+
+
 class ReSpike(nn.Module):
     def __init__(self, spec: ReSpikeSpec):
         super().__init__()
         self.spec = spec
         use_ann, use_snn = spec.kind in ("hybrid", "ann"), spec.kind in ("hybrid", "snn")
         self.ann = create_ann_backbone(spec.ann_arch, spec.ann_width, spec.ann_weights) if use_ann else None
-        self.snn = create_snn(spec.snn) if use_snn else None
+        # a stage after a fusion point receives the fused, real-valued features as graded input
+        graded = tuple(i + 1 for i in spec.fused_stages if i < 4) if use_ann and use_snn else ()
+        self.snn = create_snn(replace(spec.snn, graded_stages=graded)) if use_snn else None
         self.fusion = nn.ModuleDict()
         if use_ann and use_snn:
             a, s = self.ann.feature_info.channels, self.snn.feature_info.channels
             for i in spec.fused_stages:
-                pool = {1: 4, 2: 2}.get(i, 1) if spec.fusion == "downsample" else 1
-                self.fusion[str(i)] = CrossAttentionFusion(s[i - 1], a[i - 1], pool=pool)
+                pool = DOWNSAMPLE_POOL.get(i, 1) if spec.fusion == "downsample" else 1
+                self.fusion[str(i)] = CrossAttentionFusion(s[i - 1], a[i - 1], pool=pool,
+                                                           norm=spec.resolved_fusion_norm,
+                                                           eps=spec.fusion_norm_eps)
         width = (self.ann.feature_info.channels[-1] if use_ann else 0) + (
             self.snn.feature_info.channels[-1] if use_snn else 0)
         self.dropout = nn.Dropout(spec.dropout)

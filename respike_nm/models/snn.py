@@ -26,8 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from respike_nm.models.ann import FeatureInfo
-from respike_nm.models.fixed_point import FixedPointSpec, quantize_bias, quantize_graded, quantize_weight
-from respike_nm.models.neurons import CubaLIF, CubaParams, graded_params, paper_lif
+from respike_nm.models.deploy import ChipLayer
+from respike_nm.models.fixed_point import (
+    FixedPointSpec,
+    bias_to_int,
+    quantize_bias,
+    quantize_graded,
+    quantize_weight,
+    weight_gain,
+    weight_to_int,
+)
+from respike_nm.models.neurons import CubaLIF, CubaParams, device_params, graded_params, paper_lif
 
 BASE = (64, 128, 256, 512)
 
@@ -41,6 +50,7 @@ class SNNSpec:
     backend: str = "slayer"  # slayer | norse
     neuron: CubaParams = paper_lif()
     quant: FixedPointSpec | None = None
+    graded_stages: tuple[int, ...] = ()  # 1-based stages whose first layer receives fused (graded) input
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -81,10 +91,15 @@ class ConvBN(nn.Module):
         bias = self.gain * (self.bn.bias - mean * scale)
         return weight, bias
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x [N*T, Ci, H, W]`` -> (current without bias ``[N*T, Co, H', W']``, bias ``[Co]``)."""
+    def forward(self, x: torch.Tensor, gain=None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """``x [N*T, Ci, H, W]`` -> (current without bias ``[N*T, Co, H', W']``, bias ``[Co]``, ``G``).
+
+        ``gain(weight, bias) -> G`` (None: 1) picks the weight gain of
+        :func:`~respike_nm.models.fixed_point.weight_gain` from the folded weights of this pass; current
+        and bias are then in units of ``1 / G``. Without quantization: the float current, no bias, 1.
+        """
         if self.quant is None or not self.fake_quant:
-            return self.gain * self.bn(self.conv(x)), None
+            return self.gain * self.bn(self.conv(x)), None, 1
         if self.training and not self.freeze_bn:
             y = self.conv(x)
             self.bn(y)  # updates the running statistics
@@ -93,50 +108,91 @@ class ConvBN(nn.Module):
             weight, bias = self.folded(mean, var)
         else:  # evaluation, or frozen statistics: exactly the weights export will use
             weight, bias = self.folded()
-        w_q = quantize_weight(weight, self.quant)
-        b_q = quantize_bias(bias, self.quant)
-        return F.conv2d(x, w_q, None, self.conv.stride, self.conv.padding), b_q
+        g = 1 if gain is None else gain(weight, bias)
+        w_q = quantize_weight(weight * g, self.quant)
+        b_q = quantize_bias(bias * g, self.quant)
+        return F.conv2d(x, w_q, None, self.conv.stride, self.conv.padding), b_q, g
 
 
 class SpikingConv(nn.Module):
-    """conv3x3 -> BN -> CUBA-LIF on ``[N, C, H, W, T]``; returns spikes ``[N, Co, H', W', T]``."""
+    """conv3x3 -> BN -> CUBA-LIF on ``[N, C, H, W, T]``; returns spikes ``[N, Co, H', W', T]``.
 
-    def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec, graded_input: bool = False):
+    With quantization on, the layer computes what the chip does (DESIGN.md §2 (A)): graded input on
+    the ``1 / S`` grid (``S = input_scale``: the chip gets ``round(S x)``), weights and bias scaled by
+    the layer's weight gain ``G`` (:func:`~respike_nm.models.fixed_point.weight_gain`, from the folded
+    weights of this forward pass) and the neuron in units of ``1 / (S G)`` of an input unit: threshold,
+    bias and surrogate ``S G`` times larger. :meth:`chip_layer` is the same layer as integers.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec, graded_input: bool = False,
+                 input_scale: int | None = None):
         super().__init__()
         self.synapse = ConvBN(cin, cout, stride, spec, gain=spec.neuron.input_gain)
         self.graded_input = graded_input and spec.quant is not None
-        # a graded-input layer works in units of 1/input_scale, as the chip does (DESIGN.md §2 (A))
-        self.scale = spec.quant.input_scale if self.graded_input else 1
-        self.base_params = spec.neuron  # before the graded-input scaling
-        params = graded_params(spec.neuron, self.scale, spec.quant) if self.graded_input else spec.neuron
+        self.scale = (input_scale or spec.quant.input_scale) if self.graded_input else 1
+        self.base_params = spec.neuron  # before any scaling
+        self.quant = spec.quant
+        self.backend = spec.backend
+        self.fake_quant = True
+        params = graded_params(spec.neuron, self.scale, spec.quant) if self.scale != 1 else spec.neuron
         self.neuron = CubaLIF(params, backend=spec.backend, quantize=spec.quant is not None,
                               spec=spec.quant or FixedPointSpec())
-        self.quant = spec.quant
-        self.fake_quant = True
+
+    def gain_of(self, weight: torch.Tensor, bias: torch.Tensor) -> int:
+        """This layer's weight gain for folded ``weight`` and ``bias`` (input units)."""
+        return weight_gain(weight, bias, self.scale, self.base_params.threshold, self.quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.graded_input and self.fake_quant:
-            x = quantize_graded(x, self.quant)  # on the 1/input_scale grid: round(S x) / S
+            x = quantize_graded(x, self.quant, self.scale)  # on the 1/S grid: round(S x) / S
         x2, t = _per_step(x)
-        current, bias = self.synapse(x2)
+        quantized = self.quant is not None and self.fake_quant and self.synapse.fake_quant
+        current, bias, g = self.synapse(x2, self.gain_of if quantized else None)
         if self.scale != 1:  # conv(round(S x), w) = S conv(x_q, w): exact, S is a power of two
             current = current * self.scale
             bias = None if bias is None else bias * self.scale
-        return self.neuron(_per_time(current, t), bias=bias)
+        return self.neuron(_per_time(current, t), bias=bias, gain=g)
+
+    @torch.no_grad()
+    def chip_layer(self) -> ChipLayer:
+        """The layer as the chip runs it (eval folding; quantization must be on)."""
+        if self.quant is None:
+            raise ValueError("the layer is not quantized; build it with SNNSpec(quant=...)")
+        conv = self.synapse.conv
+        weight, bias = (t.detach().cpu() for t in self.synapse.folded())
+        g = self.gain_of(weight, bias)
+        params = graded_params(self.base_params, self.scale * g, self.quant)
+        bias_mant = self.scale * bias_to_int(bias * g, self.quant)
+        lo, hi = self.quant.bias_mant_range
+        if bias_mant.numel() and (int(bias_mant.min()) < lo or int(bias_mant.max()) > hi):
+            raise ValueError(f"bias x input_scale ({self.scale}) reaches a mantissa of "
+                             f"{int(bias_mant.abs().max())}, outside [{lo}, {hi}] "
+                             f"({self.quant.bias_bits}-bit)")
+        return ChipLayer(
+            weight=weight_to_int(weight * g, self.quant),
+            bias_mant=bias_mant,
+            params=params, device=device_params(params, self.quant), input_scale=self.scale,
+            weight_gain=g, stride=tuple(conv.stride), padding=tuple(conv.padding),
+            folded_weight=weight, folded_bias=bias)
 
 
 class PlainSNN(nn.Module):
-    """Stem (conv/2) and four stages of [conv/2, conv/1], every conv -> BN -> CUBA-LIF."""
+    """Stem (conv/2) and four stages of [conv/2, conv/1], every conv -> BN -> CUBA-LIF.
+
+    The stem takes the residual frames as graded input (``input_scale``); the first layer of each
+    stage in ``spec.graded_stages`` takes the fused features of a fusion point as graded input
+    (``fused_input_scale``); every other layer takes binary spikes."""
 
     def __init__(self, spec: SNNSpec):
         super().__init__()
         c = spec.channels
         self.stem = SpikingConv(3, c[0] // 2 if c[0] >= 16 else c[0], 2, spec, graded_input=True)
         cin = self.stem.synapse.conv.out_channels
+        fused = spec.quant.fused_input_scale if spec.quant is not None else None
         self.stages = nn.ModuleList()
-        for i, cout in enumerate(c):
+        for i, cout in enumerate(c, start=1):
             self.stages.append(nn.Sequential(
-                SpikingConv(cin, cout, 2, spec, graded_input=i > 0),
+                SpikingConv(cin, cout, 2, spec, graded_input=i in spec.graded_stages, input_scale=fused),
                 SpikingConv(cout, cout, 1, spec),
             ))
             cin = cout
@@ -146,7 +202,7 @@ class PlainSNN(nn.Module):
 def conv_per_step(conv: ConvBN, x: torch.Tensor) -> torch.Tensor:
     """A :class:`ConvBN` (bias included) on every time step of ``[N, C, H, W, T]``."""
     x2, t = _per_step(x)
-    y, bias = conv(x2)
+    y, bias, _ = conv(x2)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return _per_time(y, t)

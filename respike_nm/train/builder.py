@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from respike_nm.config import Config
+from respike_nm.data.binding import SyntheticBindingConfig
 from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
@@ -22,11 +23,12 @@ def clip_spec(cfg: Config) -> ClipSpec:
 
 def data_source(cfg: Config) -> DataSource:
     d = cfg.data
-    synthetic = SyntheticMotionConfig(
+    make = SyntheticBindingConfig if d.dataset == "synthetic-binding" else SyntheticMotionConfig
+    synthetic = make(
         appearances=d.appearances, motions=d.motions, frames=d.frames, height=d.size, width=d.size,
         train_per_class=d.train_per_class, test_per_class=d.test_per_class, seed=cfg.seed,
         segment=d.stride,
-    )
+    ) if d.dataset in ("synthetic-motion", "synthetic-binding") else None
     root = Path(d.data_root) if d.data_root else None
     return DataSource(d.dataset, root, d.split, cfg.seed, synthetic)
 
@@ -60,7 +62,8 @@ def model_spec(cfg: Config, kind: str, num_classes: int, quantize: bool | None =
     return ReSpikeSpec(
         kind=kind, num_classes=num_classes, stride=cfg.data.stride, ann_arch=m.ann_arch,
         ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,
-        fusion_stages=tuple(m.fusion_stages), dropout=m.dropout,
+        fusion_stages=tuple(m.fusion_stages), fusion_norm=m.fusion_norm,
+        fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout,
     )
 
 

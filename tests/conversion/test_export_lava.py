@@ -90,6 +90,23 @@ def test_random_stack_is_bit_exact(tmp_path, seed, shape, channels, strides, ste
 
 
 @pytest.mark.lava
+def test_small_weights_run_bit_exact_with_their_weight_gain(tmp_path):
+    """Wide layers with small folded weights (most below 1/64: they would all round to 0 on the plain
+    1/32 grid) get a weight gain G > 1; the chip then holds G w and a G times larger threshold, and
+    Lava still agrees with the reference and the model spike for spike."""
+    shape, steps = (3, 8, 8), 3
+    layers = random_stack(11, shape[0], (32, 48), (1, 1), gain=0.6)
+    w, b = layers[1].synapse.folded()
+    chip = layers[1].chip_layer()
+    assert float((w.abs() < 1 / 64).float().mean()) > 0.4 and chip.weight_gain >= 8
+    assert chip.device.threshold_mant == 64 * chip.weight_gain
+    record = export_stage(layers, tmp_path / "stage.net", input_shape=shape, time_steps=steps)
+    result = verify_stage(layers, record, tmp_path, 3 * graded_clips(11, 3, shape, steps))
+    assert result.spike_mismatch == 0 and result.model_mismatch == 0
+    assert all(0.01 < rate < 0.9 for rate in result.layer_rates), result.layer_rates
+
+
+@pytest.mark.lava
 def test_clips_back_to_back_equal_separate_runs(tmp_path):
     shape, steps = (3, 5, 6), 3
     layers = random_stack(7, shape[0], (4, 5), (1, 2))
@@ -147,14 +164,15 @@ def test_exported_hdf5_reads_back_with_netx(tmp_path):
     net = Network(net_config=str(tmp_path / "stage.net"))
     assert len(net.layers) == 2 and net.in_layer.synapse.input_shape == (10, 6, 3)
     for i, (layer, block) in enumerate(zip(layers, net.layers, strict=True)):
-        weight, bias = layer.synapse.folded()
-        w_int = weight_to_int(weight).numpy()
+        weight, bias = (t.detach() for t in layer.synapse.folded())
+        s = scale if i == 0 else 1
+        g = layer.gain_of(weight, bias)  # the weight gain: weights, bias and threshold x g
+        w_int = weight_to_int(g * weight).numpy()
         expected = w_int[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)  # netx: flipped kernel, (Co, x, y, Ci)
         np.testing.assert_array_equal(block.synapse.weight.init, expected)
-        s = scale if i == 0 else 1
-        b_int = bias_to_int(bias.detach()).numpy() * s
+        b_int = bias_to_int(g * bias).numpy() * s
         np.testing.assert_array_equal(block.neuron.bias_mant.init[0, 0], b_int)
-        assert int(block.neuron.vth.init) == 64 * s
+        assert int(block.neuron.vth.init) == 64 * s * g
         assert (int(block.neuron.du.init) + 1, int(block.neuron.dv.init)) == (4096, 3072)
 
 
@@ -162,7 +180,7 @@ def test_slayer_blocks_agree_with_reference():
     """The exported SLAYER blocks themselves, run in PyTorch on ``round(S x)``, give the reference spikes."""
     shape, steps = (3, 6, 10), 5
     layers = random_stack(5, shape[0], (4, 6), (1, 2))
-    blocks = stage_blocks(tuple(layers), shape, steps, 16, ("a", "b"))
+    blocks = stage_blocks(tuple(layers), shape, steps, ("a", "b"))
     x = graded_clips(5, 2, shape, steps)
     ref = reference_stage(layers, x).spikes
     out = graded_integers(x, layers[0].quant).float()

@@ -202,8 +202,9 @@ def test_float_model_with_trained_like_weights_agrees_within_rounding(tmp_path):
 
 
 def test_quantized_export_matches_the_fixed_point_model_where_no_truncation_acts(tmp_path):
-    """Quantized (chip) values; du = 1, dv = 1/2 and T = 6: graded input on 1/16, weights on 1/32, biases on
-    1/64 keep every state on the 1/4096 grid (halving 6 times from 2**-6), so Loihi's truncating leak
+    """Quantized (chip) values; du = 1, dv = 1/2 and T = 6: graded input on 1/16, weights on 1/(32 G), biases
+    on 1/(64 G) keep every state, in the layer's units of 1/(S G), on the 1/4096 grid (halving 6 times
+    from 2**-6), so Loihi's truncating leak
     never truncates and the NIR network (in float64, where these values are exact) must give the
     fixed-point model's spikes exactly."""
     gen = torch.Generator().manual_seed(3)
@@ -213,7 +214,8 @@ def test_quantized_export_matches_the_fixed_point_model_where_no_truncation_acts
         convs = _dyadic_layers(spec, [3, 8, 16], [2, 2], gen)
         records = [conv_layer(f"c{i}", m) for i, m in enumerate(convs)]
         assert all(r.quantized for r in records) and records[0].input_step == 1 / 16
-        assert np.all(records[0].weight * 32 == np.round(records[0].weight * 32))
+        g = convs[0].chip_layer().weight_gain  # weights on the 1/(32 g) grid
+        assert np.all(records[0].weight * 32 * g == np.round(records[0].weight * 32 * g))
         _, path = _write_read(tmp_path, records, (3, 12, 10))
         x = torch.randint(-40, 41, (2, 3, 12, 10, 6), generator=gen) / 16
         got, want = run_norse(load_norse(path)[0], x, torch.float64), _reference(convs, [], x)
@@ -328,15 +330,21 @@ def test_cli_multistage_folder_quantized(tiny_runs, tmp_path, capsys):
     stages = json.loads(capsys.readouterr().out)
     assert [s["path"] for s in stages] == [str(out / f"stage{i}.nir") for i in range(3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nir"]
+    model, _, _ = load_run(tiny_runs["multiscale"], quantize=True)
+    gains = {name.replace(".", "_") + "_conv": m.chip_layer().weight_gain
+             for name, m in model.snn.named_modules(prefix="snn") if isinstance(m, SpikingConv)}
+    assert max(gains.values()) > 1  # trained weights are small: the weight gain is in use
     for i, s in enumerate(stages):
         graph = read_graph(s["path"])
-        assert int(graph.metadata["quantized"]) == 1 and float(graph.metadata["input_step"]) == 1 / 16
+        step = 1 / 16 if i == 0 else 1 / 4  # residual frames, then fused features
+        assert int(graph.metadata["quantized"]) == 1 and float(graph.metadata["input_step"]) == step
         assert tuple(graph.nodes["input"].output_type["output"]) == tuple(s["input_shape"])
         if i:
             assert s["input_shape"] == stages[i - 1]["output_shape"]
-        for node in graph.nodes.values():
-            if isinstance(node, nir.Conv2d):
-                assert np.array_equal(node.weight * 32, np.round(node.weight * 32))  # 8-bit weight grid
+        for name, node in graph.nodes.items():
+            if isinstance(node, nir.Conv2d):  # the chip's 8-bit grid, 1/(32 G) with the weight gain G
+                g = gains[name]
+                assert np.array_equal(node.weight * 32 * g, np.round(node.weight * 32 * g))
             if isinstance(node, nir.CubaLIF):
                 assert np.all(node.v_threshold == 1.0) and np.allclose(node.tau_mem, 4 / 3)
     from conversion.export import cut_stages  # the netx exporter's cut: a second implementation

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import lava.lib.dl.slayer.utils as slayer_utils
 import pytest
 import torch
+from lava.lib.dl.slayer.neuron import cuba
 
 from respike_nm.models.fixed_point import (
     FixedPointSpec,
@@ -16,11 +18,9 @@ from respike_nm.models.fixed_point import (
     quantize_threshold,
     quantize_weight,
     slayer_fires_at_equality,
+    weight_gain,
     weight_to_int,
 )
-
-cuba = pytest.importorskip("lava.lib.dl.slayer.neuron.cuba")
-slayer_utils = pytest.importorskip("lava.lib.dl.slayer.utils")
 
 
 def _weights(seed: int = 0) -> torch.Tensor:
@@ -157,3 +157,28 @@ def test_spec_rejects_bad_bit_widths(field):
 def test_spec_rejects_non_power_of_two_input_scale():
     with pytest.raises(ValueError, match="power of two"):
         FixedPointSpec(input_scale=12)
+
+
+def test_weight_gain_is_the_largest_power_of_two_that_fits_weights_bias_and_threshold():
+    """Hand-derived: G is capped by the weight range (|G w| <= 3.96875), the 13-bit bias mantissa
+    (|S round(64 G b)| <= 4095) and vThMant = 64 S G below 4096 (SLAYER fires at equality there)."""
+    w, no_bias = torch.tensor([0.1, -0.05]), torch.zeros(1)
+    assert weight_gain(w, no_bias, 1, 1.0) == 32  # 3.2 fits, 6.4 does not; 64 * 32 = 2048 < 4096
+    assert weight_gain(w, no_bias, 16, 1.0) == 2  # 64 * 16 * 4 = 4096: SLAYER would fire at equality
+    assert weight_gain(torch.tensor([0.01]), no_bias, 1, 1.0) == 32  # 64 * 64 = 4096: the threshold caps it
+    assert weight_gain(w, torch.tensor([0.5]), 4, 1.0) == 8  # 64 * 4 * 16 = 4096 again
+    assert weight_gain(w, torch.tensor([3.0]), 4, 1.0) == 4  # 4 * round(64 * 8 * 3) = 6144 > 4095
+    assert weight_gain(torch.tensor([2.5]), no_bias, 1, 1.0) == 1  # 5.0 would clamp
+    assert weight_gain(torch.tensor([-3.5]), no_bias, 1, 1.0) == 1  # -7: clamped too
+    assert weight_gain(torch.tensor([-1.99]), no_bias, 1, 1.0) == 2  # -3.98 rounds to -4.0: in range
+    assert weight_gain(torch.tensor([9.0]), no_bias, 1, 1.0) == 1  # never below 1
+    assert weight_gain(w, no_bias, 1, 4.0) == 8  # vThMant 256: 256 * 16 = 4096
+
+
+def test_weight_gain_makes_small_weights_visible():
+    """Weights below 1/64 round to 0 on the 1/32 grid; with the gain the layer keeps them to 1/(32 G)."""
+    w = torch.tensor([0.004, -0.009, 0.012, 0.0151])
+    g = weight_gain(w, torch.zeros(1), 1, 1.0)
+    assert torch.equal(weight_to_int(w), torch.zeros(4, dtype=torch.int64))
+    chip = weight_to_int(g * w)
+    assert g == 32 and chip.tolist() == [8, -18, 24, 30]  # 64 * round(32 g w) / 32, even integers

@@ -71,16 +71,6 @@ def test_fusion_uses_the_ann_context_of_its_own_sample():
     assert not torch.allclose(out[1], out2[1])
 
 
-def test_fusion_macs_match_a_hand_count():
-    f = CrossAttentionFusion(32, 64)  # dim 32 -> 1 head of 32
-    n, c, h, w, t, ha, wa = 1, 32, 2, 2, 1, 1, 1
-    lq, lk, d = 4, 1, 32
-    expected = (lq * c * d + 3 * lq * d * d + 2 * lq * lq * d + lq * d * d
-                + lq * d * d + 2 * lk * 64 * d + 2 * lq * lk * d + lq * d * d
-                + lq * d * 2 * 128 + lq * 128 * d + lq * d * c)
-    assert f.macs((n, c, h, w, t), (1, 64, ha, wa)) == expected
-
-
 @pytest.mark.parametrize("fusion, stages", [("multiscale", {"2", "3", "4"}), ("late", {"4"}),
                                             ("none", set()), ("downsample", {"1", "2", "3", "4"})])
 def test_fusion_variants_place_fusion_points(fusion, stages):
@@ -98,7 +88,7 @@ def test_quantized_eval_uses_folded_quantized_weights():
     conv.bn.running_var.uniform_(0.5, 2.0)
     w, b = conv.folded()
     x = torch.randn(4, 3, 8, 8)
-    current, bias = conv(x)
+    current, bias, _ = conv(x)
     step = DEFAULT_SPEC.weight_step
     w_q = torch.round(w / step) * step
     ref = torch.nn.functional.conv2d(x, w_q.clamp(*DEFAULT_SPEC.weight_range), None, 2, 1)
