@@ -38,6 +38,7 @@ class DataConfig:
     motions: int = 4
     train_per_class: int = 40
     test_per_class: int = 10
+    binding_decoy: bool = True  # synthetic-binding: objects in both halves of every key frame
 
 
 @dataclass
@@ -51,7 +52,7 @@ class ModelConfig:
     fusion: str = "multiscale"  # multiscale | downsample | late | none
     fusion_stages: list[int] = field(default_factory=lambda: [2, 3, 4])
     fusion_norm: str = "auto"  # auto (by what the SNN emits) | identity | batchnorm | groupnorm
-    fusion_norm_eps: float = 1e-6  # GroupNorm's eps
+    fusion_norm_eps: float | None = None  # the norm's eps (null: 1e-2 for batchnorm, 1e-6 for groupnorm)
     dropout: float = 0.0
 
 

@@ -3,11 +3,12 @@
 synthetic-motion factorises (class = appearance x motion), so a head that adds a key-frame score
 to a residual score solves it. Here the class is a conjunction of the two branches' facts at one
 place. The stage (the middle half of the frame) is split into a left and a right half, each with
-its own static colour, drawn per scene from ``A`` colours (the two always differ). One
-achromatic object (it adds the same brightness to all channels, so residual frames carry no
-colour) moves in one half. It is absent from every key frame (frames ``k * segment``) and present
-in the ``segment - 1`` frames after it. So key frames show the two colours but not where the
-object is, and residual frames show where it is and how it moves but no colour.
+its own static colour, drawn per scene from ``A`` colours (the two always differ). Achromatic
+objects (each adds the same brightness to all channels, so residual frames carry no colour) sit in
+both halves in every key frame (frames ``k * segment``); after each key frame the object of one
+half moves and the other one vanishes. So key frames show the two colours but not which half's
+object will move, and residual frames show where the moving object is and how it moves (its old
+and new position, as in synthetic-motion) but no colour.
 
 Class = (colour of the half the object moves in, direction): label ``colour * M + direction``.
 
@@ -53,7 +54,9 @@ class SyntheticBindingConfig:
     """Sizes of the synthetic-binding set; frames are ``uint8 [frames, height, width, 3]``.
 
     ``appearances`` (A, >= 2) colours, ``motions`` (M) directions from
-    :data:`~respike_nm.data.synthetic.MOTIONS`. ``*_per_class`` must be multiples of
+    :data:`~respike_nm.data.synthetic.MOTIONS`. ``decoy`` False is the first design (the object
+    absent from key frames and nothing in the other half, so that direction is only in the temporal
+    order of the residual frames; docs/synthetic_binding.md says why it was replaced). ``*_per_class`` must be multiples of
     ``2 (A - 1)``: then every class has exactly that many samples and every scene all four
     arrangements. ``segment``: the key-frame stride s.
     """
@@ -67,6 +70,7 @@ class SyntheticBindingConfig:
     test_per_class: int = 32
     seed: int = 0
     segment: int = 4
+    decoy: bool = True
 
     def __post_init__(self):
         _check_range("appearances", self.appearances, 2, len(APPEARANCES))
@@ -193,10 +197,11 @@ def render_static(cfg: SyntheticBindingConfig, scene: Scene, arrangement: Arrang
 
 @dataclass(frozen=True)
 class ObjectDraw:
-    """The object of a scene: ``starts[k] = (y, x)`` in half coordinates at the first frame after
-    key frame ``k``; velocity ``(vy, vx)`` px/frame; size; the brightness ``delta`` it adds."""
+    """The objects of a scene: ``starts[k][h] = (y, x)``, the top-left corner in half ``h``'s
+    coordinates (0 left, 1 right) at key frame ``k``; velocity ``(vy, vx)`` px/frame; size; the
+    brightness ``delta`` each adds. Nothing here depends on which half the object moves in."""
 
-    starts: tuple[tuple[int, int], ...]
+    starts: tuple[tuple[tuple[int, int], tuple[int, int]], ...]
     vy: int
     vx: int
     size_h: int
@@ -213,22 +218,34 @@ def draw_object(cfg: SyntheticBindingConfig, scene: Scene) -> ObjectDraw:
     size_h, size_w = (int(v) for v in rng.integers(lo, hi + 1, size=2))
     delta = int(rng.integers(OBJECT_DELTA[0], OBJECT_DELTA[1] + 1))
     segments = -(-cfg.frames // cfg.segment)
-    starts = np.stack([rng.integers(sh, size=segments), rng.integers(cfg.half_width, size=segments)], 1)
+    ys, xs = rng.integers(sh, size=(segments, 2)), rng.integers(cfg.half_width, size=(segments, 2))
+    starts = np.stack([ys, xs], axis=-1)  # [segment, half, (y, x)]
     _, dy, dx = MOTIONS[scene.motion]
-    return ObjectDraw(tuple(map(tuple, starts.tolist())), speed * dy, speed * dx, size_h, size_w, delta)
+    return ObjectDraw(tuple(tuple(map(tuple, seg)) for seg in starts.tolist()), speed * dy, speed * dx,
+                      size_h, size_w, delta)
 
 
-def object_masks(cfg: SyntheticBindingConfig, draw: ObjectDraw) -> np.ndarray:
-    """``bool [T, sh, half_width]``: where the object is in its half at each frame (none at key
-    frames; at frame ``k s + j`` it is at ``starts[k] + (j - 1) v``, wrapped inside the half)."""
+def object_masks(cfg: SyntheticBindingConfig, draw: ObjectDraw, half: int, moving: bool) -> np.ndarray:
+    """``bool [T, sh, half_width]``: where the object of ``half`` is, wrapped inside its half.
+
+    The moving object is at ``starts[k][half] + j v`` in frame ``k s + j``. With ``cfg.decoy`` the
+    other half's object sits at ``starts[k][half]`` in key frames only (it vanishes after them);
+    without, the moving object too is absent from key frames and the other half stays empty.
+    """
     _, _, sh, _ = cfg.stage_box
     hw = cfg.half_width
     t = np.arange(cfg.frames)
     k, j = t // cfg.segment, t % cfg.segment
-    pos = np.asarray(draw.starts)[k] + (np.maximum(j, 1) - 1)[:, None] * np.array([draw.vy, draw.vx])
+    starts = np.asarray(draw.starts)[k, half]  # [T, 2]
+    pos = starts + (j if moving else 0 * j)[:, None] * np.array([draw.vy, draw.vx])
     rows = (np.arange(sh)[None, :] - pos[:, :1]) % sh < draw.size_h
     cols = (np.arange(hw)[None, :] - pos[:, 1:]) % hw < draw.size_w
-    return (rows[:, :, None] & cols[:, None, :]) & (j > 0)[:, None, None]
+    present = (j > 0) if moving else (j == 0)
+    if cfg.decoy and moving:
+        present = np.ones_like(present)
+    if not cfg.decoy and not moving:
+        present = np.zeros_like(present)
+    return (rows[:, :, None] & cols[:, None, :]) & present[:, None, None]
 
 
 def render_clip(cfg: SyntheticBindingConfig, scene: Scene, arrangement: Arrangement) -> np.ndarray:
@@ -236,9 +253,12 @@ def render_clip(cfg: SyntheticBindingConfig, scene: Scene, arrangement: Arrangem
     clip = np.repeat(render_static(cfg, scene, arrangement)[None], cfg.frames, axis=0)
     draw = draw_object(cfg, scene)
     top, left, sh, _ = cfg.stage_box
-    x0 = left + (cfg.half_width if arrangement.right else 0)
-    half = clip[:, top:top + sh, x0:x0 + cfg.half_width]  # a view
-    half += (object_masks(cfg, draw) * np.uint8(draw.delta))[..., None]  # no overflow: base <= 195
+    moving = 1 if arrangement.right else 0
+    for half in (0, 1):
+        x0 = left + half * cfg.half_width
+        view = clip[:, top:top + sh, x0:x0 + cfg.half_width]
+        mask = object_masks(cfg, draw, half, moving=half == moving)
+        view += (mask * np.uint8(draw.delta))[..., None]  # no overflow: the base is <= 195
     return clip
 
 

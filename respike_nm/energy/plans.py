@@ -5,16 +5,18 @@ Plans (all per clip of T frames, G = T/s key-frame groups, T' = s-1 SNN steps):
 - ``a`` everything on the GPU: ANN, the run's fusion, head, and the SNN as dense MACs (a GPU does
   not skip zeros: every synapse multiplies at every step) plus two MACs per LIF update (current
   and voltage decay-and-add).
-- ``b`` ANN, fusion and head on the GPU, SNN on the chip, multi-scale fusion (the config's
-  ``fusion_stages``): the SNN is cut at every fusion point; spikes go to the GPU and the fused,
+- ``b`` ANN, fusion and head on the GPU, SNN on the chip, multi-scale fusion (the run's own when it
+  fuses multi-scale or downsampled, else the config's ``fusion_stages``): the SNN is cut at every
+  fusion point; spikes go to the GPU and the fused,
   real-valued features come back as graded input, so the first layer after a fusion point is
   charged as dense graded MACs when the recorded run fed it binary spikes.
 - ``c`` the same with late fusion (after stage 4 only): one SNN network, one transfer each way.
 - ``d`` an ANN baseline on every frame: the run's ANN trunk on all T frames (not T/s key frames)
   plus an ANN-only head per frame; what a plain 2D-CNN video model costs.
 
-Spike counts for ``b`` and ``c`` come from the trained run's recorded activity, whatever its own
-fusion was (:attr:`PlanCounts.activity` says which). Traffic: graded values cross at
+Spike counts for ``b`` and ``c`` come from the trained run's recorded activity: a plan with the
+run's own fusion prices that run exactly; the other borrows its spikes (:attr:`PlanCounts.activity`
+says which). Traffic: graded values cross at
 ``graded_bits`` each, spikes as a dense bit map (1 bit per neuron per step; address events would
 cost ``spikes x address bits`` instead).
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from respike_nm.energy.counters import ClipCounts, LayerCount
 from respike_nm.energy.profile import HwProfile, ProfileError
+from respike_nm.models.respike import DOWNSAMPLE_POOL
 
 PLANS = {
     "a": "all on GPU",
@@ -124,10 +127,15 @@ def plan_counts(counts: ClipCounts, graded_bits: int) -> list[PlanCounts]:
             a.layers.append((c.name, "gpu", "mac", c.dense_macs + c.dense_acs + LIF_MACS * c.neuron_updates))
     a.notes.append("SNN on the GPU: dense MACs (zeros are not skipped) + 2 MACs per LIF update")
     plans.append(a)
-    for key, fused in (("b", tuple(sorted(counts.fusion_stages))), ("c", (4,))):
-        p = PlanCounts(key, PLANS[key], fused, rec)
+    multi = counts.fusion in ("multiscale", "downsample")  # the run itself is plan b's model
+    b_stages = tuple(counts.fused_stages) if multi else tuple(sorted(counts.fusion_stages))
+    pools = {"b": DOWNSAMPLE_POOL if counts.fusion == "downsample" else None, "c": None}
+    for key, fused in (("b", b_stages), ("c", (4,))):
+        own = tuple(fused) == tuple(counts.fused_stages)
+        p = PlanCounts(key, PLANS[key], fused, rec + ("; this plan's own fusion" if own else
+                                                      f"; borrowed: this plan fuses after stages {fused}"))
         p.layers = _gpu_layers(counts.layers, ("ann", "head"))
-        p.layers += [(n, "gpu", "mac", m) for n, m in fusion_macs(counts, fused).items()]
+        p.layers += [(n, "gpu", "mac", m) for n, m in fusion_macs(counts, fused, pools[key]).items()]
         chip, p.notes = _snn_on_chip(counts, fused)
         p.layers += chip
         p.bytes_to_chip, p.bytes_to_gpu = _traffic(counts, fused, graded_bits)

@@ -43,7 +43,7 @@ class ReSpikeSpec:
     fusion: str = "multiscale"
     fusion_stages: tuple[int, ...] = (2, 3, 4)
     fusion_norm: str = "auto"  # auto: by what the SNN stage emits (see fusion_norm_for)
-    fusion_norm_eps: float = 1e-6  # GroupNorm's eps (the published value)
+    fusion_norm_eps: float | None = None  # the norm's eps; None: fusion.DEFAULT_EPS
     dropout: float = 0.0
 
     def __post_init__(self):
@@ -84,7 +84,7 @@ def fusion_norm_for(snn_arch: str) -> str:
     groups are all zero and GroupNorm(eps 1e-6) multiplies the backward pass by ~1/sqrt(eps), so
     they get no norm (measurements and the reason: :mod:`respike_nm.models.fusion`).
     """
-    return {"resnet": "groupnorm", "plain": "identity"}[snn_arch]
+    return {"resnet": "groupnorm", "plain": "batchnorm"}[snn_arch]
 
 
 class ReSpike(nn.Module):

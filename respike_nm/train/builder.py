@@ -23,12 +23,14 @@ def clip_spec(cfg: Config) -> ClipSpec:
 
 def data_source(cfg: Config) -> DataSource:
     d = cfg.data
-    make = SyntheticBindingConfig if d.dataset == "synthetic-binding" else SyntheticMotionConfig
-    synthetic = make(
-        appearances=d.appearances, motions=d.motions, frames=d.frames, height=d.size, width=d.size,
-        train_per_class=d.train_per_class, test_per_class=d.test_per_class, seed=cfg.seed,
-        segment=d.stride,
-    ) if d.dataset in ("synthetic-motion", "synthetic-binding") else None
+    sizes = dict(appearances=d.appearances, motions=d.motions, frames=d.frames, height=d.size, width=d.size,
+                 train_per_class=d.train_per_class, test_per_class=d.test_per_class, seed=cfg.seed,
+                 segment=d.stride)
+    synthetic = None
+    if d.dataset == "synthetic-motion":
+        synthetic = SyntheticMotionConfig(**sizes)
+    elif d.dataset == "synthetic-binding":
+        synthetic = SyntheticBindingConfig(**sizes, decoy=d.binding_decoy)
     root = Path(d.data_root) if d.data_root else None
     return DataSource(d.dataset, root, d.split, cfg.seed, synthetic)
 

@@ -50,7 +50,7 @@ def test_classes_are_balanced_and_every_scene_has_its_four_arrangements(cfg):
             assert left != right
 
 
-def test_key_frames_do_not_show_the_object_half_or_the_direction(cfg):
+def test_key_frames_do_not_show_the_moving_half_or_the_direction(cfg):
     for a, b in [(0, 1), (2, 3)]:
         for swapped in (False, True):
             ref = None
@@ -59,9 +59,15 @@ def test_key_frames_do_not_show_the_object_half_or_the_direction(cfg):
                 keys = key_frames(clip, cfg.segment)
                 if ref is None:
                     ref = keys
-                    # a key frame is exactly the static image: the object is absent
-                    assert all(np.array_equal(k, render_static(cfg, Scene(a, b, motion, 7, 3),
-                                                               Arrangement(swapped, right))) for k in keys)
+                    # a key frame is the static image plus one object in each half
+                    static = render_static(cfg, Scene(a, b, motion, 7, 3), Arrangement(swapped, right))
+                    diff = keys.astype(int) - static.astype(int)
+                    top, left, sh, sw = cfg.stage_box
+                    hw = cfg.half_width
+                    for half in (0, 1):
+                        x0 = left + half * hw
+                        assert (diff[:, top:top + sh, x0:x0 + hw] > 0).any(axis=(1, 2, 3)).all()
+                    assert diff.min() >= 0 and not diff[:, :top].any()
                 assert np.array_equal(keys, ref)
 
 
@@ -76,7 +82,7 @@ def test_residuals_do_not_show_colours(cfg):
             assert np.array_equal(res, ref)
 
 
-def test_residuals_are_achromatic_plus_delta_and_only_in_the_objects_half(cfg):
+def test_residuals_are_achromatic_show_the_displacement_and_stay_in_the_stage(cfg):
     top, left, sh, sw = cfg.stage_box
     hw = cfg.half_width
     for j, arr in itertools.product(range(6), ARRANGEMENTS):
@@ -85,12 +91,26 @@ def test_residuals_are_achromatic_plus_delta_and_only_in_the_objects_half(cfg):
         res = residuals(clip, cfg.segment)
         assert np.array_equal(res[..., 0], res[..., 1]) and np.array_equal(res[..., 0], res[..., 2])
         values = np.unique(res)
-        assert len(values) == 2 and values[0] == 0 and 40 <= values[1] <= 60  # exactly +delta
+        assert len(values) == 3 and values[0] == -values[2] and 40 <= values[2] <= 60  # exactly +-delta
+        stage = np.zeros(clip.shape[1:3], bool)
+        stage[top:top + sh, left:left + sw] = True
+        assert not res[..., ~stage, :].any()
         x0 = left + (hw if arr.right else 0)
-        inside = np.zeros(clip.shape[1:3], bool)
-        inside[top:top + sh, x0:x0 + hw] = True
-        assert not res[..., ~inside, :].any()
-        assert (res[..., inside, 0] > 0).sum(axis=-1).min() > 0  # the object is in every residual
+        moving = np.zeros(clip.shape[1:3], bool)
+        moving[top:top + sh, x0:x0 + hw] = True
+        other = stage & ~moving
+        # the moving half gains the object somewhere new in every residual frame; the other half
+        # only loses its vanished object
+        assert ((res[..., moving, 0] > 0).sum(axis=-1) > 0).all()
+        assert not (res[..., other, 0] > 0).any() and ((res[..., other, 0] < 0).sum(axis=-1) > 0).all()
+
+
+def test_first_design_leaves_the_object_out_of_key_frames():
+    cfg = SyntheticBindingConfig(decoy=False)
+    clip = render_clip(cfg, Scene(0, 1, 0, 3, 0), Arrangement(False, True))
+    static = render_static(cfg, Scene(0, 1, 0, 3, 0), Arrangement(False, True))
+    assert all(np.array_equal(k, static) for k in key_frames(clip, cfg.segment))
+    assert residuals(clip, cfg.segment).min() == 0  # only +delta: no old position to lose
 
 
 def test_key_frames_show_each_half_in_its_colour(cfg):

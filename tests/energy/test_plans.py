@@ -94,6 +94,26 @@ def test_plans_traffic_and_baseline_follow_their_closed_forms():
     assert plans["a"].bytes_to_chip == plans["d"].bytes_to_gpu == 0
 
 
+def test_plan_b_prices_the_runs_own_multiscale_fusion_and_says_which_plan_borrows():
+    from dataclasses import replace
+
+    from respike_nm.models.fusion import CrossAttentionFusion
+
+    late = {p.plan: p for p in plan_counts(_counts(), 16)}
+    assert "own fusion" in late["c"].activity and "borrowed" in late["b"].activity
+    multi = {p.plan: p for p in plan_counts(replace(_counts(), fusion="multiscale", fused_stages=(3, 4),
+                                                    fusion_stages=(3, 4)), 16)}
+    assert multi["b"].fused_stages == (3, 4) and "own fusion" in multi["b"].activity
+    assert "borrowed" in multi["c"].activity
+    down_counts = replace(_counts(), fusion="downsample", fused_stages=(1, 2, 3, 4))
+    down = {p.plan: p for p in plan_counts(down_counts, 16)}
+    assert down["b"].fused_stages == (1, 2, 3, 4)
+    # the downsample variant's stage 1 is pooled 4x: its closed form (checked against torch's FLOP
+    # counter in tests/models/test_fusion.py) with pool 4, here on a 2x2 map pooled to 1x1
+    f1 = CrossAttentionFusion(8, 8, pool=4).macs((4, 8, 2, 2, 3), (4, 8, 2, 2))
+    assert dict((n, m) for n, _, _, m in down["b"].layers)["fusion.1"] == f1
+
+
 def test_transfer_energy_and_figure_provenance():
     plan = next(p for p in plan_counts(_counts(), 16) if p.plan == "c")
     e = plan_energy(plan, load_profile("a100"), load_profile("loihi2"), load_profile("cmos45nm"))

@@ -12,14 +12,17 @@ from respike_nm.models.respike import ReSpike, ReSpikeSpec, fusion_norm_for
 from respike_nm.models.snn import SNNSpec
 
 
-def sparse_spikes(n=4, c=64, h=4, w=4, t=3, rate=0.05, dead_groups=0.3, seed=0) -> torch.Tensor:
-    """Binary spikes ``[N, C, H, W, T]`` at ``rate``, with whole GroupNorm groups silent (as the
-    stage-4 spikes of the tiny model: 27.8 % of groups all zero at initialisation)."""
+def sparse_spikes(n=4, c=64, h=4, w=4, t=3, rate=0.05, dead_groups=0.3, dead_channels=8,
+                  seed=0) -> torch.Tensor:
+    """Binary spikes ``[N, C, H, W, T]`` at ``rate``, with whole GroupNorm groups silent in a sample
+    (as the stage-4 spikes of the tiny model: 27.8 % of groups all zero at initialisation) and some
+    channels silent in every sample (where a BatchNorm's variance is 0)."""
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(n, c, h, w, t, generator=g) < rate).float()
     groups = group_count(c)
     silent = torch.rand(n, groups, generator=g) < dead_groups
     mask = silent.repeat_interleave(c // groups, dim=1)[:, :, None, None, None]
+    x[:, :dead_channels] = 0
     return x.masked_fill(mask, 0.0)
 
 
@@ -38,7 +41,7 @@ def gradient_ratio(fusion: CrossAttentionFusion, seed=0) -> float:
     return float((x.grad - direct).norm() / direct.norm())
 
 
-def learned_fusion(norm: str, eps: float = 1e-6, seed: int = 0) -> CrossAttentionFusion:
+def learned_fusion(norm: str, eps: float | None = None, seed: int = 0) -> CrossAttentionFusion:
     """A fusion whose zero-initialised output projection has started to learn (default init)."""
     torch.manual_seed(seed)
     f = CrossAttentionFusion(64, 32, norm=norm, eps=eps).train()
@@ -53,8 +56,10 @@ def test_fusion_on_spikes_sends_back_a_gradient_of_the_heads_size(seed):
     SNN now gets keeps it within 10x."""
     norm = fusion_norm_for("plain")
     assert gradient_ratio(learned_fusion(norm, seed=seed), seed) < 10
-    # the test can tell: the published GroupNorm on the same spikes is far outside the bound
+    # the test can tell: the published GroupNorm, or a BatchNorm with its usual eps (a silent channel
+    # has variance 0), on the same spikes are far outside the bound
     assert gradient_ratio(learned_fusion("groupnorm", 1e-6, seed=seed), seed) > 30
+    assert gradient_ratio(learned_fusion("batchnorm", 1e-5, seed=seed), seed) > 30
 
 
 def test_norm_follows_what_the_snn_stage_emits():
@@ -63,9 +68,9 @@ def test_norm_follows_what_the_snn_stage_emits():
         m = ReSpike(ReSpikeSpec(kind="hybrid", num_classes=3, ann_width=0.125, snn=snn, **kw))
         return {type(f.norm).__name__ for f in m.fusion.values()}
 
-    assert norms("plain") == {"Identity"}  # binary spikes
+    assert norms("plain") == {"BatchNorm2d"}  # binary spikes
     assert norms("resnet") == {"GroupNorm"}  # real-valued currents, as the published code
-    assert norms("plain", fusion_norm="batchnorm") == {"BatchNorm2d"}
+    assert norms("plain", fusion_norm="identity") == {"Identity"}
     with pytest.raises(ValueError, match="fusion norm"):
         ReSpikeSpec(fusion_norm="layernorm")
 
