@@ -56,9 +56,9 @@ class SyntheticBindingConfig:
     ``appearances`` (A, >= 2) colours, ``motions`` (M) directions from
     :data:`~respike_nm.data.synthetic.MOTIONS`. ``decoy`` False is the first design (the object
     absent from key frames and nothing in the other half, so that direction is only in the temporal
-    order of the residual frames; docs/synthetic_binding.md says why it was replaced). ``*_per_class`` must be multiples of
-    ``2 (A - 1)``: then every class has exactly that many samples and every scene all four
-    arrangements. ``segment``: the key-frame stride s.
+    order of the residual frames; docs/synthetic_binding.md says why it was replaced).
+    ``*_per_class`` must be multiples of ``2 (A - 1)``: then every class has exactly that many
+    samples and every scene all four arrangements. ``segment``: the key-frame stride s.
     """
 
     appearances: int = 3
