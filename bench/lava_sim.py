@@ -30,10 +30,10 @@ import torch
 from conversion.export import cut_stages, export_model, export_stage
 from conversion.lava_sim import LavaRunResult, run_stage
 from conversion.manifest import StageManifest
-from conversion.verify import graded_integers, reference_stage, stage_inputs
+from conversion.verify import reference_stage, stage_inputs
 from respike_nm.config import load_config
 from respike_nm.data.transforms import normalize
-from respike_nm.models.fixed_point import FixedPointSpec
+from respike_nm.models.fixed_point import DEFAULT_SPEC, graded_integers
 from respike_nm.models.snn import SNNSpec, SpikingConv
 from respike_nm.train.builder import build_datasets, build_model
 
@@ -177,7 +177,7 @@ def tiny_cases(run_dir: Path | None, videos: int, work: Path, repeat: int) -> tu
 
 def design_case(name: str, shape: tuple[int, int, int], channels: tuple[int, ...], clips: int,
                 work: Path, seed: int, repeat: int) -> SpeedCase:
-    snn = SNNSpec(quant=FixedPointSpec())
+    snn = SNNSpec(quant=DEFAULT_SPEC)
     layers, cin = [], shape[0]
     for i, cout in enumerate(channels):
         layers.append(SpikingConv(cin, cout, 1, snn, graded_input=i == 0))

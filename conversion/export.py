@@ -24,7 +24,6 @@ not exact either, since the leak truncates on the state grid.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -42,8 +41,10 @@ from conversion.manifest import (
     file_sha256,
     write_manifest,
 )
-from respike_nm.models.deploy import ChipLayer
+from respike_nm.models.deploy import ChipLayer, DeployError, StageSpec, check_layer
+from respike_nm.models.deploy import cut_stages as deploy_cut_stages
 from respike_nm.models.fixed_point import (
+    DEFAULT_SPEC,
     WEIGHT_SCALE,
     FixedPointSpec,
     bias_to_int,
@@ -52,100 +53,42 @@ from respike_nm.models.fixed_point import (
     weight_to_int,
 )
 from respike_nm.models.neurons import CubaParams
-from respike_nm.models.snn import PlainSNN, PreActBlock, SpikingConv
+from respike_nm.models.snn import SpikingConv
 
 __all__ = [
     "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "chip_layer", "cut_stages",
     "export_model", "export_stage", "stage_blocks", "stage_shapes",
 ]
 
-NETX_LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")  # what netx 0.6.0 loads
-LAVA_WEIGHT_RANGE = (-256, 254)  # Loihi's synapse: 8-bit mantissa times 2 (netx optimize_weight_bits)
 GRADED_RESET_OFFSET = 1  # netx reset_offset for a graded-input first layer (DESIGN.md §2)
-_NETX_ONLY = f"netx 0.6.0 loads {', '.join(NETX_LAYER_TYPES)} only"
 
 
-class ExportError(ValueError):
+class ExportError(DeployError):
     """A model or layer that cannot be exported bit-exactly; the message names the layer."""
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One stage network of the SNN: consecutive spiking layers between two GPU fusion points.
-
-    ``snn_stages``: 0 for the stem, 1-4 for SNN stages. ``fused_after``: the SNN stage whose output
-    goes to fusion (``None``: to the head). The first layer takes graded input.
-    """
-
-    index: int
-    names: tuple[str, ...]
-    layers: tuple[SpikingConv, ...]
-    snn_stages: tuple[int, ...]
-    fused_after: int | None
+Stage = StageSpec  # one stage network (respike_nm.models.deploy)
 
 
-def cut_stages(model: nn.Module) -> list[Stage]:
-    """Cut a ReSpike model's SNN at every fusion point (``model.spec.fused_stages``) into stage networks.
-
-    The stem belongs to the first network; ``late`` fusion and ``none`` give one network. Raises
-    :class:`ExportError` for a model without SNN and for anything netx cannot load (the ``resnet``
-    SNN's residual adds), naming the layer.
-    """
-    snn = getattr(model, "snn", None)
-    if snn is None:
-        raise ExportError(f"model kind {model.spec.kind!r} has no SNN branch to export")
-    _refuse_undeployable(snn, "snn")
-    groups = [(0, [("snn.stem", snn.stem)])]
-    groups += [(i + 1, [(f"snn.stages.{i}.{j}", m) for j, m in enumerate(seq)])
-               for i, seq in enumerate(snn.stages)]
-    cuts = {s for s in model.spec.fused_stages if s < len(snn.stages)}
-    stages, current = [], []
-    for number, layers in groups:
-        current.append((number, layers))
-        if number in cuts or number == len(snn.stages):
-            stages.append(_stage(len(stages), current, number if number in model.spec.fused_stages else None))
-            current = []
+def cut_stages(model: nn.Module) -> tuple[StageSpec, ...]:
+    """The model's stage networks (:func:`respike_nm.models.deploy.cut_stages`: cut at every fusion
+    point, anything undeployable refused by name), each starting with a graded-input layer."""
+    try:
+        stages = deploy_cut_stages(model)
+    except DeployError as exc:
+        raise ExportError(str(exc)) from None
+    for stage in stages:
+        name, first = stage.names[0], stage.layers[0]
+        if not first.graded_input:
+            raise ExportError(f"{name} starts stage network {stage.index} but does not quantize its graded "
+                              "input")
     return stages
 
 
-def _stage(index: int, groups: list, fused_after: int | None) -> Stage:
-    named = [pair for _, layers in groups for pair in layers]
-    for name, layer in named:
-        _check_layer(name, layer)
-    if not named[0][1].graded_input:
-        raise ExportError(f"{named[0][0]} starts stage network {index} but does not quantize its graded "
-                          "input")
-    return Stage(index, tuple(n for n, _ in named), tuple(m for _, m in named),
-                 tuple(number for number, _ in groups), fused_after)
-
-
-def _refuse_undeployable(snn: nn.Module, prefix: str) -> None:
-    """Raise :class:`ExportError` naming the first module netx cannot load."""
-    for name, module in snn.named_modules(prefix=prefix):
-        if isinstance(module, PreActBlock):
-            raise ExportError(f"residual add in {name}: {_NETX_ONLY} (no residual adds); "
-                              "export the 'plain' SNN architecture")
-    if not isinstance(snn, PlainSNN):
-        raise ExportError(f"{prefix}: {type(snn).__name__} is not the deployable plain SNN ({_NETX_ONLY})")
-
-
-def _check_layer(name: str, layer: nn.Module) -> None:
-    if not isinstance(layer, SpikingConv):
-        raise ExportError(f"{name}: {type(layer).__name__} is not a SpikingConv ({_NETX_ONLY})")
-    conv = layer.synapse.conv
-    if conv.bias is not None or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-        raise ExportError(f"{name}: only zero-padded, ungrouped, undilated convolutions without bias export")
-    if layer.quant is None or not layer.neuron.quantize:
-        raise ExportError(f"{name}: the layer is not quantized; build the model with quantization on "
-                          "(e.g. load_run(run_dir, quantize=True)) so that what is exported is what runs")
-    if not (layer.fake_quant and layer.synapse.fake_quant):
-        raise ExportError(f"{name}: fake quantization is switched off (set_fake_quant(model, True))")
-
-
-def chip_layer(layer: SpikingConv, name: str = "layer") -> ChipLayer:
+def chip_layer(layer: nn.Module, name: str = "layer") -> ChipLayer:
     """``layer.chip_layer()``, with an :class:`ExportError` naming the layer when it does not fit."""
-    _check_layer(name, layer)
     try:
+        check_layer(name, layer)
         return layer.chip_layer()
     except ValueError as exc:
         raise ExportError(f"{name}: {exc}") from None
@@ -169,21 +112,22 @@ def stage_shapes(layers: tuple[SpikingConv, ...] | list[SpikingConv],
 
 def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str | Path, *,
                  input_shape: tuple[int, int, int], time_steps: int, input_scale: int | None = None,
-                 input_message_bits: int = 16, names: tuple[str, ...] | None = None, index: int = 0,
+                 input_message_bits: int | None = None, names: tuple[str, ...] | None = None, index: int = 0,
                  snn_stages: tuple[int, ...] = (), fused_after: int | None = None) -> StageManifest:
     """Write the stack ``layers`` (first one graded input) as netx HDF5 at ``path``.
 
     ``input_shape``: SLAYER ``(C, H, W)`` of the stage input; ``time_steps``: T' per clip.
     ``input_scale``: graded input is ``round(input_scale * x)``; it must be the first layer's own
     (the default).
-    ``input_message_bits``: signed width of the graded messages (Lava's simulator does not clip to it;
+    ``input_message_bits``: signed width of the graded messages (default: the layers' FixedPointSpec;
+    Lava's simulator does not clip to it;
     :mod:`conversion.lava_sim` refuses inputs that do not fit). The file appears atomically.
     """
     layers = tuple(layers)
     names = names or tuple(f"layer{i}" for i in range(len(layers)))
     if len(names) != len(layers) or not layers:
         raise ExportError(f"{len(layers)} layers and {len(names)} names")
-    _check_layer(names[0], layers[0])
+    chip_layer(layers[0], names[0])
     if not layers[0].graded_input:
         raise ExportError(f"{names[0]} starts a stage network but does not quantize its graded input")
     scale = input_scale or layers[0].scale
@@ -196,7 +140,8 @@ def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str 
         index=index, hdf5=Path(path).name, layers=names, snn_stages=snn_stages, fused_after=fused_after,
         input_shape=tuple(input_shape), output_shape=shapes[-1], layer_shapes=shapes,
         input_shape_xyc=chw_to_xyc(input_shape), output_shape_xyc=chw_to_xyc(shapes[-1]),
-        time_steps=time_steps, input_scale=scale, input_message_bits=input_message_bits,
+        time_steps=time_steps, input_scale=scale,
+        input_message_bits=input_message_bits or layers[0].quant.input_message_bits,
         reset_offset=GRADED_RESET_OFFSET, sha256=file_sha256(path),
     )
 
@@ -217,7 +162,7 @@ def stage_blocks(layers: tuple[SpikingConv, ...], input_shape: tuple[int, int, i
 
 
 def export_model(model: nn.Module, out_dir: str | Path, frame_shape: tuple[int, int],
-                 input_message_bits: int = 16) -> ExportManifest:
+                 input_message_bits: int | None = None) -> ExportManifest:
     """Export every stage network of ``model`` into ``out_dir`` (``stage<i>.net`` + ``manifest.json``).
 
     ``frame_shape``: ``(H, W)`` of the residual frames; T' is the model's ``stride - 1``.
@@ -266,11 +211,12 @@ def _conv_block(layer: SpikingConv, chip: ChipLayer, name: str) -> nn.Module:
     ``pre_hook_fx``) put on the grid; the integers it then exports are checked against ``chip``.
     """
     spec, conv = layer.quant, layer.synapse.conv
-    lo, hi = LAVA_WEIGHT_RANGE
+    lo, hi = DEFAULT_SPEC.weight_int_range  # what Lava's fixed_pt models (Loihi 2's) hold
     w_int = chip.weight
     if int(w_int.min()) < lo or int(w_int.max()) > hi:
         raise ExportError(f"{name}: integer weights reach [{int(w_int.min())}, {int(w_int.max())}], outside "
-                          f"Loihi's [{lo}, {hi}] (netx clips dense weights and Loihi holds 8-bit mantissas)")
+                          f"Loihi's [{lo}, {hi}] (netx clips dense weights and Loihi holds "
+                          f"{DEFAULT_SPEC.weight_bits}-bit mantissas)")
     block = slayer.block.cuba.Conv(
         _neuron_params(chip.params), conv.in_channels, conv.out_channels, conv.kernel_size,
         stride=conv.stride, padding=conv.padding, weight_scale=1, pre_hook_fx=_weight_hook(spec),

@@ -1,9 +1,11 @@
-"""The hybrid runner: ANN branch, fusion and head in PyTorch; SNN stage networks in Lava.
+"""The hybrid runner: the model's own forward, with its SNN stage networks run in Lava.
 
-For each clip batch the stages run in order, each over all T' steps (fusion is per time step, so
-stage i+1 needs stage i's full output): the residual frames (or the fused features) enter a stage
-as graded integers ``round(S x)``, Lava returns its output spikes, PyTorch applies the fusion that
-follows, and the head turns the last output into logits.
+ANN branch, fusion and head run in PyTorch as the model computes them
+(:meth:`~respike_nm.models.respike.ReSpike.forward`); the model hands each SNN stage network to a
+Lava stage runner instead of running it itself. Fusion is per time step, so stage i+1 needs stage
+i's full output: each stage runs over all T' steps, its input (residual frames or fused features)
+entering as graded integers ``round(S x)``, and Lava's output spikes go back to the model for the
+fusion that follows or the head.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from torch import Tensor, nn
 
 from conversion.lava_sim import run_manifest_stage
 from conversion.manifest import ExportManifest
-from conversion.verify import graded_integers
-from respike_nm.data.decompose import decompose
-from respike_nm.models.fixed_point import FixedPointSpec
+from respike_nm.models.deploy import StageSpec
+from respike_nm.models.fixed_point import graded_integers
 
 
 @dataclass(frozen=True)
@@ -28,22 +29,26 @@ class HybridResult:
     lava_seconds: float
 
 
+class LavaStageRunner:
+    """A stage runner (``runner(stage, x) -> spikes``) that runs the export's stage networks in Lava."""
+
+    def __init__(self, manifest: ExportManifest, directory: str | Path, spec):
+        self.manifest, self.directory, self.spec = manifest, Path(directory), spec
+        self.steps, self.seconds = 0, 0.0
+
+    def __call__(self, stage: StageSpec, x: Tensor) -> Tensor:
+        record = self.manifest.stages[stage.index]
+        graded = graded_integers(x, self.spec, record.input_scale).cpu().numpy()
+        run = run_manifest_stage(self.directory, record, graded, all_layers=False)
+        self.steps, self.seconds = self.steps + run.steps, self.seconds + run.run_seconds
+        return torch.from_numpy(run.output).to(x.dtype)
+
+
 @torch.no_grad()
 def hybrid_logits(model: nn.Module, manifest: ExportManifest, directory: str | Path,
                   video: Tensor) -> HybridResult:
     """Logits of ``video [B, T, 3, H, W]`` (normalised) with the SNN stages run in Lava."""
     model.eval()
-    spec: FixedPointSpec = model.spec.snn.quant
-    key, residual = decompose(video, model.spec.stride)
-    b, g = key.shape[:2]
-    ann_feats = model.ann_features(key)
-    x = model.snn_input(residual)
-    steps, seconds = 0, 0.0
-    for stage in manifest.stages:
-        graded = graded_integers(x, spec, stage.input_scale).cpu().numpy()
-        run = run_manifest_stage(directory, stage, graded, all_layers=False)
-        steps, seconds = steps + run.steps, seconds + run.run_seconds
-        x = torch.from_numpy(run.output).to(video.dtype)
-        if stage.fused_after is not None:
-            x = model.fuse(stage.fused_after, x, ann_feats)
-    return HybridResult(model.head_logits(x, ann_feats, b, g), steps, seconds)
+    runner = LavaStageRunner(manifest, directory, model.spec.snn.quant)
+    logits = model(video, stage_runner=runner)
+    return HybridResult(logits, runner.steps, runner.seconds)

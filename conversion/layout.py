@@ -8,7 +8,6 @@ to back on one Lava time axis (clip ``k``, step ``t`` at Lava step ``k * T + t``
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def chw_to_xyc(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -35,15 +34,3 @@ def xyct_to_clips(stream: np.ndarray, clips: int, steps: int) -> np.ndarray:
     if total != clips * steps:
         raise ValueError(f"a stream of {total} steps is not {clips} clips of {steps} steps")
     return stream.reshape(x, y, c, clips, steps).transpose(3, 2, 1, 0, 4)
-
-
-def nchwt_to_steps(x: torch.Tensor) -> torch.Tensor:
-    """``[N, C, H, W, T]`` -> ``[N * T, C, H, W]``: every time step as its own image (for ``conv2d``)."""
-    n, c, h, w, t = x.shape
-    return x.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w)
-
-
-def steps_to_nchwt(y: torch.Tensor, steps: int) -> torch.Tensor:
-    """Inverse of :func:`nchwt_to_steps`: ``[N * T, C, H, W]`` -> ``[N, C, H, W, T]``."""
-    nt, c, h, w = y.shape
-    return y.reshape(nt // steps, steps, c, h, w).permute(0, 2, 3, 4, 1)

@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 
 from conversion.manifest import MANIFEST_NAME, ExportManifest, read_manifest
-from respike_nm.energy.profile import HwProfile, builtin_profiles, load_profile
+from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
 
 FORMAT_VERSION = 1
 MAPPING_NAME = "mapping.json"

@@ -17,7 +17,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from conversion.export import LAVA_WEIGHT_RANGE
 from conversion.layout import chw_to_xyc
 from conversion.manifest import (
     MANIFEST_NAME,
@@ -27,10 +26,8 @@ from conversion.manifest import (
     file_sha256,
     read_manifest,
 )
-from respike_nm.models.fixed_point import FixedPointSpec
-from respike_nm.train.builder import fixed_point_spec
+from respike_nm.models.fixed_point import DEFAULT_SPEC, FixedPointSpec
 
-LAVA_TARGET = "loihi2"  # the profile whose bit-widths Lava's fixed_pt LIF holds
 NEURON_TYPES = ("CUBA", "LOIHI")  # netx maps both to Lava's LIF; our manifest describes CUBA layers
 
 
@@ -42,11 +39,11 @@ def check_export(directory: str | Path, spec: FixedPointSpec | None = None) -> E
     """Read ``directory/manifest.json`` and check every stage file; returns the manifest.
 
     Raises :class:`~conversion.manifest.ManifestError` (manifest) or :class:`ExportFileError` (HDF5).
-    ``spec``: the bit-widths to check against (default: the ``loihi2`` profile's).
+    ``spec``: the bit-widths to check against (default: the reference Loihi 2 profile's).
     """
     directory = Path(directory)
     manifest = load_manifest(directory / MANIFEST_NAME)
-    spec = spec or fixed_point_spec(LAVA_TARGET)
+    spec = spec or DEFAULT_SPEC
     for stage in manifest.stages:
         check_stage_file(directory / stage.hdf5, stage, spec)
     return manifest
@@ -88,7 +85,7 @@ def _check_chain(manifest: ExportManifest) -> None:
 def check_stage_file(path: str | Path, stage: StageManifest, spec: FixedPointSpec | None = None) -> None:
     """Check one netx HDF5 against its manifest entry; raises :class:`ExportFileError`."""
     path = Path(path)
-    spec = spec or fixed_point_spec(LAVA_TARGET)
+    spec = spec or DEFAULT_SPEC
     if not path.is_file():
         raise ExportFileError(f"{path}: missing (stages[{stage.index}].hdf5 of the manifest)")
     try:
@@ -201,7 +198,7 @@ def _check_conv(layer: _Layer, shape_in: tuple, shape: tuple, spec: FixedPointSp
     groups = int(layer.integer("groups", 0, _BIG, ((),)))
     if groups != 1:
         raise layer.error("groups", f"{groups}; the exporter writes ungrouped convolutions only")
-    _check_weight(layer, shape_in, shape, stride, padding, dilation)
+    _check_weight(layer, shape_in, shape, stride, padding, dilation, spec)
     if "bias" in layer.group:
         half = 1 << (spec.bias_bits - 1)
         layer.integral("bias", -half, half - 1, ((shape[0],), chw_to_xyc(shape)))
@@ -212,7 +209,8 @@ def _pair(value: np.ndarray) -> tuple[int, int]:
     return (int(value), int(value)) if value.ndim == 0 else (int(value[0]), int(value[1]))
 
 
-def _check_weight(layer: _Layer, shape_in, shape, stride, padding, dilation) -> None:
+def _check_weight(layer: _Layer, shape_in, shape, stride, padding, dilation,
+                  spec: FixedPointSpec) -> None:
     """``weight [C_out, C_in, kH, kW]`` (netx also takes a trailing 1) giving ``shape`` from ``shape_in``."""
     ds = layer.dataset("weight")
     if ds.ndim not in (4, 5) or (ds.ndim == 5 and ds.shape[4] != 1):
@@ -227,7 +225,7 @@ def _check_weight(layer: _Layer, shape_in, shape, stride, padding, dilation) -> 
         raise layer.error("weight", f"kernel {kh}x{kw}, stride {stride}, padding {padding} map "
                                     f"{tuple(shape_in[1:])} to {out_hw}, the manifest says "
                                     f"{tuple(shape[1:])}")
-    layer.integral("weight", *LAVA_WEIGHT_RANGE, (ds.shape,))
+    layer.integral("weight", *spec.weight_int_range, (ds.shape,))
 
 
 def _check_neuron(layer: _Layer, spec: FixedPointSpec) -> None:

@@ -43,13 +43,14 @@ import torch
 from torch import nn
 
 import respike_nm
+from respike_nm.models.deploy import DeployError, cut_stages
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
     quantize_decay,
     quantize_threshold,
 )
 from respike_nm.models.neurons import CubaParams
-from respike_nm.models.snn import PlainSNN, PreActBlock, SpikingConv
+from respike_nm.models.snn import SpikingConv
 
 FORMAT = "respike-nm-nir"
 FORMAT_VERSION = 1
@@ -208,33 +209,14 @@ def _synapse_node(layer: NirLayer, shape: tuple[int, ...]) -> tuple[nir.NIRNode,
 
 
 def stage_layers(model: nn.Module) -> list[tuple[int, list[NirLayer], int | None]]:
-    """``(index, layers, fused_after)`` per stage network of a ReSpike model (cut as the netx export)."""
-    snn = getattr(model, "snn", None)
-    if snn is None:
-        raise NirExportError(f"model kind {model.spec.kind!r} has no SNN branch to export")
-    _refuse_unsupported(snn)
-    groups = [(0, [("snn.stem", snn.stem)])]
-    groups += [(i + 1, [(f"snn.stages.{i}.{j}", m) for j, m in enumerate(seq)])
-               for i, seq in enumerate(snn.stages)]
-    cuts, fused = set(model.spec.fused_stages), model.spec.fused_stages
-    stages, current = [], []
-    for number, named in groups:
-        current += [conv_layer(name, layer) for name, layer in named]
-        if number in cuts or number == len(snn.stages):
-            stages.append((len(stages), current, number if number in fused else None))
-            current = []
-    return stages
-
-
-def _refuse_unsupported(snn: nn.Module) -> None:
-    for name, module in snn.named_modules(prefix="snn"):
-        if isinstance(module, PreActBlock):
-            raise NirExportError(
-                f"residual add in {name}: NIR could sum two edges into one node, but the real-valued "
-                "identity shortcut needs a pass-through node (nir.Scale) that norse 1.1.0's from_nir does "
-                "not map, and the stem's BN output enters a LIF without a synapse; export the 'plain' SNN")
-    if not isinstance(snn, PlainSNN):
-        raise NirExportError(f"snn: {type(snn).__name__} is not the plain SNN (conv -> CUBA-LIF chains)")
+    """``(index, layers, fused_after)`` per stage network of a ReSpike model
+    (:func:`respike_nm.models.deploy.cut_stages`, as the netx export)."""
+    try:
+        stages = cut_stages(model)
+    except DeployError as exc:
+        raise NirExportError(str(exc)) from None
+    return [(st.index, [conv_layer(n, m) for n, m in zip(st.names, st.layers, strict=True)], st.fused_after)
+            for st in stages]
 
 
 def export_nir(model: nn.Module, out: str | Path, frame_shape: tuple[int, int]) -> list[NirStage]:

@@ -24,17 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conversion.export import Stage, chip_layer, cut_stages
+from conversion.export import chip_layer, cut_stages
 from conversion.lava_sim import run_manifest_stage
-from conversion.layout import nchwt_to_steps, steps_to_nchwt
 from conversion.manifest import ExportManifest, StageManifest
-from respike_nm.models.fixed_point import (
-    STATE_SCALE,
-    WEIGHT_SCALE,
-    FixedPointSpec,
-    graded_to_int,
-    quantize_graded,
-)
+from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
+from respike_nm.models.fixed_point import STATE_SCALE, WEIGHT_SCALE, graded_integers
 from respike_nm.models.neurons import CubaLIF
 from respike_nm.models.snn import SpikingConv
 
@@ -74,12 +68,6 @@ class StageReference:
 
     spikes: tuple[Tensor, ...]
     max_drive: int
-
-
-def graded_integers(x: Tensor, spec: FixedPointSpec, input_scale: int | None = None) -> Tensor:
-    """The chip's graded input ``round(S x)`` as int64, through the model's graded quantizer."""
-    scale = input_scale or spec.input_scale
-    return graded_to_int(quantize_graded(x.detach(), spec, scale), scale)
 
 
 @torch.no_grad()
@@ -147,36 +135,27 @@ def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory
 
 
 def stage_inputs(model: nn.Module, video: Tensor) -> list[Tensor]:
-    """Graded input ``[N, C, H, W, T]`` of every stage network while ``model`` runs on ``video``.
-
-    Forward pre-hooks on each stage's first layer record what enters it (residual frames for the
-    first stage, fused features after that); ``video`` is ``[B, T, 3, H, W]``, normalised.
-    """
+    """Graded input ``[N, C, H, W, T]`` of every stage network while ``model`` runs on ``video``
+    (``[B, T, 3, H, W]``, normalised): the residual frames for the first stage, fused features after
+    that, recorded by a stage runner around the model's own."""
     seen: dict[int, Tensor] = {}
-    handles = [stage.layers[0].register_forward_pre_hook(_recorder(seen, stage.index))
-               for stage in cut_stages(model)]
-    try:
-        with torch.no_grad():
-            model.eval()(video)
-    finally:
-        for handle in handles:
-            handle.remove()
+
+    def record(stage, x: Tensor) -> Tensor:
+        seen[stage.index] = x.detach().clone()
+        return model.run_stage(stage, x)
+
+    with torch.no_grad():
+        model.eval()(video, stage_runner=record)
     return [seen[i] for i in sorted(seen)]
 
 
 def verify_model(model: nn.Module, manifest: ExportManifest, directory: str | Path,
                  video: Tensor) -> list[VerificationResult]:
     """Verify every stage of an :func:`~conversion.export.export_model` export on ``video``."""
-    stages: list[Stage] = cut_stages(model)
+    stages = cut_stages(model)
     inputs = stage_inputs(model, video)
     return [verify_stage(stage.layers, record, directory, x)
             for stage, record, x in zip(stages, manifest.stages, inputs, strict=True)]
-
-
-def _recorder(seen: dict[int, Tensor], index: int):
-    def hook(module: nn.Module, args: tuple) -> None:
-        seen[index] = args[0].detach().clone()
-    return hook
 
 
 def _mismatch(lava: np.ndarray, torch_spikes: Tensor) -> int:

@@ -23,3 +23,15 @@ def tchw_to_thwc(frames: torch.Tensor) -> torch.Tensor:
 def btchw_to_nchwt(video: torch.Tensor) -> torch.Tensor:
     """Video layout ``[B, T, C, H, W]`` to SLAYER's ``[N, C, H, W, T]``."""
     return video.permute(0, 2, 3, 4, 1)
+
+
+def nchwt_to_steps(x: torch.Tensor) -> torch.Tensor:
+    """``[N, C, H, W, T]`` -> ``[N * T, C, H, W]``: every time step as its own image (for ``conv2d``)."""
+    n, c, h, w, t = x.shape
+    return x.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w)
+
+
+def steps_to_nchwt(y: torch.Tensor, steps: int) -> torch.Tensor:
+    """Inverse of :func:`nchwt_to_steps`: ``[N * T, C, H, W]`` -> ``[N, C, H, W, T]``."""
+    nt, c, h, w = y.shape
+    return y.reshape(nt // steps, steps, c, h, w).permute(0, 2, 3, 4, 1)

@@ -8,7 +8,7 @@ import pytest
 
 from respike_nm.cli import demo
 from respike_nm.cli.main import main
-from respike_nm.energy.profile import builtin_profiles
+from respike_nm.hardware import builtin_profiles
 
 
 @pytest.mark.lava

@@ -89,7 +89,7 @@ def run_export(args) -> int:
 
 def run_map(args) -> int:
     from conversion.mapping import map_export, mapping_to_dict
-    from respike_nm.energy.profile import load_profile
+    from respike_nm.hardware import load_profile
 
     profiles = [load_profile(t) for t in args.targets] if args.targets else None
     report = map_export(args.export_dir, profiles)

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 
 def _graded_bits(export: Path | None) -> tuple[int, str]:
-    from respike_nm.energy.profile import load_profile
+    from respike_nm.hardware import load_profile
 
     if export is not None:
         from conversion.manifest import read_manifest
@@ -50,7 +50,7 @@ def _graded_bits(export: Path | None) -> tuple[int, str]:
 
 def _profiles(args):
     from respike_nm.energy.plans import MEMORY_KEY, TRANSFER_KEY
-    from respike_nm.energy.profile import ProfileError, builtin_profiles, load_profile
+    from respike_nm.hardware import ProfileError, builtin_profiles, load_profile
 
     names = [t.strip() for t in args.targets.split(",") if t.strip()] or builtin_profiles()
     targets = [load_profile(n) for n in names]

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from respike_nm.energy.counters import ClipCounts, LayerCount
-from respike_nm.energy.profile import HwProfile, ProfileError
+from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.models.respike import DOWNSAMPLE_POOL
 
 PLANS = {

@@ -1,18 +1,46 @@
-"""A deployable layer as the chip runs it: one typed record, produced by the spiking layer itself.
+"""What a deployable SNN is made of, as typed records produced by the model itself.
 
-:meth:`respike_nm.models.snn.SpikingConv.chip_layer` returns a :class:`ChipLayer`; the netx writer,
-the NIR writer and the verification reference read these integers instead of the layer's internals,
-so the fixed-point maths of a layer lives in one place (:mod:`respike_nm.models.fixed_point`).
-Pure torch: no Lava import.
+- :class:`StageSpec`: one stage network, the consecutive spiking layers between two GPU fusion
+  points (:meth:`respike_nm.models.respike.ReSpike.stage_specs`; the model's own forward runs its
+  SNN stage by stage through these, and the hybrid runner passes a Lava runner in their place).
+- :class:`ChipLayer`: one conv + CUBA-LIF layer in the chip's integers
+  (:meth:`respike_nm.models.snn.SpikingConv.chip_layer`: the layer describes itself).
+- :func:`cut_stages`: the stage networks of a model that can be deployed, refusing anything that
+  cannot once, naming the layer.
+
+The netx writer, the NIR writer, the verification reference, the mapping report and the hybrid
+runner read only these records, so a new deployable layer or fusion arrangement is a change in the
+model package alone. Pure torch; no Lava import, and no import of the modules that produce them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from respike_nm.models.neurons import CubaDeviceParams, CubaParams
+
+
+class DeployError(ValueError):
+    """A model or layer that cannot be deployed as it is; the message names the layer."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage network of the SNN.
+
+    ``names`` / ``layers``: its modules in order (``snn.stem``, ``snn.stages.<i>.<j>`` for the plain
+    SNN; whole residual stages ``snn.stages.<i>`` for the resnet one); ``snn_stages``: the SNN stages
+    it covers (0 is the stem); ``fused_after``: the 1-based SNN stage whose output goes to a fusion
+    point next (None: to the head).
+    """
+
+    index: int
+    names: tuple[str, ...]
+    layers: tuple[nn.Module, ...]
+    snn_stages: tuple[int, ...]
+    fused_after: int | None
 
 
 @dataclass(frozen=True)
@@ -37,13 +65,45 @@ class ChipLayer:
     folded_weight: Tensor
     folded_bias: Tensor
 
-    @property
-    def units(self) -> int:
-        """``S G``: how many times finer than an input unit the layer's state is."""
-        return self.input_scale * self.weight_gain
-
     def __post_init__(self) -> None:
         co = self.weight.shape[0]
         if self.weight.dim() != 4 or tuple(self.bias_mant.shape) != (co,):
             raise ValueError(f"weight [Co, Ci, kh, kw] and bias [Co] expected, got "
                              f"{tuple(self.weight.shape)} and {tuple(self.bias_mant.shape)}")
+
+    @property
+    def units(self) -> int:
+        """``S G``: how many times finer than an input unit the layer's state is."""
+        return self.input_scale * self.weight_gain
+
+
+def cut_stages(model: nn.Module) -> tuple[StageSpec, ...]:
+    """The stage networks of ``model``'s SNN, each a chain of deployable spiking layers.
+
+    Refuses, naming the module: a model without SNN, any module that declares itself undeployable
+    (its ``undeployable`` attribute: what it is and why, e.g. the resnet SNN's residual adds), any layer
+    that cannot describe itself to the chip (no ``chip_layer``) or whose convolution netx and NIR
+    cannot hold (bias, groups, dilation, non-zero padding).
+    """
+    snn = getattr(model, "snn", None)
+    if snn is None:
+        raise DeployError(f"model kind {model.spec.kind!r} has no SNN branch to deploy")
+    for name, module in snn.named_modules(prefix="snn"):
+        what = getattr(module, "undeployable", None)  # (what it is, why it cannot deploy)
+        if what:
+            raise DeployError(f"{what[0]} in {name}: {what[1]}")
+    stages = model.stage_specs()
+    for stage in stages:
+        for name, layer in zip(stage.names, stage.layers, strict=True):
+            check_layer(name, layer)
+    return stages
+
+
+def check_layer(name: str, layer: nn.Module) -> None:
+    """Raise :class:`DeployError` naming ``layer`` unless it can describe itself to the chip (a
+    ``chip_layer`` method) with a convolution netx and NIR can hold."""
+    if not hasattr(layer, "chip_layer"):
+        raise DeployError(f"{name}: {type(layer).__name__} is not a deployable spiking layer")
+    conv = layer.synapse.conv
+    if conv.bias is not None or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+        raise DeployError(f"{name}: only zero-padded, ungrouped, undilated convolutions without bias deploy")

@@ -50,33 +50,45 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from respike_nm.hardware import HwProfile, load_profile
+
 ACTIVATION_SHIFT = 6  # Lava left-shifts synaptic input and threshold by 6 bits (act_shift, vth_shift)
 WEIGHT_SCALE = 1 << 6  # SLAYER CUBA ``scale`` (w_scale): Lava weight units per input unit
 STATE_SCALE = WEIGHT_SCALE << ACTIVATION_SHIFT  # SLAYER ``s_scale``: state units per input unit (4096)
 SLAYER_THRESHOLD_EPS = 0.01  # SLAYER adds 0.01 state units to the threshold (``threshold_eps * s_scale``)
 
 
+HARDWARE_BITS = ("weight_bits", "decay_bits", "threshold_bits", "bias_bits", "state_bits")
+"""The bit-widths a hardware profile declares (its ``limits``); they reach code only through
+:meth:`FixedPointSpec.from_profile`."""
+REFERENCE_PROFILE = "loihi2"
+"""The target SLAYER's and Lava's fixed point is Loihi's; its profile gives :data:`DEFAULT_SPEC`."""
+
+
 @dataclass(frozen=True)
 class FixedPointSpec:
-    """Bit-widths of a fixed-point target (the lead maps a hardware profile to this).
+    """Bit-widths of a fixed-point target, from its hardware profile (:meth:`from_profile`).
 
-    ``weight_bits``: signed weight mantissa ``m``, ``w = 2 m / 64`` (SLAYER semantics; 8 is
+    Hardware: ``weight_bits``: signed weight mantissa ``m``, ``w = 2 m / 64`` (SLAYER semantics; 8 is
     ``Neuron.quantize_8bit``). ``decay_bits``: decays are integers in ``[0, 2**decay_bits]``.
     ``threshold_bits``: unsigned ``vThMant``. ``bias_bits``: signed ``bias_mant``, step ``1/64``.
     ``state_bits``: Lava's width of ``u`` and ``v`` (wraps / saturates there; SLAYER does not).
-    ``input_scale``: graded stage inputs are integers ``round(input_scale * x)`` (a power of two).
+    Choices of this toolkit: graded stage inputs are integers ``round(S x)`` with ``S =
+    input_scale`` for residual frames and ``fused_input_scale`` for fused features (powers of two),
+    sent in messages of ``input_message_bits`` (signed).
     """
 
-    weight_bits: int = 8
-    decay_bits: int = 12
-    threshold_bits: int = 17
-    bias_bits: int = 13
-    state_bits: int = 24
+    weight_bits: int
+    decay_bits: int
+    threshold_bits: int
+    bias_bits: int
+    state_bits: int
     input_scale: int = 16
     fused_input_scale: int = 4
+    input_message_bits: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("weight_bits", "decay_bits", "threshold_bits", "bias_bits", "state_bits"):
+        for name in (*HARDWARE_BITS, "input_message_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
                 raise ValueError(f"FixedPointSpec.{name} must be an integer >= 2, got {value!r}")
@@ -84,6 +96,26 @@ class FixedPointSpec:
             s = getattr(self, name)
             if not isinstance(s, int) or s < 1 or s & (s - 1):
                 raise ValueError(f"FixedPointSpec.{name} must be a power of two, got {s!r}")
+
+    @classmethod
+    def from_profile(cls, profile: HwProfile, fallback: FixedPointSpec | None = None) -> FixedPointSpec:
+        """The bit-widths ``profile`` declares. One it lacks comes from ``fallback`` (None: an
+        error naming the profile and the limit)."""
+        values = {}
+        for name in HARDWARE_BITS:
+            value = profile.limit(name)
+            if value is None:
+                if fallback is None:
+                    raise ValueError(f"profile {profile.name!r} declares no limits.{name}")
+                value = getattr(fallback, name)
+            values[name] = value
+        return cls(**values)
+
+    @property
+    def weight_int_range(self) -> tuple[int, int]:
+        """Lava's integer weights ``W = 2 m``: ``[-256, 254]`` for 8 bits."""
+        half = 1 << (self.weight_bits - 1)
+        return -2 * half, 2 * (half - 1)
 
     @property
     def weight_step(self) -> float:
@@ -118,7 +150,13 @@ class FixedPointSpec:
         return 1 << (self.state_bits - 1)
 
 
-DEFAULT_SPEC = FixedPointSpec()
+DEFAULT_SPEC = FixedPointSpec.from_profile(load_profile(REFERENCE_PROFILE))
+
+
+def spec_for(target: str) -> FixedPointSpec:
+    """The fixed point of the hardware profile ``target`` (a shipped name or a YAML path); bit-widths
+    it does not declare are the reference Loihi 2's."""
+    return FixedPointSpec.from_profile(load_profile(target), fallback=DEFAULT_SPEC)
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -222,9 +260,11 @@ def quantize_graded(x: Tensor, spec: FixedPointSpec = DEFAULT_SPEC, scale: int |
     return _RoundSTE.apply(x, 1 / (scale or spec.input_scale))
 
 
-def graded_to_int(x: Tensor, scale: int) -> Tensor:
-    """The chip's graded input ``round(scale x)`` as int64 (what :func:`quantize_graded` stands for)."""
-    return torch.round(x.detach() * scale).to(torch.int64)
+def graded_integers(x: Tensor, spec: FixedPointSpec = DEFAULT_SPEC, scale: int | None = None) -> Tensor:
+    """The chip's graded input ``round(S x)`` as int64 (``S``: ``scale`` or ``spec.input_scale``), the
+    integers :func:`quantize_graded` stands for."""
+    scale = scale or spec.input_scale
+    return torch.round(quantize_graded(x.detach(), spec, scale) * scale).to(torch.int64)
 
 
 SLAYER_EXACT_MANT = 4096

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
+
 HEAD_DIM = 32  # dims per attention head, as the published code
 
 
@@ -146,7 +148,7 @@ class CrossAttentionFusion(nn.Module):
 
     def forward(self, snn: torch.Tensor, ann: torch.Tensor) -> torch.Tensor:
         n, c, h, w, t = snn.shape
-        x = snn.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w)  # every time step, same context
+        x = nchwt_to_steps(snn)  # every time step, same context
         if self.pool > 1:
             x = F.avg_pool2d(x, self.pool, ceil_mode=True)
             ann = F.avg_pool2d(ann, self.pool, ceil_mode=True)
@@ -157,7 +159,7 @@ class CrossAttentionFusion(nn.Module):
         out = x + self.proj_out(tokens.transpose(1, 2).reshape(n * t, -1, hp, wp))
         if self.pool > 1:
             out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-        return out.reshape(n, t, c, h, w).permute(0, 2, 3, 4, 1)
+        return steps_to_nchwt(out, t)
 
     def macs(self, snn_shape: tuple[int, ...], ann_shape: tuple[int, ...]) -> int:
         """Multiply-accumulates of one forward pass, counted explicitly (hooks miss matmuls): every

@@ -12,6 +12,7 @@ features, global average pool, one linear layer; logits averaged over the groups
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -20,8 +21,11 @@ from torch import nn
 from respike_nm.data.decompose import decompose
 from respike_nm.layout import btchw_to_nchwt
 from respike_nm.models.ann import create_ann_backbone
+from respike_nm.models.deploy import StageSpec
 from respike_nm.models.fusion import NORMS, CrossAttentionFusion
-from respike_nm.models.snn import SNNSpec, create_snn, run_stem
+from respike_nm.models.snn import PlainSNN, SNNSpec, create_snn, run_stem
+
+StageRunner = Callable[[StageSpec, torch.Tensor], torch.Tensor]
 
 KINDS = ("hybrid", "ann", "snn")
 FUSIONS = ("multiscale", "downsample", "late", "none")
@@ -82,7 +86,7 @@ def fusion_norm_for(snn_arch: str) -> str:
     ``resnet`` stages emit real-valued currents (``BN(conv(...)) + shortcut``), which the published
     GroupNorm(32) sees. ``plain`` stages end in a LIF and emit binary spikes; on spikes many
     groups are all zero and GroupNorm(eps 1e-6) multiplies the backward pass by ~1/sqrt(eps), so
-    they get no norm (measurements and the reason: :mod:`respike_nm.models.fusion`).
+    the fusion uses BatchNorm with eps 1e-2 there (measurements: :mod:`respike_nm.models.fusion`).
     """
     return {"resnet": "groupnorm", "plain": "batchnorm"}[snn_arch]
 
@@ -109,21 +113,62 @@ class ReSpike(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.head = nn.Linear(width, spec.num_classes)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` -> logits ``[B, classes]``; ``[B, K, T, 3, H, W]`` -> ``[B, K, classes]``."""
+    def forward(self, video: torch.Tensor, stage_runner: StageRunner | None = None) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> logits ``[B, classes]``; ``[B, K, T, 3, H, W]`` -> ``[B, K, classes]``.
+
+        In parts: decompose, :meth:`ann_features` of the key frames, :meth:`forward_snn` of the
+        residual frames (stage network by stage network, fusing between them), :meth:`head_logits`.
+        ``stage_runner(stage, x)`` replaces :meth:`run_stage` for the SNN's stage networks (the
+        hybrid runner passes one that runs them in Lava).
+        """
         if video.dim() == 6:
             b, k = video.shape[:2]
-            return self.forward(video.flatten(0, 1)).reshape(b, k, -1)
+            return self.forward(video.flatten(0, 1), stage_runner).reshape(b, k, -1)
         key, residual = decompose(video, self.spec.stride)
         b, g = key.shape[:2]
         ann_feats = self.ann_features(key)
         snn_out = None
         if self.snn is not None:
-            x = run_stem(self.snn, self.snn_input(residual))
-            for i, stage in enumerate(self.snn.stages, start=1):
-                x = self.fuse(i, stage(x), ann_feats)
-            snn_out = x
+            snn_out = self.forward_snn(self.snn_input(residual), ann_feats, stage_runner)
         return self.head_logits(snn_out, ann_feats, b, g)
+
+    def stage_specs(self) -> tuple[StageSpec, ...]:
+        """The SNN cut at every fusion point into stage networks (:class:`StageSpec`): the stem
+        belongs to the first; ``late`` fusion and ``none`` give one network."""
+        if self.snn is None:
+            return ()
+        groups = [(0, [("snn.stem", self.snn.stem)])]
+        for i, seq in enumerate(self.snn.stages, start=1):
+            named = [(f"snn.stages.{i - 1}.{j}", m) for j, m in enumerate(seq)] \
+                if isinstance(self.snn, PlainSNN) else [(f"snn.stages.{i - 1}", seq)]
+            groups.append((i, named))
+        last = len(self.snn.stages)
+        cuts = set(self.spec.fused_stages)
+        stages, current = [], []
+        for number, named in groups:
+            current.append((number, named))
+            if number in cuts or number == last:
+                layers = [pair for _, pairs in current for pair in pairs]
+                stages.append(StageSpec(len(stages), tuple(n for n, _ in layers), tuple(m for _, m in layers),
+                                        tuple(k for k, _ in current), number if number in cuts else None))
+                current = []
+        return tuple(stages)
+
+    def run_stage(self, stage: StageSpec, x: torch.Tensor) -> torch.Tensor:
+        """One stage network in PyTorch on ``[N, C, H, W, T]``."""
+        for name, layer in zip(stage.names, stage.layers, strict=True):
+            x = run_stem(self.snn, x) if name == "snn.stem" else layer(x)
+        return x
+
+    def forward_snn(self, x: torch.Tensor, ann_feats: list[torch.Tensor] | None,
+                    stage_runner: StageRunner | None = None) -> torch.Tensor:
+        """The SNN on its input ``[N, 3, H, W, T']``, each stage network followed by its fusion."""
+        run = stage_runner or self.run_stage
+        for stage in self.stage_specs():
+            x = run(stage, x)
+            if stage.fused_after is not None:
+                x = self.fuse(stage.fused_after, x, ann_feats)
+        return x
 
     def ann_features(self, key: torch.Tensor) -> list[torch.Tensor] | None:
         """ANN stage features of key frames ``[B, G, 3, H, W]`` (flattened to ``B*G``)."""

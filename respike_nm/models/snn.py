@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
 from respike_nm.models.ann import FeatureInfo
-from respike_nm.models.deploy import ChipLayer
+from respike_nm.models.deploy import ChipLayer, DeployError
 from respike_nm.models.fixed_point import (
+    DEFAULT_SPEC,
     FixedPointSpec,
     bias_to_int,
     quantize_bias,
@@ -55,18 +57,6 @@ class SNNSpec:
     @property
     def channels(self) -> tuple[int, ...]:
         return tuple(max(8, int(round(c * self.width / 8)) * 8) for c in BASE)
-
-
-def _per_step(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``[N, C, H, W, T] -> [N*T, C, H, W]`` (time folded into the batch) and T."""
-    n, c, h, w, t = x.shape
-    return x.permute(0, 4, 1, 2, 3).reshape(n * t, c, h, w), t
-
-
-def _per_time(y: torch.Tensor, t: int) -> torch.Tensor:
-    """Inverse of :func:`_per_step`."""
-    nt, c, h, w = y.shape
-    return y.reshape(nt // t, t, c, h, w).permute(0, 2, 3, 4, 1)
 
 
 class ConvBN(nn.Module):
@@ -136,7 +126,7 @@ class SpikingConv(nn.Module):
         self.fake_quant = True
         params = graded_params(spec.neuron, self.scale, spec.quant) if self.scale != 1 else spec.neuron
         self.neuron = CubaLIF(params, backend=spec.backend, quantize=spec.quant is not None,
-                              spec=spec.quant or FixedPointSpec())
+                              spec=spec.quant or DEFAULT_SPEC)
 
     def gain_of(self, weight: torch.Tensor, bias: torch.Tensor) -> int:
         """This layer's weight gain for folded ``weight`` and ``bias`` (input units)."""
@@ -145,19 +135,23 @@ class SpikingConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.graded_input and self.fake_quant:
             x = quantize_graded(x, self.quant, self.scale)  # on the 1/S grid: round(S x) / S
-        x2, t = _per_step(x)
+        x2, t = nchwt_to_steps(x), x.shape[-1]
         quantized = self.quant is not None and self.fake_quant and self.synapse.fake_quant
         current, bias, g = self.synapse(x2, self.gain_of if quantized else None)
         if self.scale != 1:  # conv(round(S x), w) = S conv(x_q, w): exact, S is a power of two
             current = current * self.scale
             bias = None if bias is None else bias * self.scale
-        return self.neuron(_per_time(current, t), bias=bias, gain=g)
+        return self.neuron(steps_to_nchwt(current, t), bias=bias, gain=g)
 
     @torch.no_grad()
     def chip_layer(self) -> ChipLayer:
-        """The layer as the chip runs it (eval folding; quantization must be on)."""
-        if self.quant is None:
-            raise ValueError("the layer is not quantized; build it with SNNSpec(quant=...)")
+        """The layer as the chip runs it (eval folding), in integers. Raises :class:`DeployError`
+        unless quantization is on, so that what is deployed is what the model computes."""
+        if self.quant is None or not self.neuron.quantize:
+            raise DeployError("the layer is not quantized; build the model with quantization on "
+                              "(e.g. load_run(run_dir, quantize=True)) so that what is exported is what runs")
+        if not (self.fake_quant and self.synapse.fake_quant):
+            raise DeployError("fake quantization is switched off (set_fake_quant(model, True))")
         conv = self.synapse.conv
         weight, bias = (t.detach().cpu() for t in self.synapse.folded())
         g = self.gain_of(weight, bias)
@@ -165,7 +159,7 @@ class SpikingConv(nn.Module):
         bias_mant = self.scale * bias_to_int(bias * g, self.quant)
         lo, hi = self.quant.bias_mant_range
         if bias_mant.numel() and (int(bias_mant.min()) < lo or int(bias_mant.max()) > hi):
-            raise ValueError(f"bias x input_scale ({self.scale}) reaches a mantissa of "
+            raise DeployError(f"bias x input_scale ({self.scale}) reaches a mantissa of "
                              f"{int(bias_mant.abs().max())}, outside [{lo}, {hi}] "
                              f"({self.quant.bias_bits}-bit)")
         return ChipLayer(
@@ -201,19 +195,23 @@ class PlainSNN(nn.Module):
 
 def conv_per_step(conv: ConvBN, x: torch.Tensor) -> torch.Tensor:
     """A :class:`ConvBN` (bias included) on every time step of ``[N, C, H, W, T]``."""
-    x2, t = _per_step(x)
+    x2, t = nchwt_to_steps(x), x.shape[-1]
     y, bias, _ = conv(x2)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
-    return _per_time(y, t)
+    return steps_to_nchwt(y, t)
 
 
 class PreActBlock(nn.Module):
     """LIF -> conv3x3 -> BN -> LIF -> conv3x3 -> BN, plus shortcut (1x1 conv + BN when reshaped)."""
 
+    undeployable = ("residual add", "netx 0.6.0 loads input, dense, dense_rec, conv, flatten only, and "
+                                    "norse 1.1.0's NIR import maps no pass-through node for the identity "
+                                    "shortcut: no residual adds; export the 'plain' SNN architecture")
+
     def __init__(self, cin: int, cout: int, stride: int, spec: SNNSpec):
         super().__init__()
-        q, fp = spec.quant is not None, spec.quant or FixedPointSpec()
+        q, fp = spec.quant is not None, spec.quant or DEFAULT_SPEC
         self.lif1 = CubaLIF(spec.neuron, backend=spec.backend, quantize=q, spec=fp)
         self.conv1 = ConvBN(cin, cout, stride, spec)
         self.lif2 = CubaLIF(spec.neuron, backend=spec.backend, quantize=q, spec=fp)

@@ -9,8 +9,7 @@ from respike_nm.data.binding import SyntheticBindingConfig
 from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
-from respike_nm.energy.profile import load_profile
-from respike_nm.models.fixed_point import FixedPointSpec
+from respike_nm.models.fixed_point import spec_for
 from respike_nm.models.respike import ReSpike, ReSpikeSpec
 from respike_nm.models.snn import SNNSpec
 
@@ -43,24 +42,11 @@ def build_datasets(cfg: Config):
     return train, test, classes, skipped
 
 
-def fixed_point_spec(target: str) -> FixedPointSpec:
-    """Bit-widths of the hardware profile ``target`` (a shipped name or a YAML path)."""
-    prof = load_profile(target)
-    default = FixedPointSpec()
-    return FixedPointSpec(
-        weight_bits=prof.limit("weight_bits", default.weight_bits),
-        decay_bits=prof.limit("decay_bits", default.decay_bits),
-        threshold_bits=prof.limit("threshold_bits", default.threshold_bits),
-        bias_bits=prof.limit("bias_bits", default.bias_bits),
-        state_bits=prof.limit("state_bits", default.state_bits),
-    )
-
-
 def model_spec(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpikeSpec:
     m = cfg.model
     q = cfg.quant.enabled if quantize is None else quantize
     snn = SNNSpec(arch=m.snn_arch, width=m.snn_width, backend=m.snn_backend,
-                  quant=fixed_point_spec(cfg.quant.target) if q else None)
+                  quant=spec_for(cfg.quant.target) if q else None)
     return ReSpikeSpec(
         kind=kind, num_classes=num_classes, stride=cfg.data.stride, ann_arch=m.ann_arch,
         ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,

@@ -24,15 +24,21 @@ from conversion.manifest import (
     read_manifest,
     write_manifest,
 )
-from conversion.verify import graded_integers, model_stage, reference_stage, verify_model, verify_stage
-from respike_nm.models.fixed_point import FixedPointSpec, bias_to_int, weight_to_int
+from conversion.verify import model_stage, reference_stage, verify_model, verify_stage
+from respike_nm.models.fixed_point import (
+    DEFAULT_SPEC,
+    FixedPointSpec,
+    bias_to_int,
+    graded_integers,
+    weight_to_int,
+)
 from respike_nm.models.neurons import CubaParams, paper_lif
 from respike_nm.models.respike import ReSpike, ReSpikeSpec
 from respike_nm.models.snn import SNNSpec, SpikingConv
 
 GAIN = 2.5  # weight scale that keeps every layer of the random stacks spiking at 10-60 %
 PAPER_LIF = paper_lif()
-SPEC = FixedPointSpec()
+SPEC = DEFAULT_SPEC
 
 
 def random_stack(seed: int, cin: int, channels: tuple[int, ...], strides: tuple[int, ...],
@@ -85,7 +91,7 @@ def test_random_stack_is_bit_exact(tmp_path, seed, shape, channels, strides, ste
     assert result.layer_mismatch == (0,) * len(layers)
     assert result.model_mismatch == 0
     assert all(0.01 < rate < 0.9 for rate in result.layer_rates), result.layer_rates  # not a trivial match
-    assert result.max_drive < FixedPointSpec().state_limit
+    assert result.max_drive < DEFAULT_SPEC.state_limit
     assert result.steps_per_second > 0
 
 
@@ -128,7 +134,7 @@ def seeded_multiscale_hybrid() -> tuple[ReSpike, torch.Generator]:
     seed 0; returns the model and the generator, to randomize more from the same stream."""
     torch.manual_seed(0)
     spec = ReSpikeSpec(kind="hybrid", num_classes=3, stride=4, ann_width=0.125, fusion="multiscale",
-                       snn=SNNSpec(width=0.125, quant=FixedPointSpec()))
+                       snn=SNNSpec(width=0.125, quant=DEFAULT_SPEC))
     model = ReSpike(spec).eval()
     g = torch.Generator().manual_seed(0)
     for layer in model.snn.modules():
@@ -191,7 +197,7 @@ def test_slayer_blocks_agree_with_reference():
 
 
 def test_resnet_snn_is_refused():
-    spec = ReSpikeSpec(kind="snn", snn=SNNSpec(arch="resnet", width=0.125, quant=FixedPointSpec()))
+    spec = ReSpikeSpec(kind="snn", snn=SNNSpec(arch="resnet", width=0.125, quant=DEFAULT_SPEC))
     with pytest.raises(ExportError, match=r"residual add in snn\.stages\.0\.0: netx 0\.6\.0 loads"):
         cut_stages(ReSpike(spec))
 
@@ -200,7 +206,7 @@ def test_float_layers_and_wide_weights_are_refused(tmp_path):
     float_layer = SpikingConv(3, 4, 1, SNNSpec(), graded_input=True)
     with pytest.raises(ExportError, match="stem.*not quantized"):
         export_stage([float_layer], tmp_path / "x.net", input_shape=(3, 4, 4), time_steps=3, names=("stem",))
-    wide = random_stack(0, 3, (4,), (1,), spec=FixedPointSpec(weight_bits=9), gain=40.0)
+    wide = random_stack(0, 3, (4,), (1,), spec=dataclasses.replace(DEFAULT_SPEC, weight_bits=9), gain=40.0)
     with pytest.raises(ExportError, match=r"conv1: integer weights reach .* outside Loihi's \[-256, 254\]"):
         export_stage(wide, tmp_path / "x.net", input_shape=(3, 4, 4), time_steps=3, names=("conv1",))
     assert not list(tmp_path.iterdir())  # nothing half-written
@@ -209,7 +215,7 @@ def test_float_layers_and_wide_weights_are_refused(tmp_path):
 def test_stage_cuts_follow_fusion():
     def names(fusion: str, kind: str = "hybrid") -> list[tuple[int, ...]]:
         spec = ReSpikeSpec(kind=kind, fusion=fusion, ann_width=0.125,
-                           snn=SNNSpec(width=0.125, quant=FixedPointSpec()))
+                           snn=SNNSpec(width=0.125, quant=DEFAULT_SPEC))
         return [s.snn_stages for s in cut_stages(ReSpike(spec))]
 
     assert names("multiscale") == [(0, 1, 2), (3,), (4,)]
@@ -257,7 +263,7 @@ def test_manifest_with_wrong_version_or_fields_is_rejected(tmp_path):
 
 def _one_neuron_layer() -> SpikingConv:
     """1 -> 1 channel graded layer whose folded, quantized weight is one centre tap of 1/32 (W = 2)."""
-    spec = FixedPointSpec()
+    spec = DEFAULT_SPEC
     layer = SpikingConv(1, 1, 1, SNNSpec(quant=spec), graded_input=True)
     with torch.no_grad():
         layer.synapse.conv.weight.zero_()

@@ -22,7 +22,8 @@ from conversion import lava_sim
 from conversion.export import export_stage
 from conversion.lava_sim import run_config, run_stage
 from conversion.proc_models import PyConvModelFixedFast, conv_xyc
-from conversion.verify import graded_integers, reference_stage
+from conversion.verify import reference_stage
+from respike_nm.models.fixed_point import graded_integers
 
 # input (x, y, c), C_out, kernel (kx, ky), stride, padding, dilation (all (x, y))
 GEOMETRIES = [

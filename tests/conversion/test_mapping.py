@@ -25,7 +25,7 @@ from conversion.mapping import (
 )
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.energy.profile import load_profile
+from respike_nm.hardware import load_profile
 from respike_nm.train.loop import train
 
 SRC = {"unit": "count", "source": "test", "kind": "derived"}

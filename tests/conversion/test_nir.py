@@ -37,7 +37,7 @@ from conversion.nir_export import (
 )
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.models.fixed_point import FixedPointSpec
+from respike_nm.models.fixed_point import DEFAULT_SPEC
 from respike_nm.models.neurons import CubaLIF, CubaParams, paper_lif
 from respike_nm.models.snn import SNNSpec, SpikingConv, run_stem
 from respike_nm.train.builder import build_model
@@ -210,7 +210,7 @@ def test_quantized_export_matches_the_fixed_point_model_where_no_truncation_acts
     gen = torch.Generator().manual_seed(3)
     params = CubaParams(threshold=1.0, current_decay=1.0, voltage_decay=0.5, input_gain=1.0)
     for backend in ("norse", "slayer"):
-        spec = SNNSpec(backend=backend, neuron=params, quant=FixedPointSpec())
+        spec = SNNSpec(backend=backend, neuron=params, quant=DEFAULT_SPEC)
         convs = _dyadic_layers(spec, [3, 8, 16], [2, 2], gen)
         records = [conv_layer(f"c{i}", m) for i, m in enumerate(convs)]
         assert all(r.quantized for r in records) and records[0].input_step == 1 / 16
@@ -241,7 +241,7 @@ def test_refusals_name_the_layer(tmp_path):
     no_leak = SNNSpec(backend="norse", neuron=CubaParams(current_decay=0.0))
     with pytest.raises(NirExportError, match=r"^c0: a decay of 0"):
         build_graph([conv_layer("c0", SpikingConv(3, 8, 2, no_leak).eval())], (3, 8, 8), {})
-    leaky_current = SNNSpec(backend="norse", neuron=CubaParams(current_decay=0.5), quant=FixedPointSpec())
+    leaky_current = SNNSpec(backend="norse", neuron=CubaParams(current_decay=0.5), quant=DEFAULT_SPEC)
     layer = SpikingConv(3, 8, 2, leaky_current).eval()
     with torch.no_grad():
         layer.synapse.bn.bias.fill_(0.5)

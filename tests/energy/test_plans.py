@@ -11,7 +11,7 @@ from torch import nn
 
 from respike_nm.energy.counters import ClipCounts, LayerCount, count_ops
 from respike_nm.energy.plans import PlanCounts, mac_figure, plan_counts, plan_energy
-from respike_nm.energy.profile import ProfileError, load_profile, parse_profile
+from respike_nm.hardware import ProfileError, load_profile, parse_profile
 
 PROFILES = Path(__file__).resolve().parents[2] / "hw_profiles"
 

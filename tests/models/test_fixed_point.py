@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import lava.lib.dl.slayer.utils as slayer_utils
 import pytest
 import torch
 from lava.lib.dl.slayer.neuron import cuba
 
 from respike_nm.models.fixed_point import (
-    FixedPointSpec,
+    DEFAULT_SPEC,
     bias_to_int,
     input_to_grid,
     leak,
@@ -48,7 +50,7 @@ def test_quantize_weight_is_slayers_8bit_hook_values_and_gradients():
 def test_quantize_weight_bits_follow_slayers_hook_family(bits):
     w = _weights(bits)
     ref = slayer_utils.quantize_hook_fx(w, scale=64, num_bits=bits - 1)
-    assert torch.equal(quantize_weight(w, FixedPointSpec(weight_bits=bits)), ref)
+    assert torch.equal(quantize_weight(w, replace(DEFAULT_SPEC, weight_bits=bits)), ref)
 
 
 def test_weight_to_int_is_slayers_export():
@@ -71,7 +73,7 @@ def test_quantize_decay_matches_slayer_and_stays_in_range():
     as_tensor = quantize_decay(torch.tensor(decays))
     assert as_tensor.dtype == torch.int64 and as_tensor.tolist() == [quantize_decay(d) for d in decays]
     assert quantize_decay(0.75) == 3072 and quantize_decay(1.0) == 4096
-    assert quantize_decay(0.5, FixedPointSpec(decay_bits=8)) == 128
+    assert quantize_decay(0.5, replace(DEFAULT_SPEC, decay_bits=8)) == 128
 
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan")])
@@ -93,7 +95,7 @@ def test_quantize_threshold_limits_raise_clear_errors():
     with pytest.raises(ValueError, match="vThMant"):
         quantize_threshold(0.01)  # int(0.64) = 0
     with pytest.raises(ValueError, match="1023"):
-        quantize_threshold(16.0, FixedPointSpec(threshold_bits=10))
+        quantize_threshold(16.0, replace(DEFAULT_SPEC, threshold_bits=10))
 
 
 def test_quantize_bias_grid_gradient_and_limits():
@@ -106,7 +108,7 @@ def test_quantize_bias_grid_gradient_and_limits():
     with pytest.raises(ValueError, match=r"13-bit signed"):
         quantize_bias(torch.tensor([0.5, 64.0]))
     with pytest.raises(ValueError, match=r"\[-512, 511\]"):
-        quantize_bias(torch.tensor([-8.01]), FixedPointSpec(bias_bits=10))
+        quantize_bias(torch.tensor([-8.01]), replace(DEFAULT_SPEC, bias_bits=10))
 
 
 def test_leak_is_slayers_right_shift_to_zero():
@@ -136,7 +138,7 @@ def test_quantize_graded_steps_of_input_scale():
     x = torch.tensor([0.03, -0.03, 1 / 32, 3 / 32, 0.5], requires_grad=True)
     q = quantize_graded(x)
     assert q.tolist() == [0.0, 0.0, 0.0, 2 / 16, 0.5]  # ties (1/32, 3/32) round half to even
-    assert quantize_graded(x, FixedPointSpec(input_scale=64)).tolist()[0] == 2 / 64
+    assert quantize_graded(x, replace(DEFAULT_SPEC, input_scale=64)).tolist()[0] == 2 / 64
     q.sum().backward()
     assert x.grad.tolist() == [1.0] * 5
 
@@ -151,12 +153,12 @@ def test_slayer_fires_at_equality_only_from_threshold_64():
 @pytest.mark.parametrize("field", ["weight_bits", "decay_bits", "state_bits"])
 def test_spec_rejects_bad_bit_widths(field):
     with pytest.raises(ValueError, match=field):
-        FixedPointSpec(**{field: 1})
+        replace(DEFAULT_SPEC, **{field: 1})
 
 
 def test_spec_rejects_non_power_of_two_input_scale():
     with pytest.raises(ValueError, match="power of two"):
-        FixedPointSpec(input_scale=12)
+        replace(DEFAULT_SPEC, input_scale=12)
 
 
 def test_weight_gain_is_the_largest_power_of_two_that_fits_weights_bias_and_threshold():

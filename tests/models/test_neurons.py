@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from respike_nm.models.fixed_point import FixedPointSpec, quantize_weight
+from respike_nm.models.fixed_point import DEFAULT_SPEC, quantize_weight
 from respike_nm.models.neurons import (
     PAPER_INPUT_GAIN,
     CubaLIF,
@@ -204,7 +205,7 @@ def test_params_are_validated():
     with pytest.raises(ValueError, match="norse_method"):
         Surrogate(norse_method="atan")
     with pytest.raises(ValueError, match="12-bit"):
-        CubaLIF(paper_lif(), "slayer", spec=FixedPointSpec(decay_bits=10))
+        CubaLIF(paper_lif(), "slayer", spec=replace(DEFAULT_SPEC, decay_bits=10))
 
 
 @pytest.mark.parametrize("quantize", [True, False])

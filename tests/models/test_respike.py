@@ -13,9 +13,9 @@ SMALL = dict(num_classes=5, stride=4, ann_width=0.125)
 
 
 def _model(kind, fusion="multiscale", arch="plain", quant=None, **kw):
-    from respike_nm.models.fixed_point import FixedPointSpec
+    from respike_nm.models.fixed_point import DEFAULT_SPEC
 
-    snn = SNNSpec(arch=arch, width=0.125, quant=FixedPointSpec() if quant else None)
+    snn = SNNSpec(arch=arch, width=0.125, quant=DEFAULT_SPEC if quant else None)
     torch.manual_seed(0)
     return ReSpike(ReSpikeSpec(kind=kind, snn=snn, fusion=fusion, **{**SMALL, **kw})).eval()
 

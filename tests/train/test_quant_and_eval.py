@@ -10,8 +10,8 @@ from conftest import SMALL_TRAIN
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.models.fixed_point import FixedPointSpec, quantize_weight
-from respike_nm.train.builder import build_model, fixed_point_spec
+from respike_nm.models.fixed_point import DEFAULT_SPEC, quantize_weight, spec_for
+from respike_nm.train.builder import build_model
 from respike_nm.train.loop import train
 
 SMALL = SMALL_TRAIN
@@ -27,17 +27,17 @@ limits:
 
 
 def test_bit_widths_come_from_the_hardware_profile(tmp_path):
-    assert fixed_point_spec("loihi2").weight_bits == 8
+    assert spec_for("loihi2").weight_bits == 8
     path = tmp_path / "narrow.yaml"
     path.write_text(PROFILE)
-    spec = fixed_point_spec(str(path))
+    spec = spec_for(str(path))
     assert spec.weight_bits == 4
     cfg = apply_overrides(load_config("tiny"), SMALL + ["quant.enabled=true", f"quant.target={path}"])
     model = build_model(cfg, "snn", 4)
     conv = model.snn.stem.synapse
     assert conv.quant.weight_bits == 4
     w = torch.linspace(-3, 3, 101)
-    narrow, wide = quantize_weight(w, spec), quantize_weight(w, FixedPointSpec())
+    narrow, wide = quantize_weight(w, spec), quantize_weight(w, DEFAULT_SPEC)
     assert len(torch.unique(narrow)) < len(torch.unique(wide))  # fewer levels with 4 bits
 
 

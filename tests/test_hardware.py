@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from respike_nm.energy.profile import ProfileError, builtin_profiles, load_profile
+from respike_nm.hardware import ProfileError, builtin_profiles, load_profile
 
 REQUIRED = {"cmos45nm", "loihi", "loihi2", "truenorth", "spinnaker", "spinnaker2", "a100", "h100"}
 
