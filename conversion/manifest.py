@@ -8,15 +8,13 @@ layouts: SLAYER ``(C, H, W)`` (PyTorch side) and Lava ``(x, y, c)``. The reader 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from respike_nm.atomic import write_text_atomic
+from respike_nm.records import from_data, to_data
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -99,7 +97,7 @@ class ExportManifest:
 
 def manifest_to_dict(manifest: ExportManifest) -> dict:
     """Plain JSON-ready dict (tuples become lists)."""
-    return dataclasses.asdict(manifest)
+    return to_data(manifest)
 
 
 def manifest_from_dict(data: dict) -> ExportManifest:
@@ -110,15 +108,7 @@ def manifest_from_dict(data: dict) -> ExportManifest:
     if version != FORMAT_VERSION:
         raise ManifestError(f"format_version: this reader knows {FORMAT_VERSION}, the manifest says "
                             f"{version!r}")
-    _check_types(data)
-    fields = _checked_fields(ExportManifest, data, "manifest")
-    stages = fields.pop("stages")
-    if not isinstance(stages, list):
-        raise ManifestError("stages: expected a list")
-    records = tuple(StageManifest(**_tuples(_checked_fields(StageManifest, s, f"stages[{i}]")))
-                    for i, s in enumerate(stages))
-    fields["frame_shape"] = tuple(fields["frame_shape"])
-    return ExportManifest(stages=records, **fields)
+    return from_data(ExportManifest, data, "manifest", ManifestError)
 
 
 def write_manifest(manifest: ExportManifest, path: str | Path) -> Path:
@@ -145,68 +135,3 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _checked_fields(cls: type, data: dict, where: str) -> dict:
-    """``data`` restricted to ``cls``'s fields; unknown keys and missing required keys are errors."""
-    if not isinstance(data, dict):
-        raise ManifestError(f"{where}: expected an object, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ManifestError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    required = [n for n, f in known.items()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [n for n in required if n not in data]
-    if missing:
-        raise ManifestError(f"{where}: missing field(s) {', '.join(missing)}")
-    return dict(data)
-
-
-def _tuples(value):
-    """Lists (at any depth) back to tuples, as the frozen records hold them."""
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
-
-
-def _check_types(data: dict) -> None:
-    _check_fields(ExportManifest, data, "")
-    if isinstance(data.get("stages"), list):
-        for i, stage in enumerate(data["stages"]):
-            if isinstance(stage, dict):
-                _check_fields(StageManifest, stage, f"stages[{i}].")
-
-
-def _check_fields(cls: type, data: dict, where: str) -> None:
-    for name, hint in typing.get_type_hints(cls).items():
-        if name in data and name != "stages" and not _conforms(data[name], hint):
-            raise ManifestError(f"{where}{name}: expected {_describe(hint)}, got {data[name]!r}")
-
-
-def _conforms(value, hint) -> bool:
-    """Whether a JSON value fits a field annotation (JSON lists stand for tuples)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if origin is tuple:
-        if not isinstance(value, list):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args, strict=True))
-    if origin is dict:
-        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
-                                               for k, v in value.items())
-    if hint is type(None):
-        return value is None
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint) -> str:
-    plain = isinstance(hint, type) and typing.get_origin(hint) is None  # tuple[int, int] is a type in 3.10
-    return hint.__name__ if plain else str(hint)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import h5py
 import numpy as np
 
 from conversion.manifest import MANIFEST_NAME, ExportManifest, read_manifest
+from respike_nm.atomic import write_text_atomic
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
 
 FORMAT_VERSION = 1
@@ -395,11 +395,4 @@ def mapping_to_dict(report: MappingReport) -> dict:
 
 def write_mapping(report: MappingReport, path: str | Path) -> Path:
     """Write ``report`` as JSON atomically (temporary file, then rename); returns the path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(mapping_to_dict(report), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text_atomic(path, json.dumps(mapping_to_dict(report), indent=2) + "\n")

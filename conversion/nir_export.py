@@ -32,7 +32,6 @@ constants (a decay of 0), non-square kernels, and in a quantized model a bias wi
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 
 import respike_nm
+from respike_nm.atomic import atomic_file
 from respike_nm.models.deploy import DeployError, cut_stages
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
@@ -249,13 +249,8 @@ def export_nir(model: nn.Module, out: str | Path, frame_shape: tuple[int, int]) 
 
 def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:
     """``nir.write`` to a temporary file beside ``path``, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         nir.write(tmp, graph)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_graph(path: str | Path) -> nir.NIRGraph:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from respike_nm.records import conforms
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
@@ -218,54 +220,46 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 def _coerce(path: str, value, hint):
-    """Check ``value`` against the annotation ``hint`` (int, float, str, bool, None, list[int])."""
+    """``value`` as the annotation ``hint`` wants it (:func:`respike_nm.records.conforms`), after the
+    YAML scalar coercions a person expects: an integer or a numeric string for a float (YAML 1.1
+    reads ``1e-3`` as a string), one scalar for a list."""
     if path in CHOICES and value not in CHOICES[path]:
         raise ConfigError(f"{path!r} must be one of {', '.join(CHOICES[path])}, not {value!r}")
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(path, value, arg)
-            except ConfigError:
-                continue
+    value = _yaml_scalar(value, hint)
+    if not conforms(value, hint):
         raise ConfigError(f"{path!r} expects {_name(hint)}, not {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            value = [value] if isinstance(value, (int, float, str)) else value
-        if not isinstance(value, list):
-            raise ConfigError(f"{path!r} expects a list, not {value!r}")
-        return [_coerce(path + "[]", v, item) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path!r} expects true or false, not {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path!r} expects an integer, not {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return value
+
+
+def _yaml_scalar(value, hint):
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _yaml_scalar(value, args[0]) if value is not None and len(args) == 1 else value
+    if typing.get_origin(hint) is list:
+        if isinstance(value, (int, float, str)):
+            value = [value]
+        return [_yaml_scalar(v, args[0]) for v in value] if isinstance(value, list) else value
+    if hint is float and not isinstance(value, bool):
+        if isinstance(value, int):
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
-                pass
-        raise ConfigError(f"{path!r} expects a number, not {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{path!r} expects a string, not {value!r}")
-    raise ConfigError(f"{path!r}: unsupported type {hint}")
+                return value
+    return value
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
 def _name(hint) -> str:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return " or ".join(getattr(a, "__name__", str(a)) for a in args) + " or null"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(getattr(a, "__name__", str(a)) for a in args) + " or null"
+    if typing.get_origin(hint) is list:
+        return f"a list of {_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return _NAMES.get(hint, str(hint))
 
 
 def to_yaml(cfg: Config) -> str:

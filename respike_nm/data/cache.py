@@ -29,6 +29,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 
 from respike_nm import __version__
+from respike_nm.atomic import atomic_file
 from respike_nm.data.datasets import ClipDataset, Partition
 from respike_nm.data.errors import CacheFormatError, DataError
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
@@ -101,47 +102,41 @@ def write_cache(
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     h, w = frame_size
     skipped = list(skipped)
     rows: dict[str, list] = {k: [] for k in ("offset", "length", "label", "partition", "source", "fps")}
-    try:
-        with h5py.File(tmp, "w") as f:
-            frames = f.create_dataset(
-                "frames", shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8,
-                chunks=(4, h, w, 3), compression=compression,
-            )
-            total = 0
-            for item in progress(items):
-                if isinstance(item, Skipped):
-                    skipped.append(item)
-                    continue
-                data = resize_frames(item.frames, (h, w))
-                frames.resize(total + len(data), axis=0)
-                frames[total:] = data
-                for key, value in (("offset", total), ("length", len(data)), ("label", item.label),
-                                   ("partition", 0 if item.partition == "train" else 1),
-                                   ("source", item.source), ("fps", item.fps)):
-                    rows[key].append(value)
-                total += len(data)
-            if not rows["offset"]:
-                raise DataError(out, "no video could be read; nothing to cache"
-                                + (f" ({len(skipped)} skipped, first: {skipped[0].path}: "
-                                   f"{skipped[0].reason})" if skipped else ""))
-            for key, dtype in (("offset", np.int64), ("length", np.int64), ("label", np.int64),
-                               ("partition", np.uint8), ("fps", np.float32)):
-                f.create_dataset(key, data=np.asarray(rows[key], dtype=dtype))
-            f.create_dataset("source", data=rows["source"], dtype=h5py.string_dtype())
-            f.attrs.update(
-                format=FORMAT, format_version=FORMAT_VERSION, dataset=dataset,
-                classes=json.dumps(list(classes)), frame_size=np.array([h, w]),
-                skipped=json.dumps([[s.path, s.reason] for s in skipped]),
-                writer=f"respike-nm {__version__}",
-            )
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
+        frames = f.create_dataset(
+            "frames", shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8,
+            chunks=(4, h, w, 3), compression=compression,
+        )
+        total = 0
+        for item in progress(items):
+            if isinstance(item, Skipped):
+                skipped.append(item)
+                continue
+            data = resize_frames(item.frames, (h, w))
+            frames.resize(total + len(data), axis=0)
+            frames[total:] = data
+            for key, value in (("offset", total), ("length", len(data)), ("label", item.label),
+                               ("partition", 0 if item.partition == "train" else 1),
+                               ("source", item.source), ("fps", item.fps)):
+                rows[key].append(value)
+            total += len(data)
+        if not rows["offset"]:
+            raise DataError(out, "no video could be read; nothing to cache"
+                            + (f" ({len(skipped)} skipped, first: {skipped[0].path}: "
+                               f"{skipped[0].reason})" if skipped else ""))
+        for key, dtype in (("offset", np.int64), ("length", np.int64), ("label", np.int64),
+                           ("partition", np.uint8), ("fps", np.float32)):
+            f.create_dataset(key, data=np.asarray(rows[key], dtype=dtype))
+        f.create_dataset("source", data=rows["source"], dtype=h5py.string_dtype())
+        f.attrs.update(
+            format=FORMAT, format_version=FORMAT_VERSION, dataset=dataset,
+            classes=json.dumps(list(classes)), frame_size=np.array([h, w]),
+            skipped=json.dumps([[s.path, s.reason] for s in skipped]),
+            writer=f"respike-nm {__version__}",
+        )
     return CacheSummary(str(out), len(rows["offset"]), total, out.stat().st_size, tuple(skipped))
 
 

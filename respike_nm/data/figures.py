@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from respike_nm.atomic import atomic_file  # noqa: E402
 from respike_nm.data.records import DecomposedClip  # noqa: E402
 from respike_nm.data.transforms import IMAGENET_STD, denormalize  # noqa: E402
 
@@ -45,12 +45,9 @@ def save_strip(parts: DecomposedClip, out: str | Path, title: str = "") -> Path:
 
 def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return out

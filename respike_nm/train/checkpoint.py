@@ -8,12 +8,13 @@ A checkpoint is a dict of tensors and plain values: ``format``, ``format_version
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from respike_nm.atomic import atomic_file
 
 FORMAT = "respike-nm-checkpoint"
 FORMAT_VERSION = 1
@@ -47,13 +48,8 @@ def save_checkpoint(path: str | Path, ck: Checkpoint) -> Path:
         "classes": list(ck.classes), "config": json.dumps(ck.config),
         "history": json.dumps(ck.history), "rng": ck.rng,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
