@@ -76,7 +76,8 @@ class ExportManifest:
     """A whole export: its stages in execution order, plus provenance.
 
     ``frame_shape``: the ``(H, W)`` of the residual frames the export was sized for.
-    ``checkpoint_sha256`` and ``versions`` (package -> version) are provenance, filled by the caller.
+    ``checkpoint_sha256``, ``versions`` (package -> version) and ``run_dir`` (the trained run it was
+    exported from, absolute; empty when unknown) are provenance, filled by the caller.
     """
 
     stages: tuple[StageManifest, ...]
@@ -85,6 +86,7 @@ class ExportManifest:
     frame_shape: tuple[int, int]
     checkpoint_sha256: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    run_dir: str = ""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

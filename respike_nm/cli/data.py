@@ -57,14 +57,10 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112)")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-120:]
-
-
 def run_inspect(args) -> int:
     from respike_nm.data.decompose import check_divisible
     from respike_nm.data.figures import save_strip
-    from respike_nm.data.inspect import inspect_video
+    from respike_nm.data.inspect import inspect_synthetic, inspect_video, slug
     from respike_nm.data.records import ClipSpec
     from respike_nm.data.video import find_videos
 
@@ -82,49 +78,17 @@ def run_inspect(args) -> int:
             continue
         row = report.to_dict()
         if args.out:
-            name = _slug("_".join(path.parts[-3:]))  # class folder + file, readable and unique enough
+            name = slug("_".join(path.parts[-3:]))  # class folder + file, readable and unique enough
             row["strip"] = str(save_strip(parts, args.out / f"{name}.png", title=str(path)))
         clips.append(row)
     if args.synthetic:
-        clips.extend(_inspect_synthetic(args, spec))
+        clips.extend(inspect_synthetic(args.synthetic, spec, args.out))
     result = {"decoded": len(clips), "failed": failed, "clips": clips}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         _print_table(clips, failed)
     return 1 if failed else 0
-
-
-def _inspect_synthetic(args, spec) -> list[dict]:
-    """Rows (and strips) for ``--synthetic N`` clips, taken as the training pipeline takes them."""
-    from dataclasses import replace
-
-    from respike_nm.data.decompose import decompose
-    from respike_nm.data.factory import DataSource, make_dataset
-    from respike_nm.data.figures import save_strip
-    from respike_nm.data.inspect import summarise
-    from respike_nm.data.transforms import normalize
-
-    source = DataSource("synthetic-motion")
-    cfg = source.synthetic
-    spec = replace(spec, size=cfg.height)  # the generator's own resolution: no crop, no resize
-    ds, classes, _ = make_dataset(source, "test", spec, train=False)
-    rows = []
-    for i in range(min(args.synthetic, len(classes))):
-        cls = (i % cfg.appearances) * cfg.motions + i % cfg.motions  # vary both factors
-        idx = next(j for j in range(len(ds)) if ds.label(j) == cls)
-        parts = decompose(normalize(ds[idx].video), spec.stride)
-        energy, active = summarise(parts)
-        src = f"synthetic-motion:test:{idx} ({classes[cls]})"
-        row = {"path": src, "frames": spec.frames, "fps": None, "width": cfg.width,
-               "height": cfg.height, "codec": "synthetic", "key_frames": parts.key.shape[1],
-               "residuals_per_key": parts.residual.shape[2], "residual_energy": round(energy, 6),
-               "residual_active": round(active, 6)}
-        if args.out:
-            name = _slug(f"synthetic_{classes[cls]}")
-            row["strip"] = str(save_strip(parts, args.out / f"{name}.png", title=src))
-        rows.append(row)
-    return rows
 
 
 def _print_table(clips: list[dict], failed: list[dict]) -> None:

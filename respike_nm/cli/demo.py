@@ -9,8 +9,6 @@ with its name; nothing is skipped in silence.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import sys
@@ -41,19 +39,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_demo)
 
 
-def _cli(argv: list[str], capture: bool = False) -> str:
-    """Run one ``respike-nm`` subcommand in this process; raise on failure; return captured stdout."""
-    from respike_nm.cli.main import build_parser
-
-    args = build_parser().parse_args(argv)
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf) if capture else contextlib.nullcontext():
-        code = int(args.func(args) or 0)
-    if code != 0:
-        raise DemoError(f"`respike-nm {' '.join(argv)}` exited with {code}")
-    return buf.getvalue()
-
-
 class _Stages:
     """Runs named stages, prints a header each, records their time, names the one that fails."""
 
@@ -80,7 +65,7 @@ def run_demo(args) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     clips = args.clips or (2 if args.quick else 20)
-    sets = [a for s in (QUICK_SETS if args.quick else ()) for a in ("--set", s)]
+    sets = list(QUICK_SETS if args.quick else ())
     st = _Stages(total=4 + len(MODELS) * 2)
     t0 = time.perf_counter()
 
@@ -107,66 +92,87 @@ def run_demo(args) -> int:
 
 
 def _data(out: Path) -> None:
-    _cli(["data", "inspect", "--synthetic", "4", "--size", "64", "--out", str(out / "data")], capture=True)
-    strips = sorted((out / "data").glob("*.png"))
-    if not strips:
+    from respike_nm.data.inspect import inspect_synthetic
+    from respike_nm.data.records import ClipSpec
+
+    rows = inspect_synthetic(4, ClipSpec(frames=16, stride=4, size=64), out / "data")
+    if not rows:
         raise DemoError("data inspect wrote no strip")
-    shutil.copyfile(strips[0], out / "decomposition.png")
+    shutil.copyfile(rows[0]["strip"], out / "decomposition.png")
 
 
 def _train(out: Path, model: str, sets: list[str]) -> Path:
+    from respike_nm.config import apply_overrides, load_config
+    from respike_nm.train.loop import train
+
     run = out / "runs" / model
     if run.exists():
         shutil.rmtree(run)
-    _cli(["train", "--config", "tiny", "--model", model, "--out", str(run), *sets])
+
+    def on_epoch(row: dict) -> None:
+        acc = f" test top-1 {row['test_top1']:.3f}" if "test_top1" in row else ""
+        print(f"epoch {row['epoch']:>3}: loss {row['train_loss']:.4f}{acc} ({row['seconds']:.0f} s)",
+              file=sys.stderr)
+
+    train(apply_overrides(load_config("tiny"), sets), model, run, on_epoch=on_epoch)
     return run
 
 
 def _eval(run: Path) -> dict:
-    res = json.loads(_cli(["eval", str(run), "--json"], capture=True))
+    from respike_nm.train.loop import evaluate_run
+
+    ev = evaluate_run(run)
     summary = json.loads((run / "summary.json").read_text())
     q = summary.get("quantization") or {}
-    return {"model": res["model"], "test_top1": res["top1"], "test_top1_video": res["top1_video"],
-            "epochs": res["epochs"], "quantized_top1": q.get("quantized_top1"),
+    return {"model": ev.model, "test_top1": ev.result.top1, "test_top1_video": ev.result.top1_video,
+            "epochs": ev.epochs, "quantized_top1": q.get("quantized_top1"),
             "train_seconds": summary["seconds"], "params": summary["params"]}
 
 
 def _export(run: Path, out: Path) -> Path:
+    from conversion.pipeline import export_run
+
     export = out / "hybrid-lava"
     if export.exists():
         shutil.rmtree(export)
-    _cli(["export", str(run), "--out", str(export)])
+    export_run(run, export)
     return export
 
 
 def _simulate(export: Path, clips: int) -> dict:
-    v = json.loads(_cli(["simulate", str(export), "--clips", str(clips), "--json"], capture=True))
-    if v["spike_mismatch"] != 0 or v["prediction_agreement"] != 1.0:
-        raise DemoError(f"Lava and PyTorch differ: {v['spike_mismatch']} mismatched spikes, prediction "
-                        f"agreement {v['prediction_agreement']}")
-    keep = ("clips", "spike_mismatch", "prediction_agreement", "hybrid_top1", "torch_top1",
-            "lava_steps_per_second")
-    return {k: v[k] for k in keep if k in v}
+    from conversion.pipeline import simulate_export
+
+    v = simulate_export(export, clips=clips)
+    if v.spike_mismatch != 0 or v.prediction_agreement != 1.0:
+        raise DemoError(f"Lava and PyTorch differ: {v.spike_mismatch} mismatched spikes, prediction "
+                        f"agreement {v.prediction_agreement}")
+    return {"clips": v.clips, "spike_mismatch": v.spike_mismatch,
+            "prediction_agreement": v.prediction_agreement, "hybrid_top1": v.hybrid_top1,
+            "torch_top1": v.torch_top1, "lava_steps_per_second": v.lava_steps_per_second}
 
 
 def _energy(run: Path, export: Path, out: Path, clips: int) -> dict:
+    from respike_nm.api import price_run
+    from respike_nm.cli.energy import graded_bits
+    from respike_nm.energy.report import REPORT_NAME, read_energy_report
+
     target = out / "energy"
     if target.exists():
         shutil.rmtree(target)
-    _cli(["energy", str(run), "--export", str(export), "--clips", str(clips), "--out", str(target)])
-    return energy_digest(json.loads((target / "energy.json").read_text()))
+    price_run(run, target, *graded_bits(export), clips=clips)
+    return energy_digest(read_energy_report(target / REPORT_NAME))
 
 
-def energy_digest(report: dict) -> dict:
-    """Per plan and target pair: energy per clip in uJ (compute only, and with the memory term)."""
+def energy_digest(report) -> dict:
+    """Per plan and target pair of an :class:`~respike_nm.energy.report.EnergySummary`: energy per
+    clip in uJ (compute only, and with the memory term)."""
     rows = []
-    for e in report["energy"]:
-        target = e["host"] + (f" + {e['chip']}" if e["chip"] else "")
-        rows.append({"plan": f"{e['plan']}: {e['title']}", "target": target,
-                     "uj_per_clip": e["compute_pj"] * 1e-6,
-                     "uj_per_clip_with_memory": e["compute_plus_memory_pj"] * 1e-6,
-                     "kind": "/".join(e["kinds"])})
-    return {"per": report["per"], "rows": rows, "caveats": report["caveats"]}
+    for e in report.energy:
+        target = e.host + (f" + {e.chip}" if e.chip else "")
+        rows.append({"plan": f"{e.plan}: {e.title}", "target": target, "uj_per_clip": e.compute_pj * 1e-6,
+                     "uj_per_clip_with_memory": e.compute_plus_memory_pj * 1e-6,
+                     "kind": "/".join(e.kinds)})
+    return {"per": report.per, "rows": rows, "caveats": list(report.caveats)}
 
 
 def _figures(out: Path, runs: dict, evals: dict) -> list[str]:

@@ -4,15 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-from dataclasses import asdict, replace
 from pathlib import Path
-
-from respike_nm.atomic import write_text_atomic
-
-SOURCE = "source.json"
 
 
 def add_parser(sub) -> None:
@@ -49,40 +42,16 @@ def add_parser(sub) -> None:
     mp.set_defaults(func=run_map)
 
 
-def _versions() -> dict:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("respike-nm", "torch", "lava-nc", "lava-dl", "norse", "numpy", "h5py")}
-
-
 def run_export(args) -> int:
-    from conversion.export import export_model
-    from conversion.manifest import file_sha256, write_manifest
-    from conversion.mapping import MAPPING_NAME, map_export, write_mapping
-    from respike_nm.train.loop import CHECKPOINT, load_run
+    from conversion.mapping import MAPPING_NAME
+    from conversion.pipeline import export_run
 
-    if args.out.exists():
-        raise ValueError(f"{args.out}: already exists; choose a new export folder")
-    model, cfg, ck = load_run(args.run_dir, quantize=True)
-    model.eval()
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    try:
-        manifest = export_model(model, tmp, (cfg.data.size, cfg.data.size))
-        manifest = replace(manifest, checkpoint_sha256=file_sha256(args.run_dir / CHECKPOINT),
-                           versions=_versions())
-        write_manifest(manifest, tmp / "manifest.json")
-        mapping = replace(map_export(tmp), export_dir=str(args.out))
-        write_mapping(mapping, tmp / MAPPING_NAME)
-        (tmp / SOURCE).write_text(json.dumps({"run_dir": str(args.run_dir.resolve())}) + "\n")
-        os.replace(tmp, args.out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    for st in manifest.stages:
+    result = export_run(args.run_dir, args.out)
+    for st in result.manifest.stages:
         print(f"stage {st.index}: {len(st.layers)} layers, input {st.input_shape} -> output "
               f"{st.output_shape}, T'={st.time_steps}, {st.hdf5}")
-    print(f"exported {len(manifest.stages)} stage network(s) to {args.out}")
-    _print_targets(mapping)
+    print(f"exported {len(result.manifest.stages)} stage network(s) to {args.out}")
+    _print_targets(result.mapping)
     print(f"hardware mapping in {args.out / MAPPING_NAME} (per layer: respike-nm map {args.out})")
     return 0
 
@@ -131,63 +100,20 @@ def _count(n: int | None) -> str:
 
 
 def run_simulate(args) -> int:
-    import torch
+    from conversion.pipeline import simulate_export
+    from respike_nm.records import to_data
+    from respike_nm.train.loop import CHECKPOINT
 
-    from conversion.hybrid import hybrid_logits
-    from conversion.manifest import file_sha256
-    from conversion.netx_check import check_export
-    from conversion.verify import verify_model
-    from respike_nm.data.transforms import normalize
-    from respike_nm.train.builder import build_datasets
-    from respike_nm.train.loop import CHECKPOINT, load_run
-
-    manifest = check_export(args.export_dir)  # before netx reads a file; a failure leaves verify.json
-    run_dir = args.run
-    if run_dir is None:
-        src = args.export_dir / SOURCE
-        if not src.is_file():
-            raise ValueError(f"{args.export_dir}: no {SOURCE}; name the trained run with --run")
-        try:
-            run_dir = Path(json.loads(src.read_text())["run_dir"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{src}: not a source record ({err!r}); name the trained run with "
-                             "--run") from None
-    digest = file_sha256(run_dir / CHECKPOINT)
-    if manifest.checkpoint_sha256 and digest != manifest.checkpoint_sha256:
-        print(f"respike-nm: warning: {run_dir / CHECKPOINT} is not the checkpoint this export was "
-              "made from (sha256 differs); results compare against the given run", file=sys.stderr)
-    model, cfg, ck = load_run(run_dir, quantize=True)
-    model.eval()
-    _, test, _, _ = build_datasets(cfg)
-    n = min(args.clips, len(test))
-    samples = [test[i] for i in range(n)]
-    video = normalize(torch.stack([s.video[0] for s in samples if s is not None]))
-    labels = torch.tensor([s.label for s in samples if s is not None])
-    stages = verify_model(model, manifest, args.export_dir, video)
-    hybrid = hybrid_logits(model, manifest, args.export_dir, video)
-    with torch.no_grad():
-        torch_pred = model(video).argmax(-1)
-    lava_pred = hybrid.logits.argmax(-1)
-    result = {
-        "clips": int(len(labels)),
-        "stages": [{"name": f"stage{s.stage}", **{k: v for k, v in asdict(s).items() if k != "stage"}}
-                   for s in stages],
-        "spike_mismatch": int(sum(s.spike_mismatch for s in stages)),
-        "model_mismatch": int(sum(s.model_mismatch for s in stages)),
-        "prediction_agreement": float((lava_pred == torch_pred).float().mean()),
-        "hybrid_top1": float((lava_pred == labels).float().mean()),
-        "torch_top1": float((torch_pred == labels).float().mean()),
-        "lava_steps_per_second": round(hybrid.lava_steps / hybrid.lava_seconds, 2)
-        if hybrid.lava_seconds else None,
-        "checkpoint_matches": digest == manifest.checkpoint_sha256,
-    }
-    write_text_atomic(args.export_dir / "verify.json", json.dumps(result, indent=2) + "\n")
+    report = simulate_export(args.export_dir, args.run, args.clips)
+    if not report.checkpoint_matches:
+        print(f"respike-nm: warning: {Path(report.run_dir) / CHECKPOINT} is not the checkpoint this export "
+              "was made from (sha256 differs); results compare against the given run", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for s in result["stages"]:
-            print(f"{s['name']}: {s['spike_mismatch']} mismatched spikes over {s['clips']} key-frame groups "
-                  f"({len(s['layers'])} layers), {s['steps_per_second']:.0f} Lava steps/s")
-        print(f"prediction agreement Lava hybrid vs PyTorch: {result['prediction_agreement']:.3f} "
-              f"on {result['clips']} clips; total spike mismatch {result['spike_mismatch']}")
+        print(json.dumps(to_data(report), indent=2))
+        return 0
+    for s in report.stages:
+        print(f"stage{s.stage}: {s.spike_mismatch} mismatched spikes over {s.clips} key-frame groups "
+              f"({len(s.layers)} layers), {s.steps_per_second:.0f} Lava steps/s")
+    print(f"prediction agreement Lava hybrid vs PyTorch: {report.prediction_agreement:.3f} "
+          f"on {report.clips} clips; total spike mismatch {report.spike_mismatch}")
     return 0

@@ -4,8 +4,6 @@ deployment plans on every hardware target (energy.json, energy.csv, plots, and a
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 GRADED_REFERENCE = "loihi2"  # without an export, graded messages at this target's graded-spike width
@@ -36,7 +34,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_energy)
 
 
-def _graded_bits(export: Path | None) -> tuple[int, str]:
+def graded_bits(export: Path | None) -> tuple[int, str]:
+    """Width of the graded messages: an export's manifest's, else the reference profile's graded-spike
+    width (an upper bound)."""
     from respike_nm.hardware import load_profile
 
     if export is not None:
@@ -48,78 +48,22 @@ def _graded_bits(export: Path | None) -> tuple[int, str]:
     return prof.limit("graded_spike_bits"), f"{prof.path} limits.graded_spike_bits (an upper bound)"
 
 
-def _profiles(args):
-    from respike_nm.energy.plans import MEMORY_KEY, TRANSFER_KEY
-    from respike_nm.hardware import ProfileError, builtin_profiles, load_profile
-
-    names = [t.strip() for t in args.targets.split(",") if t.strip()] or builtin_profiles()
-    targets = [load_profile(n) for n in names]
-    host, memory = load_profile(args.host), load_profile(args.memory_profile)
-    for key in (MEMORY_KEY, TRANSFER_KEY):
-        if key not in memory.costs:
-            raise ProfileError(f"{memory.path}: costs.{key} missing (needed by the memory term and traffic)")
-    hosts = [t for t in targets if t.target in ("gpu", "cmos")]
-    chips = [t for t in targets if t.target == "neuromorphic"]
-    return hosts, chips, host, memory, [*targets, host, memory]
-
-
-def _batches(cfg, clips: int, batch: int):
-    import torch
-
-    from respike_nm.data.transforms import normalize
-    from respike_nm.train.builder import build_datasets
-
-    _, test, _, _ = build_datasets(cfg)
-    n = min(clips, len(test))
-    if n < 1:
-        raise ValueError(f"{cfg.data.dataset}: no test clips to count")
-    for start in range(0, n, batch):
-        samples = [test[i] for i in range(start, min(n, start + batch))]
-        yield normalize(torch.stack([s.video[0] for s in samples if s is not None]))
-
-
 def run_energy(args) -> int:
-    from respike_nm.energy.counters import count_clips
-    from respike_nm.energy.plans import mac_figure, plan_counts, plan_energy
-    from respike_nm.energy.report import EnergyReport, table, write_report
-    from respike_nm.train.loop import load_run
+    from respike_nm.api import price_run
+    from respike_nm.energy.report import table
+    from respike_nm.hardware import load_profile
 
-    if args.out.exists():
-        raise ValueError(f"{args.out}: already exists; choose a new report folder")
-    if args.clips < 1 or args.batch < 1:
-        raise ValueError("--clips and --batch must be at least 1")
-    hosts, chips, host, memory, used = _profiles(args)
-    for h in (*hosts, host):
-        mac_figure(h, args.precision)  # fail before the model runs
-    bits, bits_source = _graded_bits(args.export)
-    model, cfg, _ = load_run(args.run_dir, quantize=True)  # what would be deployed
-    model.eval()
-    if model.snn is None or model.ann is None:
-        raise ValueError(f"{args.run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
-    counts = count_clips(model, _batches(cfg, args.clips, args.batch))
-    plans = plan_counts(counts, bits)
-    rows = []
-    for p in plans:
-        if p.plan in ("a", "d"):
-            rows += [plan_energy(p, h, None, memory, args.precision) for h in hosts]
-        else:
-            rows += [plan_energy(p, host, c, memory, args.precision) for c in chips]
-    profiles = {p.name: {"path": p.path, "target": p.target, "description": p.description} for p in used}
-    report = EnergyReport(str(args.run_dir.resolve()), args.precision, bits, bits_source, counts, plans,
-                          rows, profiles)
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True)
-    try:
-        write_report(report, tmp)
-        os.replace(tmp, args.out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    targets = [load_profile(t.strip()) for t in args.targets.split(",") if t.strip()] or None
+    bits, bits_source = graded_bits(args.export)
+    report = price_run(args.run_dir, args.out, bits, bits_source, targets=targets, host=args.host,
+                       memory=args.memory_profile, precision=args.precision, clips=args.clips,
+                       batch=args.batch)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(f"energy per clip, {counts.clips} clips of {args.run_dir} ({counts.fusion} fusion), "
-              f"{args.precision}; plans b/c on {host.name}")
+        c = report.counts
+        print(f"energy per clip, {c.clips} clips of {args.run_dir} ({c.fusion} fusion), "
+              f"{args.precision}; plans b/c on {load_profile(args.host).name}")
         print("\n".join(table(report)))
         print(f"wrote {args.out}/energy.json, energy.csv, plans.png, layers.png")
     return 0

@@ -87,26 +87,14 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
-    import torch
-    from torch.utils.data import DataLoader
-
-    from respike_nm.data.datasets import collate_clips
-    from respike_nm.train.builder import build_datasets
-    from respike_nm.train.loop import default_device, evaluate, load_run
+    from respike_nm.train.loop import evaluate_run
 
     quantize = {"as-trained": None, "on": True, "off": False}[args.quantized]
-    device = default_device()
-    model, cfg, ck = load_run(args.run_dir, quantize=quantize, device=device)
-    _, test, classes, _ = build_datasets(cfg)
-    loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips,
-                        num_workers=cfg.data.num_workers)
-    with torch.no_grad():
-        res = evaluate(model, loader, device, _progress(False))
-    out = {"run": str(args.run_dir), "model": ck.kind, "epochs": ck.epoch,
-           "quantized": cfg.quant.enabled if quantize is None else quantize, **res.to_dict()}
+    ev = evaluate_run(args.run_dir, quantize, progress=_progress(False))
+    res = ev.result
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(ev.to_dict(), indent=2))
     else:
-        print(f"{ck.kind} ({ck.epoch} epochs): top-1 {res.top1:.3f} per clip, {res.top1_video:.3f} per "
+        print(f"{ev.model} ({ev.epochs} epochs): top-1 {res.top1:.3f} per clip, {res.top1_video:.3f} per "
               f"video, top-5 {res.top5:.3f}, on {res.videos} test videos")
     return 0

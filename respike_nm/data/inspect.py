@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -62,3 +64,36 @@ def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
         residual_active=round(active, 6),
     )
     return report, parts
+
+
+def slug(text: str) -> str:
+    """``text`` as a file name: runs of other characters become ``_``, at most 120 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-120:]
+
+
+def inspect_synthetic(n: int, spec: ClipSpec, out: Path | None = None) -> list[dict]:
+    """Rows (and, into ``out``, PNG strips) for ``n`` synthetic-motion test clips, taken as the
+    training pipeline takes them, at the generator's own resolution; the classes vary both factors."""
+    from respike_nm.data.factory import DataSource, make_dataset
+    from respike_nm.data.figures import save_strip
+    from respike_nm.data.transforms import normalize
+
+    source = DataSource("synthetic-motion")
+    cfg = source.synthetic
+    spec = replace(spec, size=cfg.height)  # the generator's own resolution: no crop, no resize
+    ds, classes, _ = make_dataset(source, "test", spec, train=False)
+    rows = []
+    for i in range(min(n, len(classes))):
+        cls = (i % cfg.appearances) * cfg.motions + i % cfg.motions  # vary both factors
+        idx = next(j for j in range(len(ds)) if ds.label(j) == cls)
+        parts = decompose(normalize(ds[idx].video), spec.stride)
+        energy, active = summarise(parts)
+        src = f"synthetic-motion:test:{idx} ({classes[cls]})"
+        row = {"path": src, "frames": spec.frames, "fps": None, "width": cfg.width,
+               "height": cfg.height, "codec": "synthetic", "key_frames": parts.key.shape[1],
+               "residuals_per_key": parts.residual.shape[2], "residual_energy": round(energy, 6),
+               "residual_active": round(active, 6)}
+        if out:
+            row["strip"] = str(save_strip(parts, out / f"{slug(f'synthetic_{classes[cls]}')}.png", title=src))
+        rows.append(row)
+    return rows

@@ -12,10 +12,24 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from respike_nm.energy.counters import ClipCounts, totals
-from respike_nm.energy.plans import PlanCounts, PlanEnergy
+from torch import nn
+
+from respike_nm.energy.counters import ClipCounts, count_clips, totals
+from respike_nm.energy.plans import (
+    MEMORY_KEY,
+    TRANSFER_KEY,
+    FigureUse,
+    PlanCounts,
+    PlanEnergy,
+    mac_figure,
+    plan_counts,
+    plan_energy,
+)
+from respike_nm.hardware import HwProfile, ProfileError
+from respike_nm.records import from_data
 
 FORMAT, VERSION = "respike-nm-energy", 1
+REPORT_NAME = "energy.json"
 COMPONENTS = ("gpu_compute", "chip_synops", "chip_graded", "chip_neurons", "chip_routing", "transfer")
 CAVEATS = (
     "GPU figures are TDP over dense peak throughput (derived): a best case that real kernels do not reach.",
@@ -158,10 +172,89 @@ def plot_layers(report: EnergyReport, path: Path) -> None:
 
 def write_report(report: EnergyReport, out_dir: Path) -> None:
     """energy.json, energy.csv, plans.png and layers.png into ``out_dir`` (an existing folder)."""
-    (out_dir / "energy.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (out_dir / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     (out_dir / "energy.csv").write_text(csv_text(report))
     plot_plans(report, out_dir / "plans.png")
     plot_layers(report, out_dir / "layers.png")
+
+
+@dataclass(frozen=True)
+class EnergyRow:
+    """One plan on one host (and chip) as ``energy.json`` holds it, in picojoules per clip."""
+
+    plan: str
+    title: str
+    host: str
+    chip: str | None
+    compute_pj: float
+    memory_pj: float
+    compute_plus_memory_pj: float
+    kinds: tuple[str, ...]
+    memory_kinds: tuple[str, ...]
+    components_pj: dict[str, float]
+    layers_pj: dict[str, float]
+    figures: tuple[FigureUse, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnergySummary:
+    """What :func:`read_energy_report` reads back from ``energy.json``: the priced plans, the run,
+    the precision and the caveats (the counts stay in the file)."""
+
+    run_dir: str
+    precision: str
+    per: str
+    caveats: tuple[str, ...]
+    energy: tuple[EnergyRow, ...]
+
+
+class EnergyReportError(ValueError):
+    """An ``energy.json`` this version cannot read; the message names the file and field."""
+
+
+def read_energy_report(path: str | Path) -> EnergySummary:
+    """Read ``energy.json`` (format and version checked, each plan row typed field by field)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EnergyReportError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict) or (data.get("format"), data.get("version")) != (FORMAT, VERSION):
+        raise EnergyReportError(f"{path}: not a {FORMAT} version {VERSION} file")
+    head = {k: data[k] for k in ("run_dir", "precision", "per", "caveats", "energy") if k in data}
+    try:
+        return from_data(EnergySummary, head, "energy.json", EnergyReportError)
+    except EnergyReportError as err:
+        raise EnergyReportError(f"{path}: {err}") from None
+
+
+def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, graded_bits_source: str,
+                  targets: list[HwProfile], host: HwProfile, memory: HwProfile,
+                  precision: str = "fp32") -> EnergyReport:
+    """Count ``model`` (a quantized hybrid, eval mode) on ``batches`` of normalised clips and price the
+    four plans: a and d on every GPU/CMOS profile in ``targets``, b and c on ``host`` with every
+    neuromorphic profile in ``targets``; the memory term and traffic with ``memory``'s figures."""
+    for key in (MEMORY_KEY, TRANSFER_KEY):
+        if key not in memory.costs:
+            raise ProfileError(f"{memory.path}: costs.{key} missing (needed by the memory term and traffic)")
+    hosts = [t for t in targets if t.target in ("gpu", "cmos")]
+    chips = [t for t in targets if t.target == "neuromorphic"]
+    for h in (*hosts, host):
+        mac_figure(h, precision)  # fail before the model runs
+    if model.snn is None or model.ann is None:
+        raise ValueError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
+    counts = count_clips(model, batches)
+    plans = plan_counts(counts, graded_bits)
+    rows = []
+    for p in plans:
+        if p.plan in ("a", "d"):
+            rows += [plan_energy(p, h, None, memory, precision) for h in hosts]
+        else:
+            rows += [plan_energy(p, host, c, memory, precision) for c in chips]
+    profiles = {p.name: {"path": p.path, "target": p.target, "description": p.description}
+                for p in [*targets, host, memory]}
+    return EnergyReport(run_dir, precision, graded_bits, graded_bits_source, counts, plans, rows, profiles)
 
 
 def table(report: EnergyReport) -> list[str]:

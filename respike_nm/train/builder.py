@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from respike_nm.config import Config
 from respike_nm.data.binding import SyntheticBindingConfig
 from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
+from respike_nm.data.transforms import normalize
 from respike_nm.models.fixed_point import spec_for
 from respike_nm.models.respike import ReSpike, ReSpikeSpec
 from respike_nm.models.snn import SNNSpec
@@ -40,6 +44,19 @@ def build_datasets(cfg: Config):
     train, classes, skipped = make_dataset(source, "train", spec, train=True, seed=cfg.seed)
     test, _, _ = make_dataset(source, "test", spec, train=False, seed=cfg.seed)
     return train, test, classes, skipped
+
+
+def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` test clips of ``cfg``'s dataset (its first evaluation window each), normalised:
+    ``(video [n', T, 3, S, S], labels [n'])``, ``n' = min(n, test clips)``; clips that fail to decode
+    are left out."""
+    if n < 1:
+        raise ValueError(f"the number of clips must be at least 1, got {n}")
+    _, test, _, _ = build_datasets(cfg)
+    samples = [s for s in (test[i] for i in range(min(n, len(test)))) if s is not None]
+    if not samples:
+        raise ValueError(f"{cfg.data.dataset}: no test clip could be read")
+    return normalize(torch.stack([s.video[0] for s in samples])), torch.tensor([s.label for s in samples])
 
 
 def model_spec(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpikeSpec:

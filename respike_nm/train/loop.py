@@ -313,3 +313,31 @@ def load_run(run_dir: str | Path, quantize: bool | None = None, device: torch.de
     model = build_model(cfg, ck.kind, len(ck.classes), quantize=quantize)
     load_model_state(model, ck.model, ck.path)
     return model.to(device or torch.device("cpu")), cfg, ck
+
+
+@dataclass
+class RunEvaluation:
+    """:func:`evaluate_run`'s answer: the accuracies and what was evaluated."""
+
+    run: str
+    model: str
+    epochs: int
+    quantized: bool
+    result: EvalResult
+
+    def to_dict(self) -> dict:
+        return {"run": self.run, "model": self.model, "epochs": self.epochs, "quantized": self.quantized,
+                **self.result.to_dict()}
+
+
+def evaluate_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None,
+                 progress: Progress = no_progress) -> RunEvaluation:
+    """Evaluate a run's checkpoint on its test set (``quantize`` None: as it was trained)."""
+    device = device or default_device()
+    model, cfg, ck = load_run(run_dir, quantize=quantize, device=device)
+    _, test, _, _ = build_datasets(cfg)
+    loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips,
+                        num_workers=cfg.data.num_workers)
+    res = evaluate(model, loader, device, progress)
+    return RunEvaluation(str(run_dir), ck.kind, ck.epoch, cfg.quant.enabled if quantize is None else quantize,
+                         res)

@@ -1,0 +1,148 @@
+"""The deployment library under the command line: export a trained run, simulate an export.
+
+:func:`export_run` writes an export folder (netx HDF5 per stage network, ``manifest.json`` with the
+run it came from, ``mapping.json``) atomically; :func:`simulate_export` runs it in Lava against the
+quantized PyTorch model and returns a :class:`SimulationReport`, which it also writes as
+``verify.json`` (:func:`read_simulation_report` reads it back). The CLI, the demo, the notebooks and
+the benchmarks call these functions; they only parse, call and print.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from conversion.export import export_model
+from conversion.hybrid import hybrid_logits
+from conversion.manifest import MANIFEST_NAME, ExportManifest, file_sha256, write_manifest
+from conversion.mapping import MAPPING_NAME, MappingReport, map_export, write_mapping
+from conversion.netx_check import check_export
+from conversion.verify import VerificationResult, verify_model
+from respike_nm.atomic import atomic_dir, write_text_atomic
+from respike_nm.hardware import HwProfile
+from respike_nm.records import from_data, to_data
+from respike_nm.train.builder import test_clips
+from respike_nm.train.loop import CHECKPOINT, load_run
+
+REPORT_NAME = "verify.json"
+REPORT_VERSION = 1
+STACK = ("respike-nm", "torch", "lava-nc", "lava-dl", "norse", "numpy", "h5py")
+
+
+class ReportError(ValueError):
+    """A ``verify.json`` that this version cannot read; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    manifest: ExportManifest
+    mapping: MappingReport
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """Lava against PyTorch on ``clips`` test clips.
+
+    ``stages``: per stage network, the bit-exactness check (:class:`VerificationResult`);
+    ``spike_mismatch`` / ``model_mismatch``: their totals; ``prediction_agreement``: share of clips
+    where the hybrid with its SNN in Lava predicts what the PyTorch model predicts; ``hybrid_top1`` /
+    ``torch_top1``: their accuracies; ``lava_steps_per_second``: of the hybrid run;
+    ``checkpoint_matches``: whether the run compared is the one exported.
+    """
+
+    clips: int
+    stages: tuple[VerificationResult, ...]
+    spike_mismatch: int
+    model_mismatch: int
+    prediction_agreement: float
+    hybrid_top1: float
+    torch_top1: float
+    lava_steps_per_second: float | None
+    checkpoint_matches: bool
+    run_dir: str
+    format_version: int = REPORT_VERSION
+
+
+def stack_versions() -> dict[str, str]:
+    """The installed versions of the packages an export depends on."""
+    return {p: version(p) for p in STACK}
+
+
+def export_run(run_dir: str | Path, out: str | Path, profiles: list[HwProfile] | None = None) -> ExportResult:
+    """Export ``run_dir``'s SNN branch into the new folder ``out`` (temporary folder, then rename).
+
+    The model is rebuilt with quantization on, so what is exported is what the quantized model
+    computes; the manifest records the checkpoint's sha256, the run's path and the stack's versions;
+    ``mapping.json`` maps the export onto ``profiles`` (default: every neuromorphic profile).
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    model, cfg, _ = load_run(run_dir, quantize=True)
+    model.eval()
+    with atomic_dir(out, "export folder") as tmp:
+        manifest = export_model(model, tmp, (cfg.data.size, cfg.data.size))
+        manifest = replace(manifest, checkpoint_sha256=file_sha256(run_dir / CHECKPOINT),
+                           versions=stack_versions(), run_dir=str(run_dir.resolve()))
+        write_manifest(manifest, tmp / MANIFEST_NAME)
+        mapping = replace(map_export(tmp, profiles), export_dir=str(out))
+        write_mapping(mapping, tmp / MAPPING_NAME)
+    return ExportResult(out, manifest, mapping)
+
+
+def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
+                    clips: int = 8) -> SimulationReport:
+    """Check ``export_dir``, run every stage network and the hybrid in Lava on ``clips`` test clips
+    of the run (default: the one the export was made from), compare with the quantized PyTorch model
+    and write ``verify.json``. A failure before the comparison leaves an existing report untouched."""
+    export_dir = Path(export_dir)
+    manifest = check_export(export_dir)  # before netx reads a file
+    if run_dir is None:
+        if not manifest.run_dir:
+            raise ValueError(f"{export_dir / MANIFEST_NAME}: records no run; name the trained run")
+        run_dir = manifest.run_dir
+    run_dir = Path(run_dir)
+    digest = file_sha256(run_dir / CHECKPOINT)
+    model, cfg, _ = load_run(run_dir, quantize=True)
+    model.eval()
+    video, labels = test_clips(cfg, clips)
+    stages = verify_model(model, manifest, export_dir, video)
+    hybrid = hybrid_logits(model, manifest, export_dir, video)
+    with torch.no_grad():
+        torch_pred = model(video).argmax(-1)
+    lava_pred = hybrid.logits.argmax(-1)
+    report = SimulationReport(
+        clips=int(len(labels)), stages=tuple(stages),
+        spike_mismatch=int(sum(s.spike_mismatch for s in stages)),
+        model_mismatch=int(sum(s.model_mismatch for s in stages)),
+        prediction_agreement=float((lava_pred == torch_pred).float().mean()),
+        hybrid_top1=float((lava_pred == labels).float().mean()),
+        torch_top1=float((torch_pred == labels).float().mean()),
+        lava_steps_per_second=(round(hybrid.lava_steps / hybrid.lava_seconds, 2) if hybrid.lava_seconds
+                               else None),
+        checkpoint_matches=digest == manifest.checkpoint_sha256, run_dir=str(run_dir))
+    write_simulation_report(report, export_dir / REPORT_NAME)
+    return report
+
+
+def write_simulation_report(report: SimulationReport, path: str | Path) -> Path:
+    return write_text_atomic(path, json.dumps(to_data(report), indent=2) + "\n")
+
+
+def read_simulation_report(path: str | Path) -> SimulationReport:
+    """Read a ``verify.json`` written by :func:`simulate_export`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict) or data.get("format_version") != REPORT_VERSION:
+        got = data.get("format_version") if isinstance(data, dict) else None
+        raise ReportError(f"{path}: format_version: this reader knows {REPORT_VERSION}, the file says "
+                          f"{got!r}")
+    try:
+        return from_data(SimulationReport, data, "report", ReportError)
+    except ReportError as err:
+        raise ReportError(f"{path}: {err}") from None

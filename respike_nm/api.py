@@ -1,0 +1,40 @@
+"""The library under the command line, for what crosses the training and energy packages.
+
+Everything the ``respike-nm`` commands do is a function call: :func:`respike_nm.train.loop.train`,
+:func:`respike_nm.train.loop.evaluate_run`, :func:`price_run` here, and, on the deployment side,
+:mod:`conversion.pipeline` (export, simulate). The CLI modules parse arguments, call these and print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from respike_nm.atomic import atomic_dir
+from respike_nm.energy.report import EnergyReport, energy_report, write_report
+from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
+from respike_nm.train.builder import test_clips
+from respike_nm.train.loop import load_run
+
+
+def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bits_source: str, *,
+              targets: list[HwProfile] | None = None, host: str = "h100", memory: str = "cmos45nm",
+              precision: str = "fp32", clips: int = 8, batch: int = 4) -> EnergyReport:
+    """Count a trained hybrid (rebuilt quantized: what would be deployed) on ``clips`` test clips,
+    ``batch`` at a time, price the four plans (:func:`~respike_nm.energy.report.energy_report`) and
+    write the report into the new folder ``out`` (temporary folder, then rename)."""
+    if batch < 1:
+        raise ValueError(f"the batch must be at least 1 clip, got {batch}")
+    run_dir = Path(run_dir)
+    targets = targets if targets is not None else [load_profile(n) for n in builtin_profiles()]
+    host_p, memory_p = load_profile(host), load_profile(memory)
+    if Path(out).exists():
+        raise ValueError(f"{out}: already exists; choose a new report folder")
+    model, cfg, _ = load_run(run_dir, quantize=True)
+    model.eval()
+    video, _ = test_clips(cfg, clips)
+    batches = [video[i:i + batch] for i in range(0, len(video), batch)]
+    report = energy_report(model, batches, str(run_dir.resolve()), graded_bits, graded_bits_source, targets,
+                           host_p, memory_p, precision)
+    with atomic_dir(out, "report folder") as tmp:
+        write_report(report, tmp)
+    return report
