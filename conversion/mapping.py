@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 
 from conversion.manifest import MANIFEST_NAME, ExportManifest, read_manifest
+from conversion.netx_check import NetxGroup
 from respike_nm.atomic import write_text_atomic
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
 
@@ -211,10 +212,10 @@ def _stage_layers(export_dir: Path, manifest: ExportManifest, index: int) -> lis
         raise MappingError(f"{path}: missing (named by {export_dir / MANIFEST_NAME} stages[{index}].hdf5)")
     try:
         with h5py.File(path, "r") as f:
-            groups = [f["layer"][k] for k in sorted(f["layer"], key=int)]
+            groups = [NetxGroup(f["layer"][k], f"{path}: layer/{k}") for k in sorted(f["layer"], key=int)]
             layers, shape = [], tuple(stage.input_shape)
             for group in groups:
-                kind = _text(group["type"][()])
+                kind = group.string("type")
                 if kind == "input":
                     continue
                 if len(layers) == len(stage.layers):
@@ -232,8 +233,9 @@ def _stage_layers(export_dir: Path, manifest: ExportManifest, index: int) -> lis
     return layers
 
 
-def _read_layer(g: h5py.Group, kind: str, stage: int, name: str, shape: Shape3, bits: int) -> LayerMap:
-    weight = np.asarray(g["weight"][()])
+def _read_layer(g: NetxGroup, kind: str, stage: int, name: str, shape: Shape3, bits: int) -> LayerMap:
+    any_shape = (g.dataset("weight").shape,)
+    weight = g.array("weight", "iuf", any_shape)
     if kind == "dense":
         if weight.ndim != 2 or weight.shape[1] != math.prod(shape):
             raise MappingError(f"{name}: dense weight {weight.shape} does not take input {shape}")
@@ -241,17 +243,12 @@ def _read_layer(g: h5py.Group, kind: str, stage: int, name: str, shape: Shape3, 
                          (1, 1), (0, 0), (1, 1), bits)
     if kind != "conv":
         raise MappingError(f"{name}: layer type {kind!r} is not mapped (conv and dense are)")
-    if int(g["groups"][()]) != 1:
+    if int(g.integer("groups", 0, 1 << 30)) != 1:
         raise MappingError(f"{name}: grouped convolution is not mapped")
-    pair = {k: tuple(int(v) for v in np.broadcast_to(g[k][()], (2,))) for k in
-            ("kernelSize", "stride", "padding", "dilation")}
+    pair = {k: tuple(int(v) for v in np.broadcast_to(g.integer(k, 0, 1 << 30, ((), (1,), (2,))), (2,)))
+            for k in ("kernelSize", "stride", "padding", "dilation")}
     return layer_map(stage, name, kind, shape, weight, pair["kernelSize"], pair["stride"], pair["padding"],
                      pair["dilation"], bits)
-
-
-def _text(value) -> str:
-    value = value[0] if isinstance(value, np.ndarray) else value
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # ---------------------------------------------------------------- placement

@@ -110,10 +110,10 @@ def _check_layers(f: h5py.File, path: str, stage: StageManifest, spec: FixedPoin
             f"{path}: layer: holds groups {', '.join(sorted(keys, key=_order))}, but the manifest's "
             f"stage {stage.index} has an input layer and {len(stage.layers)} conv layers "
             f"({', '.join(stage.layers)}): expected layer/0..{len(stage.layers)}; unexpected: {extra}")
-    _check_input(_Layer(f["layer/0"], f"{path}: layer/0 (input)"), stage)
+    _check_input(NetxGroup(f["layer/0"], f"{path}: layer/0 (input)"), stage)
     shape_in = stage.input_shape
     for i, (name, shape) in enumerate(zip(stage.layers, stage.layer_shapes, strict=True), start=1):
-        _check_conv(_Layer(f[f"layer/{i}"], f"{path}: layer/{i} ({name})"), shape_in, shape, spec)
+        _check_conv(NetxGroup(f[f"layer/{i}"], f"{path}: layer/{i} ({name})"), shape_in, shape, spec)
         shape_in = shape
 
 
@@ -121,8 +121,9 @@ def _order(key: str):
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
-class _Layer:
-    """One ``layer/<i>`` group with typed readers whose errors name file, layer and field."""
+class NetxGroup:
+    """One ``layer/<i>`` group of a netx HDF5 file with typed readers whose errors name file, layer
+    and field (the one reader of netx files: the checks here and the mapping report use it)."""
 
     def __init__(self, group, where: str, prefix: str = "") -> None:
         if not isinstance(group, h5py.Group):
@@ -174,7 +175,7 @@ _KINDS = {"iu": "an integer dtype", "iuf": "an integer or float dtype"}
 _BIG = 1 << 30  # shapes, strides and paddings have no hardware limit of their own here
 
 
-def _check_input(layer: _Layer, stage: StageManifest) -> None:
+def _check_input(layer: NetxGroup, stage: StageManifest) -> None:
     if (kind := layer.string("type")) != "input":
         raise layer.error("type", f"{kind!r}, expected 'input' (the manifest's graded stage input)")
     shape = tuple(int(v) for v in layer.integer("shape", 1, _BIG, ((3,),)))
@@ -185,7 +186,7 @@ def _check_input(layer: _Layer, stage: StageManifest) -> None:
                                     "conv (an input neuron would binarize it and shift the resets)")
 
 
-def _check_conv(layer: _Layer, shape_in: tuple, shape: tuple, spec: FixedPointSpec) -> None:
+def _check_conv(layer: NetxGroup, shape_in: tuple, shape: tuple, spec: FixedPointSpec) -> None:
     """A CUBA conv layer taking ``shape_in`` to ``shape`` (both SLAYER ``(C, H, W)``)."""
     if (kind := layer.string("type")) != "conv":
         raise layer.error("type", f"{kind!r}, expected 'conv' (the manifest's layers are convolutions)")
@@ -209,7 +210,7 @@ def _pair(value: np.ndarray) -> tuple[int, int]:
     return (int(value), int(value)) if value.ndim == 0 else (int(value[0]), int(value[1]))
 
 
-def _check_weight(layer: _Layer, shape_in, shape, stride, padding, dilation,
+def _check_weight(layer: NetxGroup, shape_in, shape, stride, padding, dilation,
                   spec: FixedPointSpec) -> None:
     """``weight [C_out, C_in, kH, kW]`` (netx also takes a trailing 1) giving ``shape`` from ``shape_in``."""
     ds = layer.dataset("weight")
@@ -228,11 +229,11 @@ def _check_weight(layer: _Layer, shape_in, shape, stride, padding, dilation,
     layer.integral("weight", *spec.weight_int_range, (ds.shape,))
 
 
-def _check_neuron(layer: _Layer, spec: FixedPointSpec) -> None:
+def _check_neuron(layer: NetxGroup, spec: FixedPointSpec) -> None:
     group = layer.group.get("neuron")
     if not isinstance(group, h5py.Group):
         raise layer.error("neuron", "missing group" if group is None else "a dataset, not a group")
-    neuron = _Layer(group, layer.where, "neuron/")
+    neuron = NetxGroup(group, layer.where, "neuron/")
     if (kind := neuron.string("type")) not in NEURON_TYPES:
         raise neuron.error("type", f"{kind!r}, expected one of {', '.join(NEURON_TYPES)} (CUBA-LIF)")
     for key in ("iDecay", "vDecay"):

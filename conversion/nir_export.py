@@ -43,7 +43,7 @@ from torch import nn
 
 import respike_nm
 from respike_nm.atomic import atomic_file
-from respike_nm.models.deploy import DeployError, cut_stages
+from respike_nm.models.deploy import DeployError, check_layer, cut_stages
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
     quantize_decay,
@@ -109,14 +109,14 @@ def conv_layer(name: str, layer: SpikingConv) -> NirLayer:
     if conv.kernel_size[0] != conv.kernel_size[1]:
         raise NirExportError(f"{name}: kernel {conv.kernel_size} is not square (nir 1.0.8 infers conv output "
                              "shapes from the kernel's first dimension only)")
-    if conv.bias is not None or conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
-        raise NirExportError(f"{name}: only zero-padded, ungrouped, undilated convs without bias export")
+    try:
+        check_layer(name, layer)
+    except DeployError as exc:
+        raise NirExportError(str(exc)) from None
     geometry = {"stride": tuple(conv.stride), "padding": tuple(conv.padding)}
     with torch.no_grad():
         if layer.quant is None or not (layer.fake_quant and syn.fake_quant):
-            scale = syn.bn.weight / torch.sqrt(syn.bn.running_var + syn.bn.eps)
-            weight = conv.weight * scale.view(-1, 1, 1, 1)
-            bias = syn.bn.bias - syn.bn.running_mean * scale
+            weight, bias = syn.folded(with_gain=False)  # NIR's neuron applies the input gain
             return NirLayer(name, _np(weight), _np(bias), layer.base_params, **geometry)
         try:
             chip = layer.chip_layer()

@@ -58,3 +58,17 @@ def test_bad_yaml_names_the_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(str(p))
     assert str(p) in str(err.value)
+
+
+def test_config_choices_are_the_registries():
+    """The config's valid values are the registries' names (the config module stays light, so it
+    keeps its own copy; this keeps the two from drifting apart)."""
+    from respike_nm.config import CHOICES
+    from respike_nm.data.factory import DATASETS
+    from respike_nm.models.ann import ARCHS
+    from respike_nm.models.respike import FUSION_NORMS, FUSIONS
+    from respike_nm.models.snn import SNN_ARCHS
+
+    assert CHOICES["data.dataset"] == DATASETS
+    assert CHOICES["model.fusion"] == FUSIONS and CHOICES["model.fusion_norm"] == FUSION_NORMS
+    assert CHOICES["model.snn_arch"] == tuple(SNN_ARCHS) and CHOICES["model.ann_arch"] == tuple(ARCHS)

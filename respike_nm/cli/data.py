@@ -14,6 +14,8 @@ from respike_nm.data.errors import DataError
 
 
 def add_parser(sub) -> None:
+    from respike_nm.data.factory import DATASETS
+
     data = sub.add_parser("data", help="inspect videos, build the HDF5 clip cache")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
 
@@ -36,9 +38,7 @@ def add_parser(sub) -> None:
         description="Decode every video of a dataset to uint8 frames at one frame size and write "
                     "them, with labels and metadata, to one HDF5 file (temporary file, then rename).",
     )
-    cache.add_argument("--dataset", required=True,
-                       choices=["synthetic-motion", "synthetic-binding", "ucf101", "hmdb51", "kinetics",
-                                "folder"])
+    cache.add_argument("--dataset", required=True, choices=[d for d in DATASETS if d != "cache"])
     cache.add_argument("--data-root", type=Path, help="dataset folder (not for synthetic-motion)")
     cache.add_argument("--split", type=int, default=1, help="official split number (UCF/HMDB)")
     cache.add_argument("--seed", type=int, default=0, help="folder split / synthetic seed")

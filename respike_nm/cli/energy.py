@@ -10,6 +10,8 @@ GRADED_REFERENCE = "loihi2"  # without an export, graded messages at this target
 
 
 def add_parser(sub) -> None:
+    from respike_nm.energy.plans import PRECISIONS
+
     p = sub.add_parser(
         "energy", help="energy per clip of four deployment plans on every hardware target",
         description="Run test clips through a trained run with operation counters (MACs, synaptic "
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="h100", help="GPU-side profile for plans b and c (default h100)")
     p.add_argument("--memory-profile", default="cmos45nm",
                    help="profile with the SRAM/DRAM figures of the memory term and the traffic")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+    p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
                    help="arithmetic of the GPU side (default fp32)")
     p.add_argument("--export", type=Path, help="an export folder: graded messages at its manifest's "
                    f"width (default: {GRADED_REFERENCE}'s graded-spike width, an upper bound)")

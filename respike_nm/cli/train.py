@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 def add_parser(sub) -> None:
     from respike_nm.config import PRESETS
+    from respike_nm.models import list_models
 
     tr = sub.add_parser(
         "train", help="train the hybrid model or a baseline",
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
                     "RUN_DIR/summary.json. Under torchrun, trains with DistributedDataParallel.",
     )
     tr.add_argument("--config", default="tiny", help=f"preset ({', '.join(PRESETS)}) or YAML file")
-    tr.add_argument("--model", default="hybrid", choices=["hybrid", "ann", "snn"])
+    tr.add_argument("--model", default="hybrid", choices=list_models())
     tr.add_argument("--dataset", help="overrides data.dataset")
     tr.add_argument("--data-root", help="overrides data.data_root")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

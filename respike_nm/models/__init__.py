@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import fields
 
 
+def list_models() -> tuple[str, ...]:
+    """The registered model names: three registrations of one code path."""
+    from respike_nm.models.respike import KINDS
+
+    return KINDS
+
+
 def create_model(name: str, num_classes: int, **overrides):
     """A registered model (``hybrid``, ``ann``, ``snn``) with spec field overrides."""
     from respike_nm.models.respike import KINDS, ReSpike, ReSpikeSpec

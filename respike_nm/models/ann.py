@@ -23,6 +23,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from respike_nm.state import compare_state
+
 log = logging.getLogger(__name__)
 
 Block = type[BasicBlock] | type[Bottleneck]
@@ -292,11 +294,4 @@ def state_dict_mismatches(expected: Mapping[str, Tensor], given: Mapping[str, Te
     A missing ``num_batches_tracked`` is tolerated (the model's own counter is kept): old torchvision
     checkpoints lack it, and it plays no part in eval or in training with a set momentum.
     """
-    lines = []
-    for k, v in expected.items():
-        if k not in given and not k.endswith("num_batches_tracked"):
-            lines.append(f"missing {k} {list(v.shape)}")
-        elif k in given and given[k].shape != v.shape:
-            lines.append(f"shape mismatch {k}: file {list(given[k].shape)}, model {list(v.shape)}")
-    lines += [f"unexpected {k} {list(v.shape)}" for k, v in given.items() if k not in expected]
-    return lines
+    return compare_state(expected, given, tolerate_missing=("num_batches_tracked",)).lines()

@@ -28,7 +28,14 @@ from respike_nm.models.snn import PlainSNN, SNNSpec, create_snn, run_stem
 StageRunner = Callable[[StageSpec, torch.Tensor], torch.Tensor]
 
 KINDS = ("hybrid", "ann", "snn")
-FUSIONS = ("multiscale", "downsample", "late", "none")
+FUSION_POINTS: dict[str, Callable[[tuple[int, ...]], tuple[int, ...]]] = {
+    "multiscale": lambda stages: tuple(sorted(stages)),  # the configured stages (2, 3, 4 by default)
+    "downsample": lambda stages: (1, 2, 3, 4),
+    "late": lambda stages: (4,),
+    "none": lambda stages: (),
+}
+"""Fusion variant -> the 1-based SNN stages it fuses after, given ``fusion_stages``."""
+FUSIONS = tuple(FUSION_POINTS)
 FUSION_NORMS = ("auto", *NORMS)
 DOWNSAMPLE_POOL = {1: 4, 2: 2}  # published: stages 1 and 2 pooled to stage 3's resolution
 
@@ -71,13 +78,9 @@ class ReSpikeSpec:
     @property
     def fused_stages(self) -> tuple[int, ...]:
         """1-based SNN stages after which fusion is applied."""
-        if self.kind != "hybrid" or self.fusion == "none":
+        if self.kind != "hybrid":
             return ()
-        if self.fusion == "late":
-            return (4,)
-        if self.fusion == "downsample":
-            return (1, 2, 3, 4)
-        return tuple(sorted(self.fusion_stages))
+        return FUSION_POINTS[self.fusion](self.fusion_stages)
 
 
 def fusion_norm_for(snn_arch: str) -> str:

@@ -72,11 +72,15 @@ class ConvBN(nn.Module):
         self.freeze_bn = False  # fold with the running statistics in training too
         self.gain = gain  # the paper LIF's input gain, folded into the weights
 
-    def folded(self, mean: torch.Tensor | None = None, var: torch.Tensor | None = None):
-        """BN folded into ``(weight [Co, Ci, k, k], bias [Co])``, before quantization."""
+    def folded(self, mean: torch.Tensor | None = None, var: torch.Tensor | None = None,
+               with_gain: bool = True):
+        """BN folded into ``(weight [Co, Ci, k, k], bias [Co])``, before quantization (running
+        statistics unless given); ``with_gain`` False leaves the LIF's input gain out."""
         mean = self.bn.running_mean if mean is None else mean
         var = self.bn.running_var if var is None else var
         scale = self.bn.weight / torch.sqrt(var + self.bn.eps)
+        if not with_gain:
+            return self.conv.weight * scale.view(-1, 1, 1, 1), self.bn.bias - mean * scale
         weight = self.conv.weight * (self.gain * scale).view(-1, 1, 1, 1)
         bias = self.gain * (self.bn.bias - mean * scale)
         return weight, bias
@@ -262,9 +266,11 @@ def run_stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return conv_per_step(net.stem, x)
 
 
+SNN_ARCHS: dict[str, type[nn.Module]] = {"plain": PlainSNN, "resnet": ResNetSNN}
+
+
 def create_snn(spec: SNNSpec) -> nn.Module:
-    if spec.arch == "plain":
-        return PlainSNN(spec)
-    if spec.arch == "resnet":
-        return ResNetSNN(spec)
-    raise ValueError(f"unknown SNN architecture {spec.arch!r}; valid: plain, resnet")
+    """The SNN branch of architecture ``spec.arch`` (:data:`SNN_ARCHS`)."""
+    if spec.arch not in SNN_ARCHS:
+        raise ValueError(f"unknown SNN architecture {spec.arch!r}; valid: {', '.join(SNN_ARCHS)}")
+    return SNN_ARCHS[spec.arch](spec)

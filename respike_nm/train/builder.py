@@ -13,8 +13,9 @@ from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
 from respike_nm.data.transforms import normalize
+from respike_nm.models import create_model
 from respike_nm.models.fixed_point import spec_for
-from respike_nm.models.respike import ReSpike, ReSpikeSpec
+from respike_nm.models.respike import ReSpike
 from respike_nm.models.snn import SNNSpec
 
 
@@ -59,13 +60,14 @@ def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
     return normalize(torch.stack([s.video[0] for s in samples])), torch.tensor([s.label for s in samples])
 
 
-def model_spec(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpikeSpec:
+def model_options(cfg: Config, quantize: bool | None = None) -> dict:
+    """``create_model`` options (fields of :class:`ReSpikeSpec`) that ``cfg`` sets."""
     m = cfg.model
     q = cfg.quant.enabled if quantize is None else quantize
     snn = SNNSpec(arch=m.snn_arch, width=m.snn_width, backend=m.snn_backend,
                   quant=spec_for(cfg.quant.target) if q else None)
-    return ReSpikeSpec(
-        kind=kind, num_classes=num_classes, stride=cfg.data.stride, ann_arch=m.ann_arch,
+    return dict(
+        stride=cfg.data.stride, ann_arch=m.ann_arch,
         ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,
         fusion_stages=tuple(m.fusion_stages), fusion_norm=m.fusion_norm,
         fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout,
@@ -73,4 +75,5 @@ def model_spec(cfg: Config, kind: str, num_classes: int, quantize: bool | None =
 
 
 def build_model(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpike:
-    return ReSpike(model_spec(cfg, kind, num_classes, quantize))
+    """The registered model ``kind`` (:func:`respike_nm.models.create_model`) as ``cfg`` sets it."""
+    return create_model(kind, num_classes, **model_options(cfg, quantize))

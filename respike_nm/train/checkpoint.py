@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from respike_nm.atomic import atomic_file
+from respike_nm.state import compare_state
 
 FORMAT = "respike-nm-checkpoint"
 FORMAT_VERSION = 1
@@ -81,18 +82,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 def load_model_state(model: nn.Module, state: dict, source: str) -> None:
     """Load strictly; a mismatch is a :class:`CheckpointError` naming the tensors."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
-        if unexpected:
-            parts.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
-        if wrong:
-            parts.append("wrong shape " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:8]))
-        raise CheckpointError(f"{source}: checkpoint does not match the model: " + "; ".join(parts))
+    mismatch = compare_state(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{source}: checkpoint does not match the model: {mismatch.summary()}")
     model.load_state_dict(state, strict=True)

@@ -144,26 +144,82 @@ class RunResult:
     out: Path
 
 
+@dataclass
+class _Session:
+    """Everything one training run holds between its steps."""
+
+    cfg: Config
+    kind: str
+    out: Path
+    device: torch.device
+    world: int
+    main_rank: bool
+    train_ds: object
+    test_loader: DataLoader
+    classes: tuple[str, ...]
+    skipped: tuple
+    model: nn.Module
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    sampler: DistributedSampler | None
+    scaler: torch.cuda.amp.GradScaler
+    use_amp: bool
+    start: int
+    history: list[dict]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / CHECKPOINT
+
+
 def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
           progress: Progress = no_progress, device: torch.device | None = None,
           on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """Train ``kind`` (hybrid | ann | snn) with ``cfg``; write metrics, checkpoints and summary to ``out``."""
+    run = _start(cfg, kind, Path(out), resume, device)
+    t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
+    for epoch in range(run.start, cfg.train.epochs):
+        _quantization_phase(run, epoch)
+        row = _train_epoch(run, epoch, progress)
+        if run.main_rank and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
+            row.update(_test_metrics(run, progress))
+        row["seconds"] = time.perf_counter() - t0
+        run.history.append(row)
+        if run.main_rank:
+            _save_epoch(run, epoch)
+            if on_epoch:
+                on_epoch(row)
+        if run.world > 1:
+            dist.barrier()
+        budget = cfg.train.max_minutes
+        if budget is not None and row["seconds"] > 60 * budget:
+            break
+    summary = {}
+    if run.main_rank:
+        summary = _summarise(cfg, kind, run.model, run.classes, run.history, run.test_loader, run.device,
+                             run.skipped, progress)
+        _write_json(run.out / "summary.json", summary)
+    if run.world > 1:
+        dist.barrier()
+    return RunResult(summary, run.history, run.out)
+
+
+def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device | None) -> _Session:
+    """Process group, datasets, model (seeded), optimizer, schedule, and the checkpoint to resume."""
     world, rank, local_rank = _dist_info()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = device or default_device(local_rank)
-    out = Path(out)
     main_rank = rank == 0
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
-
     train_ds, test_ds, classes, skipped = build_datasets(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, kind, len(classes)).to(device)
     opt = _optimizer(cfg, model)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-    bs = cfg.train.batch_size
-    steps = max(1, math.ceil(len(train_ds) / (bs * world)))
+    steps = max(1, math.ceil(len(train_ds) / (cfg.train.batch_size * world)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
     start, history = 0, []
     ck_path = out / CHECKPOINT
@@ -176,79 +232,77 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
         start, history = ck.epoch, ck.history
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
-    test_loader = DataLoader(test_ds, batch_size=bs, shuffle=False, num_workers=cfg.data.num_workers,
-                             collate_fn=collate_clips)
-    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+    test_loader = DataLoader(test_ds, batch_size=cfg.train.batch_size, shuffle=False,
+                             num_workers=cfg.data.num_workers, collate_fn=collate_clips)
     if main_rank:
         _write_metrics(out, history)
-    for epoch in range(start, cfg.train.epochs):
-        if cfg.quant.enabled:
-            # after a float warm-up, BN statistics are frozen: folding then matches evaluation
-            float_epochs = min(cfg.train.epochs - 1, round(cfg.quant.float_fraction * cfg.train.epochs))
-            quant_on = epoch >= float_epochs
-            set_fake_quant(model, quant_on, freeze_bn=quant_on and float_epochs > 0)
-        torch.manual_seed(seed_epoch(cfg.seed, epoch))
-        train_ds.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(seed_epoch(cfg.seed, epoch))
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_size=bs, shuffle=sampler is None, sampler=sampler,
-                            num_workers=cfg.data.num_workers, collate_fn=collate_clips, generator=gen,
-                            drop_last=False)
-        net.train()
-        tl = tc = tn = failed = 0
-        for batch in progress(loader, f"epoch {epoch + 1}/{cfg.train.epochs}", len(loader)):
-            failed += batch.failed
-            if not len(batch.label):
-                continue
-            video = normalize(batch.video[:, 0].to(device))  # training: one clip per video
-            labels = batch.label.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(video)
-                loss = nn.functional.cross_entropy(logits, labels,
-                                                   label_smoothing=cfg.train.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            tl += float(loss) * len(labels)
-            tc += int((logits.argmax(-1) == labels).sum())
-            tn += len(labels)
-        stats = torch.tensor([tl, tc, tn, failed], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(stats)
-        row = {"epoch": epoch + 1, "train_loss": stats[0].item() / max(stats[2].item(), 1),
-               "train_top1": stats[1].item() / max(stats[2].item(), 1), "train_samples": int(stats[2]),
-               "train_failed": int(stats[3]),
-               "lr": sched.get_last_lr()[0]}
-        if main_rank and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
-            res = evaluate(model, test_loader, device, progress)
-            row.update({f"test_{k}": v for k, v in res.to_dict().items()
-                        if k in ("top1", "top5", "top1_video", "top5_video", "loss", "failed")})
-            row["firing_rates"] = res.firing_rates
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        if main_rank:
-            _write_metrics(out, history)
-            save_checkpoint(ck_path, Checkpoint(str(ck_path), model.state_dict(), opt.state_dict(),
-                                                sched.state_dict(), epoch + 1, kind, list(classes),
-                                                cfg.to_dict(), history, None))
-            if on_epoch:
-                on_epoch(row)
-        if world > 1:
-            dist.barrier()
-        budget = cfg.train.max_minutes
-        if budget is not None and row["seconds"] > 60 * budget:
-            break
-    summary = {}
-    if main_rank:
-        summary = _summarise(cfg, kind, model, classes, history, test_loader, device, skipped, progress)
-        _write_json(out / "summary.json", summary)
-    if world > 1:
-        dist.barrier()
-    return RunResult(summary, history, out)
+    return _Session(cfg, kind, out, device, world, main_rank, train_ds, test_loader, tuple(classes), skipped,
+                    model, net, opt, sched, sampler, torch.cuda.amp.GradScaler(enabled=use_amp), use_amp,
+                    start, history)
+
+
+def _quantization_phase(run: _Session, epoch: int) -> None:
+    """With QAT: float for the warm-up epochs, then quantized with the BN statistics frozen (so that
+    training folds exactly as evaluation and export do)."""
+    cfg = run.cfg
+    if cfg.quant.enabled:
+        float_epochs = min(cfg.train.epochs - 1, round(cfg.quant.float_fraction * cfg.train.epochs))
+        quant_on = epoch >= float_epochs
+        set_fake_quant(run.model, quant_on, freeze_bn=quant_on and float_epochs > 0)
+
+
+def _train_epoch(run: _Session, epoch: int, progress: Progress) -> dict:
+    """One pass over the training set; every random draw comes from ``(seed, epoch)``."""
+    cfg, device = run.cfg, run.device
+    torch.manual_seed(seed_epoch(cfg.seed, epoch))
+    run.train_ds.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(seed_epoch(cfg.seed, epoch))
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    loader = DataLoader(run.train_ds, batch_size=cfg.train.batch_size, shuffle=run.sampler is None,
+                        sampler=run.sampler, num_workers=cfg.data.num_workers, collate_fn=collate_clips,
+                        generator=gen, drop_last=False)
+    run.net.train()
+    tl = tc = tn = failed = 0
+    for batch in progress(loader, f"epoch {epoch + 1}/{cfg.train.epochs}", len(loader)):
+        failed += batch.failed
+        if not len(batch.label):
+            continue
+        video = normalize(batch.video[:, 0].to(device))  # training: one clip per video
+        labels = batch.label.to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
+            logits = run.net(video)
+            loss = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        run.sched.step()
+        tl += float(loss) * len(labels)
+        tc += int((logits.argmax(-1) == labels).sum())
+        tn += len(labels)
+    stats = torch.tensor([tl, tc, tn, failed], dtype=torch.float64)
+    if run.world > 1:
+        dist.all_reduce(stats)
+    return {"epoch": epoch + 1, "train_loss": stats[0].item() / max(stats[2].item(), 1),
+            "train_top1": stats[1].item() / max(stats[2].item(), 1), "train_samples": int(stats[2]),
+            "train_failed": int(stats[3]), "lr": run.sched.get_last_lr()[0]}
+
+
+def _test_metrics(run: _Session, progress: Progress) -> dict:
+    res = evaluate(run.model, run.test_loader, run.device, progress)
+    row = {f"test_{k}": v for k, v in res.to_dict().items()
+           if k in ("top1", "top5", "top1_video", "top5_video", "loss", "failed")}
+    row["firing_rates"] = res.firing_rates
+    return row
+
+
+def _save_epoch(run: _Session, epoch: int) -> None:
+    """metrics.jsonl and the checkpoint after ``epoch``, both atomically."""
+    _write_metrics(run.out, run.history)
+    save_checkpoint(run.checkpoint, Checkpoint(
+        str(run.checkpoint), run.model.state_dict(), run.opt.state_dict(), run.sched.state_dict(), epoch + 1,
+        run.kind, list(run.classes), run.cfg.to_dict(), run.history, None))
 
 
 def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:

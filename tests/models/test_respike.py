@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from respike_nm.models import list_models
 from respike_nm.models.fusion import CrossAttentionFusion
 from respike_nm.models.respike import ReSpike, ReSpikeSpec
-from respike_nm.models.snn import SNNSpec
+from respike_nm.models.snn import SNN_ARCHS, SNNSpec
 
 SMALL = dict(num_classes=5, stride=4, ann_width=0.125)
 
@@ -24,8 +25,8 @@ def _video(b=2, t=8, size=32, seed=0):
     return torch.randn(b, t, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("kind", ["hybrid", "ann", "snn"])
-@pytest.mark.parametrize("arch", ["plain", "resnet"])
+@pytest.mark.parametrize("kind", list_models())
+@pytest.mark.parametrize("arch", list(SNN_ARCHS))
 def test_shapes_single_and_multi_clip(kind, arch):
     m = _model(kind, arch=arch)
     assert m(_video()).shape == (2, 5)
