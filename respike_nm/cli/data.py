@@ -58,10 +58,9 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_inspect(args) -> int:
-    from respike_nm.data.decompose import check_divisible
     from respike_nm.data.figures import save_strip
     from respike_nm.data.inspect import inspect_synthetic, inspect_video, slug
-    from respike_nm.data.records import ClipSpec
+    from respike_nm.data.records import ClipSpec, check_divisible
     from respike_nm.data.video import find_videos
 
     check_divisible(args.frames, args.stride)

@@ -9,19 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from respike_nm.data.errors import DecompositionError
-from respike_nm.data.records import DecomposedClip
-
-
-def check_divisible(frames: int, stride: int) -> None:
-    """Raise :class:`DecompositionError` unless ``frames`` splits into groups of ``stride``."""
-    if stride < 2:
-        raise DecompositionError(f"stride s={stride} must be at least 2 (a key frame and a residual)")
-    if frames < stride or frames % stride:
-        raise DecompositionError(
-            f"clip length T={frames} is not divisible by the group stride s={stride}; "
-            f"choose T as a multiple of s (e.g. T={max(1, frames // stride) * stride})"
-        )
+from respike_nm.data.records import DecomposedClip, check_divisible
 
 
 def decompose(video: torch.Tensor, stride: int) -> DecomposedClip:

@@ -8,6 +8,20 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from respike_nm.data.errors import DecompositionError
+
+
+def check_divisible(frames: int, stride: int) -> None:
+    """Raise :class:`DecompositionError` unless ``frames`` splits into groups of ``stride``."""
+    if stride < 2:
+        raise DecompositionError(f"stride s={stride} must be at least 2 (a key frame and a residual)")
+    if frames < stride or frames % stride:
+        raise DecompositionError(
+            f"clip length T={frames} is not divisible by the group stride s={stride}; "
+            f"choose T as a multiple of s (e.g. T={max(1, frames // stride) * stride})"
+        )
+
+
 Sampling = Literal["consecutive", "segments"]
 
 
@@ -82,8 +96,6 @@ class ClipSpec:
     short_side: int | None = 0
 
     def __post_init__(self):
-        from respike_nm.data.decompose import check_divisible
-
         check_divisible(self.frames, self.stride)
         if self.sampling not in ("consecutive", "segments"):
             raise ValueError(f"sampling must be 'consecutive' or 'segments', not {self.sampling!r}")

@@ -30,10 +30,12 @@ class DeployError(ValueError):
 class StageSpec:
     """One stage network of the SNN.
 
-    ``names`` / ``layers``: its modules in order (``snn.stem``, ``snn.stages.<i>.<j>`` for the plain
-    SNN; whole residual stages ``snn.stages.<i>`` for the resnet one); ``snn_stages``: the SNN stages
-    it covers (0 is the stem); ``fused_after``: the 1-based SNN stage whose output goes to a fusion
-    point next (None: to the head).
+    ``names`` / ``layers``: its spiking layers in order (``snn.stem``, ``snn.stages.<i>.<j>`` for the
+    plain SNN; whole residual stages ``snn.stages.<i>`` for the resnet one); ``blocks``: the SNN's
+    own modules that hold them (the stem, ``snn.stages.<i>``), which the model calls when it runs the
+    stage itself (so that hooks on them see it); ``snn_stages``: the SNN stages it covers (0 is the
+    stem); ``fused_after``: the 1-based SNN stage whose output goes to a fusion point next (None: to
+    the head).
     """
 
     index: int
@@ -41,6 +43,7 @@ class StageSpec:
     layers: tuple[nn.Module, ...]
     snn_stages: tuple[int, ...]
     fused_after: int | None
+    blocks: tuple[tuple[str, nn.Module], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -140,27 +140,29 @@ class ReSpike(nn.Module):
         belongs to the first; ``late`` fusion and ``none`` give one network."""
         if self.snn is None:
             return ()
-        groups = [(0, [("snn.stem", self.snn.stem)])]
+        groups = [(0, ("snn.stem", self.snn.stem), [("snn.stem", self.snn.stem)])]
         for i, seq in enumerate(self.snn.stages, start=1):
             named = [(f"snn.stages.{i - 1}.{j}", m) for j, m in enumerate(seq)] \
                 if isinstance(self.snn, PlainSNN) else [(f"snn.stages.{i - 1}", seq)]
-            groups.append((i, named))
+            groups.append((i, (f"snn.stages.{i - 1}", seq), named))
         last = len(self.snn.stages)
         cuts = set(self.spec.fused_stages)
         stages, current = [], []
-        for number, named in groups:
-            current.append((number, named))
+        for group in groups:
+            current.append(group)
+            number = group[0]
             if number in cuts or number == last:
-                layers = [pair for _, pairs in current for pair in pairs]
+                layers = [pair for _, _, pairs in current for pair in pairs]
                 stages.append(StageSpec(len(stages), tuple(n for n, _ in layers), tuple(m for _, m in layers),
-                                        tuple(k for k, _ in current), number if number in cuts else None))
+                                        tuple(k for k, _, _ in current), number if number in cuts else None,
+                                        tuple(block for _, block, _ in current)))
                 current = []
         return tuple(stages)
 
     def run_stage(self, stage: StageSpec, x: torch.Tensor) -> torch.Tensor:
-        """One stage network in PyTorch on ``[N, C, H, W, T]``."""
-        for name, layer in zip(stage.names, stage.layers, strict=True):
-            x = run_stem(self.snn, x) if name == "snn.stem" else layer(x)
+        """One stage network in PyTorch on ``[N, C, H, W, T]``, through the SNN's own modules."""
+        for name, block in stage.blocks:
+            x = run_stem(self.snn, x) if name == "snn.stem" else block(x)
         return x
 
     def forward_snn(self, x: torch.Tensor, ann_feats: list[torch.Tensor] | None,
