@@ -34,7 +34,13 @@ from itertools import combinations
 
 import numpy as np
 
-from respike_nm.data.synthetic import APPEARANCES, MOTIONS, Partition, _check_range, _is_int, partition_seed
+from respike_nm.data.synthetic import (
+    APPEARANCES,
+    MOTIONS,
+    GeneratedVideos,
+    _check_range,
+    _is_int,
+)
 
 BACKGROUND_GRAY = 110
 """Gray level of the scenery outside the stage (before the static noise)."""
@@ -262,25 +268,11 @@ def render_clip(cfg: SyntheticBindingConfig, scene: Scene, arrangement: Arrangem
     return clip
 
 
-class SyntheticBindingVideos:
-    """The clips of one partition, generated on demand (the interface of
+class SyntheticBindingVideos(GeneratedVideos):
+    """synthetic-binding clips of one partition (the interface of
     :class:`~respike_nm.data.synthetic.SyntheticMotionVideos`)."""
 
     name = "synthetic-binding"
-
-    def __init__(self, cfg: SyntheticBindingConfig, partition: Partition):
-        self.cfg = cfg
-        self.partition = partition
-        self.seed = partition_seed(cfg, partition)
-        per_class = cfg.train_per_class if partition == "train" else cfg.test_per_class
-        self._len = per_class * cfg.num_classes
-
-    def __len__(self) -> int:
-        return self._len
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.cfg.class_names
 
     def label(self, i: int) -> int:
         return label_of(self.cfg, self._check(i))
@@ -290,8 +282,3 @@ class SyntheticBindingVideos:
 
     def frames(self, i: int) -> np.ndarray:
         return render_clip(self.cfg, *self.scene(i))
-
-    def _check(self, i: int) -> int:
-        if not 0 <= i < self._len:
-            raise IndexError(f"sample {i} out of range for {self._len} {self.partition} clips")
-        return int(i)

@@ -272,17 +272,16 @@ def partition_seed(cfg: SyntheticMotionConfig, partition: Partition) -> int:
     return 2 * cfg.seed + (1 if partition == "test" else 0)
 
 
-class SyntheticMotionVideos:
-    """The clips of one partition, generated on demand (not a torch Dataset).
+class GeneratedVideos:
+    """The clips of one partition of a generated set, rendered on demand (not a torch Dataset).
 
-    Sample ``i`` has label ``i % num_classes`` (so classes are balanced: ``*_per_class`` clips
-    each) and is ``render_clip(cfg, label // motions, label % motions, i, seed)`` with
-    ``seed = partition_seed(cfg, partition)``.
+    A subclass names itself (``name``) and says what sample ``i`` is (``label``, ``frames``); its
+    config gives ``train_per_class``, ``test_per_class``, ``num_classes``, ``class_names`` and ``seed``.
     """
 
-    name = "synthetic-motion"
+    name: str
 
-    def __init__(self, cfg: SyntheticMotionConfig, partition: Partition):
+    def __init__(self, cfg, partition: Partition):
         self.cfg = cfg
         self.partition = partition
         self.seed = partition_seed(cfg, partition)
@@ -296,6 +295,22 @@ class SyntheticMotionVideos:
     def classes(self) -> tuple[str, ...]:
         return self.cfg.class_names
 
+    def _check(self, i: int) -> int:
+        if not 0 <= i < self._len:
+            raise IndexError(f"sample {i} out of range for {self._len} {self.partition} clips")
+        return int(i)
+
+
+class SyntheticMotionVideos(GeneratedVideos):
+    """synthetic-motion clips of one partition.
+
+    Sample ``i`` has label ``i % num_classes`` (so classes are balanced: ``*_per_class`` clips
+    each) and is ``render_clip(cfg, label // motions, label % motions, i, seed)`` with
+    ``seed = partition_seed(cfg, partition)``.
+    """
+
+    name = "synthetic-motion"
+
     def label(self, i: int) -> int:
         """Class of sample ``i``: ``appearance * motions + motion``."""
         return self._check(i) % self.cfg.num_classes
@@ -304,8 +319,3 @@ class SyntheticMotionVideos:
         """Clip ``i``: ``uint8 [T, H, W, 3]`` RGB."""
         a, m = divmod(self.label(i), self.cfg.motions)
         return render_clip(self.cfg, a, m, i, self.seed)
-
-    def _check(self, i: int) -> int:
-        if not 0 <= i < self._len:
-            raise IndexError(f"sample {i} out of range for {self._len} {self.partition} clips")
-        return int(i)
