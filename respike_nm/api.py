@@ -38,3 +38,29 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     with atomic_dir(out, "report folder") as tmp:
         write_report(report, tmp)
     return report
+
+
+def describe_model(cfg, kind: str) -> dict:
+    """What ``train`` would build, without training: classes, and per branch (ann, snn, fusion,
+    head) the parameters and the dense MACs of one clip (synaptic operations of the SNN counted as
+    if every input were active), from the operation counters on one all-zero clip."""
+    import torch
+
+    from respike_nm.energy.counters import count_clips
+    from respike_nm.train.builder import build_datasets, build_model
+
+    _, _, classes, skipped = build_datasets(cfg)
+    model = build_model(cfg, kind, len(classes)).eval()
+    branches: dict[str, dict] = {}
+    for name, module in model.named_children():
+        n = sum(p.numel() for p in module.parameters())
+        if n:
+            branches[name] = {"params": n, "dense_macs": 0.0}
+    clip = torch.zeros(1, cfg.data.frames, 3, cfg.data.size, cfg.data.size)
+    with torch.no_grad():
+        counts = count_clips(model, [clip])
+    for layer in counts.layers:
+        row = branches.setdefault(layer.branch, {"params": 0, "dense_macs": 0.0})
+        row["dense_macs"] += layer.dense_macs + layer.dense_acs
+    return {"model": kind, "classes": len(classes), "skipped_inputs": len(skipped),
+            "params": sum(p.numel() for p in model.parameters()), "branches": branches}

@@ -156,6 +156,15 @@ CHOICES = {
     "train.schedule": ("cosine", "constant"),
 }
 
+# The smallest value each count may take (a run with 0 epochs or a batch of 0 has no meaning).
+MINIMUM = {
+    "seed": 0, "data.split": 1, "data.frames": 1, "data.stride": 1, "data.size": 1, "data.eval_clips": 1,
+    "data.num_workers": 0, "data.appearances": 1, "data.motions": 1, "data.train_per_class": 1,
+    "data.test_per_class": 1, "model.dropout": 0.0, "train.epochs": 1, "train.batch_size": 1,
+    "train.lr": 0.0, "train.weight_decay": 0.0, "train.warmup_epochs": 0, "train.fusion_lr_scale": 0.0,
+    "train.label_smoothing": 0.0, "train.eval_every": 1, "quant.float_fraction": 0.0,
+}
+
 
 def load_config(name_or_path: str) -> Config:
     """A preset by name, or a YAML file of overrides (optionally ``base: PRESET``)."""
@@ -228,6 +237,9 @@ def _coerce(path: str, value, hint):
     value = _yaml_scalar(value, hint)
     if not conforms(value, hint):
         raise ConfigError(f"{path!r} expects {_name(hint)}, not {value!r}")
+    low = MINIMUM.get(path)
+    if low is not None and value is not None and not value >= low:  # `not >=` also refuses nan
+        raise ConfigError(f"{path!r} must be at least {low}, not {value!r}")
     return value
 
 

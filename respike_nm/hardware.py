@@ -16,6 +16,7 @@ check rejects a missing, negative or unitless figure and an unknown key, naming 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -112,8 +113,8 @@ def _figure(where: str, raw, units) -> Figure:
     value = raw["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProfileError(f"{where}.value: must be a number, not {value!r}")
-    if value < 0:
-        raise ProfileError(f"{where}.value: must not be negative ({value})")
+    if not math.isfinite(value) or value < 0:
+        raise ProfileError(f"{where}.value: must be a finite number, not negative ({value})")
     if raw["unit"] not in units:
         raise ProfileError(f"{where}.unit: {raw['unit']!r} is not one of {', '.join(sorted(units))}")
     if raw["kind"] not in KINDS:

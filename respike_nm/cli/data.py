@@ -64,6 +64,8 @@ def run_inspect(args) -> int:
     from respike_nm.data.video import find_videos
 
     check_divisible(args.frames, args.stride)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise DataError(args.out, "is a file; --out takes a folder for the PNG strips")
     spec = ClipSpec(frames=args.frames, stride=args.stride, size=args.size)
     files = find_videos(args.paths)
     if not files and not args.synthetic:
@@ -100,6 +102,9 @@ def _print_table(clips: list[dict], failed: list[dict]) -> None:
         print(f"{c['frames']:>6} {fps:>6} {size:>9} {c['key_frames']:>4} "
               f"{c['residuals_per_key']:>7} {c['residual_energy']:>10.4f}  {c['path']}")
     print(f"\n{len(clips)} decoded, {len(failed)} failed")
+    for c in clips:
+        for w in c.get("warnings", ()):
+            print(f"  WARNING {c['path']}: {w}")
     for f in failed:
         print(f"  FAILED {f['path']}: {f['error']}")
 

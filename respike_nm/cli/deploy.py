@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from respike_nm.cli import positive_int
+
 
 def add_parser(sub) -> None:
     ex = sub.add_parser(
@@ -16,6 +18,7 @@ def add_parser(sub) -> None:
                     "renamed when complete). The paper-faithful resnet SNN is refused.")
     ex.add_argument("run_dir", type=Path)
     ex.add_argument("--out", required=True, type=Path, help="export folder (must not exist)")
+    ex.add_argument("--json", action="store_true", help="print the manifest and the mapping report as JSON")
     ex.set_defaults(func=run_export)
 
     sim = sub.add_parser(
@@ -26,7 +29,7 @@ def add_parser(sub) -> None:
                     "Writes EXPORT_DIR/verify.json.")
     sim.add_argument("export_dir", type=Path)
     sim.add_argument("--run", type=Path, help="the trained run (default: the one it was exported from)")
-    sim.add_argument("--clips", type=int, default=8, help="test clips to run (default 8)")
+    sim.add_argument("--clips", type=positive_int, default=8, help="test clips to run (default 8)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=run_simulate)
 
@@ -43,10 +46,15 @@ def add_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from conversion.mapping import MAPPING_NAME
+    from conversion.mapping import MAPPING_NAME, mapping_to_dict
     from conversion.pipeline import export_run
+    from respike_nm.records import to_data
 
     result = export_run(args.run_dir, args.out)
+    if args.json:
+        print(json.dumps({"out": str(result.out), "manifest": to_data(result.manifest),
+                          "mapping": mapping_to_dict(result.mapping)}, indent=2))
+        return 0
     for st in result.manifest.stages:
         print(f"stage {st.index}: {len(st.layers)} layers, input {st.input_shape} -> output "
               f"{st.output_shape}, T'={st.time_steps}, {st.hdf5}")

@@ -4,9 +4,13 @@ deployment plans on every hardware target (energy.json, energy.csv, plots, and a
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+from respike_nm.cli import positive_int
+
 GRADED_REFERENCE = "loihi2"  # without an export, graded messages at this target's graded-spike width
+SILENT_RATE = 1e-3  # below this mean SNN firing rate (spikes per neuron update) the chip has nothing to do
 
 
 def add_parser(sub) -> None:
@@ -23,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="report folder (must not exist)")
     p.add_argument("--targets", default="", help="comma-separated profile names or YAML files "
                    "(default: every shipped profile)")
-    p.add_argument("--clips", type=int, default=8, help="test clips to count (default 8)")
+    p.add_argument("--clips", type=positive_int, default=8, help="test clips to count (default 8)")
     p.add_argument("--host", default="h100", help="GPU-side profile for plans b and c (default h100)")
     p.add_argument("--memory-profile", default="cmos45nm",
                    help="profile with the SRAM/DRAM figures of the memory term and the traffic")
@@ -31,7 +35,7 @@ def add_parser(sub) -> None:
                    help="arithmetic of the GPU side (default fp32)")
     p.add_argument("--export", type=Path, help="an export folder: graded messages at its manifest's "
                    f"width (default: {GRADED_REFERENCE}'s graded-spike width, an upper bound)")
-    p.add_argument("--batch", type=int, default=4, help="clips per forward pass (default 4)")
+    p.add_argument("--batch", type=positive_int, default=4, help="clips per forward pass (default 4)")
     p.add_argument("--json", action="store_true", help="print energy.json instead of the table")
     p.set_defaults(func=run_energy)
 
@@ -52,7 +56,7 @@ def graded_bits(export: Path | None) -> tuple[int, str]:
 
 def run_energy(args) -> int:
     from respike_nm.api import price_run
-    from respike_nm.energy.report import table
+    from respike_nm.energy.report import CAVEATS, table
     from respike_nm.hardware import load_profile
 
     targets = [load_profile(t.strip()) for t in args.targets.split(",") if t.strip()] or None
@@ -60,6 +64,11 @@ def run_energy(args) -> int:
     report = price_run(args.run_dir, args.out, bits, bits_source, targets=targets, host=args.host,
                        memory=args.memory_profile, precision=args.precision, clips=args.clips,
                        batch=args.batch)
+    rate = snn_firing_rate(report.counts.layers)
+    if rate is not None and rate < SILENT_RATE:
+        print(f"respike-nm: warning: the SNN is near-silent ({rate:.2e} spikes per neuron update, below "
+              f"{SILENT_RATE:g}): its chip energy is mostly idle neurons, and its accuracy comes from the "
+              "ANN", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -67,5 +76,17 @@ def run_energy(args) -> int:
         print(f"energy per clip, {c.clips} clips of {args.run_dir} ({c.fusion} fusion), "
               f"{args.precision}; plans b/c on {load_profile(args.host).name}")
         print("\n".join(table(report)))
+        notes = dict.fromkeys(n for e in report.energy for n in e.notes)
+        print("caveats:")
+        for text in (*CAVEATS, *notes):
+            print(f"  - {text}")
         print(f"wrote {args.out}/energy.json, energy.csv, plans.png, layers.png")
     return 0
+
+
+def snn_firing_rate(layers) -> float | None:
+    """Spikes per neuron update over the SNN's layers (None: no SNN layer was counted)."""
+    snn = [la for la in layers if la.branch == "snn" and la.neuron_updates]
+    if not snn:
+        return None
+    return sum(la.spikes_out for la in snn) / sum(la.neuron_updates for la in snn)

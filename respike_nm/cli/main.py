@@ -1,22 +1,41 @@
-"""Entry point: ``respike-nm <command> ...``. Each command module adds its own subparser."""
+"""Entry point: ``respike-nm <command> ...``. Each command module adds its own subparser.
+
+The error boundary is here and only here. A failure on the user's input (a config, a path, a
+checkpoint, a video: every ``ValueError`` and data error the library raises names the file or
+option) is one line on stderr and exit code 2; a file-system refusal (missing, exists, not a
+folder, no permission) is one line naming the path, also 2; anything else is an internal error,
+exit 1, with the traceback only under ``--debug`` or ``RESPIKE_DEBUG=1``. SIGINT exits 130 and
+SIGTERM 143, both after the ``finally`` blocks that stop Lava networks have run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import traceback
 
 from respike_nm import __version__
 from respike_nm.cli import data as data_cmd
 from respike_nm.cli import demo as demo_cmd
 from respike_nm.cli import deploy as deploy_cmd
+from respike_nm.cli import discover as discover_cmd
 from respike_nm.cli import energy as energy_cmd
 from respike_nm.cli import nir as nir_cmd
 from respike_nm.cli import train as train_cmd
 from respike_nm.cli.demo import DemoError
 from respike_nm.data.errors import DataError
 
-COMMANDS = (data_cmd, train_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd)
+COMMANDS = (data_cmd, train_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd, discover_cmd)
+DEBUG_ENV = "RESPIKE_DEBUG"
+USER_ERRORS = (DataError, DemoError, ValueError)
+PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main process so that cleanup (``finally: net.stop()``) runs."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,27 +45,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"respike-nm {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an internal error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
     return parser
 
 
+def _on_sigterm(main_pid: int):
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            # A forked child (a Lava process model) inherited this handler: die as it would have.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    return handler
+
+
+def _path_message(exc: OSError) -> str:
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     try:
         return int(args.func(args) or 0)
-    except (DataError, DemoError, ValueError, FileNotFoundError) as exc:
-        # Bad input: one clear line, no traceback from inside a library (-v shows it).
-        if args.verbose:
-            raise
+    except USER_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
         print(f"respike-nm: error: {exc}", file=sys.stderr)
+        return 2
+    except PATH_ERRORS as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"respike-nm: error: {_path_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("respike-nm: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("respike-nm: terminated", file=sys.stderr)
+        return 143
+    except Exception as exc:  # noqa: BLE001 - the one boundary: internal errors become exit 1
+        if debug:
+            traceback.print_exc()
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        hint = "" if debug else f"; --debug or {DEBUG_ENV}=1 shows the traceback"
+        print(f"respike-nm: internal error: {type(exc).__name__}: {exc} "
+              f"(at {os.path.basename(where.filename)}:{where.lineno}{hint})", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,22 @@ def add_parser(sub) -> None:
                     "per epoch), RUN_DIR/checkpoint.pt (every epoch, atomically) and "
                     "RUN_DIR/summary.json. Under torchrun, trains with DistributedDataParallel.",
     )
-    tr.add_argument("--config", default="tiny", help=f"preset ({', '.join(PRESETS)}) or YAML file")
+    tr.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML file (default: tiny; with "
+                                     "--resume, the run's own config)")
     tr.add_argument("--model", default="hybrid", choices=list_models())
     tr.add_argument("--dataset", help="overrides data.dataset")
     tr.add_argument("--data-root", help="overrides data.data_root")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
-    tr.add_argument("--out", required=True, type=Path, help="run directory")
-    tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    tr.add_argument("--out", required=True, type=Path,
+                    help="run directory: new or empty (--overwrite: replace a run there)")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue RUN_DIR from its checkpoint, with its own config (--set train.epochs=N "
+                         "extends it)")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run already in RUN_DIR")
+    tr.add_argument("--dry-run", action="store_true",
+                    help="print the resolved config and the model (parameters, MACs per branch); "
+                         "train nothing")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.add_argument("--json", action="store_true", help="print summary.json at the end")
     tr.set_defaults(func=run_train)
@@ -48,9 +56,16 @@ def _progress(quiet: bool):
 
 
 def resolve_config(args):
-    from respike_nm.config import apply_overrides, load_config
+    from respike_nm.config import apply_overrides, from_dict, load_config
 
-    cfg = load_config(args.config)
+    if getattr(args, "resume", False) and args.config is None:
+        from respike_nm.train.checkpoint import load_checkpoint
+        from respike_nm.train.loop import CHECKPOINT, check_run_dir
+
+        check_run_dir(args.out, resume=True)
+        cfg = from_dict(load_checkpoint(args.out / CHECKPOINT).config)
+    else:
+        cfg = load_config(args.config or "tiny")
     extra = []
     if args.dataset:
         extra.append(f"data.dataset={args.dataset}")
@@ -60,19 +75,24 @@ def resolve_config(args):
 
 
 def run_train(args) -> int:
-    from respike_nm.train.loop import train
+    from respike_nm.train.loop import check_run_dir, train
 
     cfg = resolve_config(args)
+    if args.dry_run:
+        return _dry_run(cfg, args)
+    check_run_dir(args.out, args.resume, args.overwrite)  # before the datasets are built
 
     def on_epoch(row):
         if args.quiet:
             return
         acc = f" test top-1 {row['test_top1']:.3f}" if "test_top1" in row else ""
+        dropped = sum(row.get(k, 0) for k in ("train_failed", "test_failed"))
+        lost = f", {dropped} clip(s) failed to decode and were left out" if dropped else ""
         print(f"epoch {row['epoch']:>3}: loss {row['train_loss']:.4f} train top-1 "
-              f"{row['train_top1']:.3f}{acc} ({row['seconds']:.0f} s)", file=sys.stderr)
+              f"{row['train_top1']:.3f}{acc} ({row['seconds']:.0f} s{lost})", file=sys.stderr)
 
     result = train(cfg, args.model, args.out, resume=args.resume, progress=_progress(args.quiet),
-                   on_epoch=on_epoch)
+                   on_epoch=on_epoch, overwrite=args.overwrite)
     if result.summary:
         s = result.summary
         if args.json:
@@ -84,6 +104,22 @@ def run_train(args) -> int:
             print(f"{s['model']}: test top-1 {s['test_top1']:.3f} after {s['epochs']} epochs, "
                   f"{s['seconds']:.0f} s, {s['params']} parameters{qtext}")
             print(f"run written to {args.out}")
+    return 0
+
+
+def _dry_run(cfg, args) -> int:
+    from respike_nm.api import describe_model
+    from respike_nm.config import to_yaml
+
+    summary = describe_model(cfg, args.model)
+    if args.json:
+        print(json.dumps({"config": cfg.to_dict(), **summary}, indent=2))
+        return 0
+    print(to_yaml(cfg), end="")
+    print(f"# {summary['model']}: {summary['params']} parameters, {summary['classes']} classes")
+    for name, b in summary["branches"].items():
+        print(f"#   {name:<7} {b['params']:>10} parameters {b['dense_macs'] / 1e6:>10.1f} M dense MACs "
+              "per clip")
     return 0
 
 

@@ -12,7 +12,7 @@ from respike_nm.data.decompose import decompose
 from respike_nm.data.records import ClipSpec, DecomposedClip
 from respike_nm.data.sampling import eval_indices
 from respike_nm.data.transforms import ClipTransform
-from respike_nm.data.video import read_frames
+from respike_nm.data.video import probe_video, read_frames
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class ClipReport:
     residuals_per_key: int
     residual_energy: float
     residual_active: float
+    header_frames: int = 0  # frames the container announces (0: it announces none)
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -53,15 +55,26 @@ def summarise(parts: DecomposedClip) -> tuple[float, float]:
 
 
 def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
-    """Decode all of ``path`` (raises :class:`VideoDecodeError`) and decompose its centre clip."""
+    """Decode all of ``path`` (raises :class:`VideoDecodeError`) and decompose its centre clip.
+
+    The report warns when fewer frames decode than the container announces (a truncated or damaged
+    file) and when the video is shorter than a clip (T frames), which training fills by repetition.
+    """
+    header = probe_video(path).num_frames
     frames, meta = read_frames(path, short_side=spec.decode_short_side)
     parts = decompose_frames(frames, spec)
     energy, active = summarise(parts)
+    warnings = []
+    if header > len(frames):
+        warnings.append(f"only {len(frames)} of the {header} frames in its header decode "
+                        "(truncated or damaged)")
+    if len(frames) < spec.frames:
+        warnings.append(f"{len(frames)} frame(s), fewer than a clip of T={spec.frames}")
     report = ClipReport(
         path=str(path), frames=len(frames), fps=round(meta.fps, 3), width=meta.width,
         height=meta.height, codec=meta.codec, key_frames=parts.key.shape[1],
         residuals_per_key=parts.residual.shape[2], residual_energy=round(energy, 6),
-        residual_active=round(active, 6),
+        residual_active=round(active, 6), header_frames=header, warnings=tuple(warnings),
     )
     return report, parts
 

@@ -257,6 +257,11 @@ def _chip_energy(plan: PlanCounts, chip: HwProfile, memory: HwProfile, led: _Led
     if "synop" not in chip.costs:
         raise ProfileError(f"{chip.path or chip.name}: costs.synop missing (needed for the SNN on chip)")
     notes = led.result.notes
+    pair = [k for k in ("neuron_update_active", "neuron_update_inactive") if k in chip.costs]
+    if len(pair) == 1 and "neuron_update" not in chip.costs:
+        missing = ({"neuron_update_active", "neuron_update_inactive"} - set(pair)).pop()
+        raise ProfileError(f"{chip.path or chip.name}: costs.{missing} missing (costs.{pair[0]} is given; "
+                           "give both, or one costs.neuron_update)")
     ops = {(n, o): c for n, d, o, c in plan.layers if d == "chip"}
     for name in dict.fromkeys(n for n, _ in ops):
         syn, graded = ops.get((name, "synop"), 0.0), ops.get((name, "graded"), 0.0)

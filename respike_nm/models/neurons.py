@@ -234,8 +234,9 @@ def _slayer_neuron(params: CubaParams, spec: FixedPointSpec) -> nn.Module:
     """SLAYER's CUBA neuron for ``params`` (imported here: respike_nm must import without Lava)."""
     if spec.decay_bits != 12:
         raise ValueError(f"SLAYER's CUBA neuron hard-codes 12-bit decays; spec has {spec.decay_bits}")
-    from lava.lib.dl.slayer.neuron import cuba
+    from respike_nm.lavadl import import_slayer
 
+    cuba = import_slayer().neuron.cuba
     threshold = quantize_threshold(params.threshold, spec) / WEIGHT_SCALE  # the threshold SLAYER keeps
     sur = params.surrogate
     return cuba.Neuron(

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from respike_nm.config import Config
 from respike_nm.data.binding import SyntheticBindingConfig
+from respike_nm.data.errors import DataError
 from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
@@ -43,6 +44,9 @@ def build_datasets(cfg: Config):
     """``(train, test, classes, skipped)``."""
     source, spec = data_source(cfg), clip_spec(cfg)
     train, classes, skipped = make_dataset(source, "train", spec, train=True, seed=cfg.seed)
+    if len(classes) < 2:
+        raise DataError(source.root, f"{len(classes)} class(es) ({', '.join(classes) or 'none'}); "
+                        "a classifier needs at least 2")
     test, _, _ = make_dataset(source, "test", spec, train=False, seed=cfg.seed)
     return train, test, classes, skipped
 

@@ -75,9 +75,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config, history = json.loads(raw["config"]), json.loads(raw["history"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: field 'config' or 'history' is not JSON ({exc})") from None
+    expected = {"model": dict, "epoch": int, "kind": str, "classes": list, "config": dict, "history": list}
+    for key, typ in expected.items():
+        value = {"config": config, "history": history}.get(key, raw[key])
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: field {key!r} must be a {typ.__name__}, "
+                                  f"not {type(value).__name__}")
+    if not all(isinstance(c, str) for c in raw["classes"]):
+        raise CheckpointError(f"{path}: field 'classes' must list class names")
     return Checkpoint(str(path), raw["model"], raw.get("optimizer"), raw.get("scheduler"),
-                      int(raw["epoch"]), str(raw["kind"]), list(raw["classes"]), config, history,
-                      raw.get("rng"))
+                      raw["epoch"], raw["kind"], list(raw["classes"]), config, history, raw.get("rng"))
 
 
 def load_model_state(model: nn.Module, state: dict, source: str) -> None:

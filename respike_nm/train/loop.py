@@ -175,9 +175,13 @@ class _Session:
 
 def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
           progress: Progress = no_progress, device: torch.device | None = None,
-          on_epoch: Callable[[dict], None] | None = None) -> RunResult:
-    """Train ``kind`` (hybrid | ann | snn) with ``cfg``; write metrics, checkpoints and summary to ``out``."""
-    run = _start(cfg, kind, Path(out), resume, device)
+          on_epoch: Callable[[dict], None] | None = None, overwrite: bool = False) -> RunResult:
+    """Train ``kind`` (hybrid | ann | snn) with ``cfg``; write metrics, checkpoints and summary to ``out``.
+
+    ``out`` must be new or empty, or (``resume``) hold a run with its checkpoint; ``overwrite``
+    allows replacing a finished or partial run there. See :func:`check_run_dir`.
+    """
+    run = _start(cfg, kind, Path(out), resume, device, overwrite)
     t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
     for epoch in range(run.start, cfg.train.epochs):
         _quantization_phase(run, epoch)
@@ -200,20 +204,56 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
         summary = _summarise(cfg, kind, run.model, run.classes, run.history, run.test_loader, run.device,
                              run.skipped, progress)
         _write_json(run.out / "summary.json", summary)
+        if run.history:
+            from respike_nm.train.figures import plot_curves
+
+            plot_curves(run.history, run.out / "training_curves.png", f"{kind} ({cfg.name}, seed {cfg.seed})")
     if run.world > 1:
         dist.barrier()
     return RunResult(summary, run.history, run.out)
 
 
-def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device | None) -> _Session:
-    """Process group, datasets, model (seeded), optimizer, schedule, and the checkpoint to resume."""
+RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "training_curves.png")
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool = False) -> None:
+    """Refuse a run folder that would lose or mislabel work, naming it.
+
+    A new run needs ``out`` absent or empty (``overwrite``: or holding a run, whose files are
+    replaced); folders with other files are never written into. ``resume`` needs the checkpoint.
+    Temporary files that a killed write left (``.<name>.tmp-<pid>``) are removed.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file, not a run folder")
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise ValueError(f"{out}: no run to resume ({CHECKPOINT} missing)")
+    elif out.is_dir():
+        names = {p.name for p in out.iterdir() if ".tmp-" not in p.name}
+        others = sorted(names - set(RUN_FILES))
+        if others:
+            raise ValueError(f"{out}: holds files that are not a run ({', '.join(others[:3])}); "
+                             "choose a new folder")
+        if names and not overwrite:
+            raise ValueError(f"{out}: holds a run ({', '.join(sorted(names))}); pass --resume to continue "
+                             "it or --overwrite to replace it")
+    if out.is_dir():
+        for stale in out.glob(".*.tmp-*"):
+            if stale.is_file():
+                stale.unlink()
+
+
+def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device | None,
+           overwrite: bool = False) -> _Session:
+    """Process group, datasets, model (seeded), optimizer, schedule, and the checkpoint to resume.
+    Nothing is written before all of these exist, so a failed start leaves no folder behind."""
     world, rank, local_rank = _dist_info()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = device or default_device(local_rank)
     main_rank = rank == 0
     if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
+        check_run_dir(out, resume, overwrite)
     train_ds, test_ds, classes, skipped = build_datasets(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, kind, len(classes)).to(device)
@@ -223,7 +263,7 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
     start, history = 0, []
     ck_path = out / CHECKPOINT
-    if resume and ck_path.exists():
+    if resume:
         ck = load_checkpoint(ck_path)
         _check_resume(ck, cfg, kind)
         load_model_state(model, ck.model, str(ck_path))
@@ -235,6 +275,10 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     test_loader = DataLoader(test_ds, batch_size=cfg.train.batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, collate_fn=collate_clips)
     if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
         _write_metrics(out, history)
     return _Session(cfg, kind, out, device, world, main_rank, train_ds, test_loader, tuple(classes), skipped,
                     model, net, opt, sched, sampler, torch.cuda.amp.GradScaler(enabled=use_amp), use_amp,
@@ -298,11 +342,12 @@ def _test_metrics(run: _Session, progress: Progress) -> dict:
 
 
 def _save_epoch(run: _Session, epoch: int) -> None:
-    """metrics.jsonl and the checkpoint after ``epoch``, both atomically."""
-    _write_metrics(run.out, run.history)
+    """The checkpoint after ``epoch``, then metrics.jsonl, both atomically: the metrics never claim
+    an epoch whose checkpoint is not on disk."""
     save_checkpoint(run.checkpoint, Checkpoint(
         str(run.checkpoint), run.model.state_dict(), run.opt.state_dict(), run.sched.state_dict(), epoch + 1,
         run.kind, list(run.classes), run.cfg.to_dict(), run.history, None))
+    _write_metrics(run.out, run.history)
 
 
 def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
@@ -310,8 +355,14 @@ def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
 
     if ck.kind != kind:
         raise CheckpointError(f"{ck.path}: was trained as {ck.kind!r}, not {kind!r}")
-    if ck.config != cfg.to_dict():
-        diff = _diff(ck.config, cfg.to_dict())
+    mine, theirs = dict(ck.config), cfg.to_dict()
+    if isinstance(mine.get("train"), dict):  # a resumed run may be extended
+        mine["train"] = {**mine["train"], "epochs": theirs["train"]["epochs"]}
+    if ck.epoch > cfg.train.epochs:
+        raise CheckpointError(f"{ck.path}: has {ck.epoch} epochs already, more than train.epochs="
+                              f"{cfg.train.epochs}")
+    if mine != theirs:
+        diff = _diff(mine, theirs)
         raise CheckpointError(f"{ck.path}: config differs from the run's: {', '.join(diff[:6])}")
 
 
