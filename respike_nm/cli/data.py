@@ -14,7 +14,7 @@ from respike_nm.data.errors import DataError
 
 
 def add_parser(sub) -> None:
-    from respike_nm.data.factory import DATASETS
+    from respike_nm.data.names import DATASETS
 
     data = sub.add_parser("data", help="inspect videos, build the HDF5 clip cache")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")

@@ -14,7 +14,7 @@ SILENT_RATE = 1e-3  # below this mean SNN firing rate (spikes per neuron update)
 
 
 def add_parser(sub) -> None:
-    from respike_nm.energy.plans import PRECISIONS
+    from respike_nm.energy import PRECISIONS
 
     p = sub.add_parser(
         "energy", help="energy per clip of four deployment plans on every hardware target",

@@ -15,13 +15,12 @@ from respike_nm.data.datasets import (
     VideoClipDataset,
     check_videos,
 )
+from respike_nm.data.names import DATASETS, SYNTHETIC_DATASETS
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
 from respike_nm.data.splits import build_index
 from respike_nm.data.synthetic import SyntheticMotionConfig, SyntheticMotionVideos
 
-VIDEO_DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
-SYNTHETIC = {"synthetic-motion": SyntheticMotionVideos, "synthetic-binding": SyntheticBindingVideos}
-DATASETS = (*SYNTHETIC, *VIDEO_DATASETS, "cache")
+SYNTHETIC = dict(zip(SYNTHETIC_DATASETS, (SyntheticMotionVideos, SyntheticBindingVideos), strict=True))
 SyntheticConfig = SyntheticMotionConfig | SyntheticBindingConfig
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from respike_nm.energy import PRECISIONS
 from respike_nm.energy.counters import ClipCounts, LayerCount
 from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.models.respike import DOWNSAMPLE_POOL
@@ -38,11 +39,6 @@ PLANS = {
 LIF_MACS = 2  # CUBA-LIF on a GPU: current and voltage each decay-and-add once per step
 MEMORY_KEY = "sram_read_64b_32kb"  # per word access in the memory term
 TRANSFER_KEY = "dram_access_64b"  # per 64 bits crossing between GPU and chip
-PRECISIONS = {  # precision -> (GPU key, FLOPs per MAC), (CMOS key, MACs per MAC)
-    "fp32": (("flop_fp32", 2), ("mac_fp32", 1)),
-    "fp16": (("flop_bf16", 2), ("mac_fp16", 1)),
-    "int8": (("op_int8", 2), ("mac_int8", 1)),
-}
 
 
 @dataclass

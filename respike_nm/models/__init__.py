@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+KINDS = ("hybrid", "ann", "snn")  # three registrations of one code path (respike.ReSpikeSpec.kind)
+
 
 def list_models() -> tuple[str, ...]:
-    """The registered model names: three registrations of one code path."""
-    from respike_nm.models.respike import KINDS
-
+    """The registered model names (importable without torch, for the command line)."""
     return KINDS
 
 
 def create_model(name: str, num_classes: int, **overrides):
     """A registered model (``hybrid``, ``ann``, ``snn``) with spec field overrides."""
-    from respike_nm.models.respike import KINDS, ReSpike, ReSpikeSpec
+    from respike_nm.models.respike import ReSpike, ReSpikeSpec
 
     if name not in KINDS:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(KINDS)}")

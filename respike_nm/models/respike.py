@@ -20,6 +20,7 @@ from torch import nn
 
 from respike_nm.data.decompose import decompose
 from respike_nm.layout import btchw_to_nchwt
+from respike_nm.models import KINDS
 from respike_nm.models.ann import create_ann_backbone
 from respike_nm.models.deploy import StageSpec
 from respike_nm.models.fusion import NORMS, CrossAttentionFusion
@@ -27,7 +28,6 @@ from respike_nm.models.snn import PlainSNN, SNNSpec, create_snn, run_stem
 
 StageRunner = Callable[[StageSpec, torch.Tensor], torch.Tensor]
 
-KINDS = ("hybrid", "ann", "snn")
 FUSION_POINTS: dict[str, Callable[[tuple[int, ...]], tuple[int, ...]]] = {
     "multiscale": lambda stages: tuple(sorted(stages)),  # the configured stages (2, 3, 4 by default)
     "downsample": lambda stages: (1, 2, 3, 4),

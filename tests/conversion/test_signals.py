@@ -1,0 +1,101 @@
+"""SIGTERM and SIGINT during ``simulate``: every Lava process stops and its shared memory is released.
+
+``timeout``, ``docker stop`` and SLURM stop a job with SIGTERM; Ctrl-C sends SIGINT. The command
+runs in its own session, the test collects every descendant while Lava runs (process models and
+multiprocessing's resource tracker), sends the signal to the command and checks that each of them
+is gone and that no segment it created remains in /dev/shm.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SMALL_TRAIN
+
+from respike_nm.config import apply_overrides, load_config
+from respike_nm.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[2]
+SHM = Path("/dev/shm")
+
+
+def _children() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(d.name)] = int(fields[1])
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    parents, found, todo = _children(), set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parents.items() if pp == p}
+        todo += list(kids - found)
+        found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    from conversion.pipeline import export_run
+
+    base = tmp_path_factory.mktemp("sig")
+    train(apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1", "data.test_per_class=50"]),
+          "hybrid", base / "run")
+    export_run(base / "run", base / "export")
+    return base / "export"
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, code):
+    before = set(os.listdir(SHM))
+    proc = subprocess.Popen([sys.executable, "-m", "respike_nm.cli.main", "simulate", str(export),
+                             "--clips", "200"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen |= _descendants(proc.pid)
+            if len(seen) >= 3 and set(os.listdir(SHM)) - before:  # Lava is running
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"simulate ended before the signal: {proc.communicate()[1][-2000:]}"
+        time.sleep(1.0)
+        seen |= _descendants(proc.pid)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    for _ in range(50):
+        left = {p for p in seen if _alive(p)}
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, f"processes left running: {sorted(left)}"
+    assert not set(os.listdir(SHM)) - before, "shared-memory segments left in /dev/shm"
