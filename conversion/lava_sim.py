@@ -36,11 +36,15 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from conversion.layout import clips_to_xyct, xyct_to_clips
 from conversion.manifest import StageManifest
 from conversion.proc_models import PyConvModelFixedFast
+from respike_nm import stopping
 
 # Spikes leave through Extractor taps (a shared-memory channel, one array per step), not a sink's Var:
 # Lava 0.10 reads a Var back one element per message, which took minutes for a few MB of spikes. The
 # run goes in chunks so that a tap's buffer (float64 arrays) stays below this size.
 TAP_BYTES = 32 << 20
+# ... and in chunks of at most this many steps, so that a stop request (SIGTERM, Ctrl-C) is answered
+# within one chunk (respike_nm.stopping).
+STOP_POLL_STEPS = 256
 
 
 @dataclass(frozen=True)
@@ -90,25 +94,28 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
     source.s_out.connect(net.inp)
     recorded = tuple(range(len(net.layers))) if all_layers else (len(net.layers) - 1,)
     shapes = [net.layers[i].out.shape for i in recorded]
-    chunk = max(1, min(steps, TAP_BYTES // (8 * max(int(np.prod(sh)) for sh in shapes))))
+    chunk = max(1, min(steps, STOP_POLL_STEPS, TAP_BYTES // (8 * max(int(np.prod(sh)) for sh in shapes))))
     taps = [Extractor(shape=sh, buffer_size=chunk) for sh in shapes]
     for i, tap in zip(recorded, taps, strict=True):
         net.layers[i].out.connect(tap.in_port)
     raw = [np.zeros((*sh, steps), dtype=np.uint8) for sh in shapes]
-    try:
-        t0 = time.perf_counter()
-        net.create_runtime(run_cfg=run_config(stock_conv))
-        setup, run = time.perf_counter() - t0, 0.0
-        for start in range(0, steps, chunk):  # run a chunk, then empty the taps' buffers
-            n = min(chunk, steps - start)
+    with stopping.deferred():  # a signal stops the network after the current chunk, then is raised
+        try:
             t0 = time.perf_counter()
-            net.run(condition=RunSteps(num_steps=n))
-            run += time.perf_counter() - t0
-            for tap, out in zip(taps, raw, strict=True):
-                for t in range(start, start + n):
-                    out[..., t] = tap.receive()
-    finally:
-        net.stop()
+            net.create_runtime(run_cfg=run_config(stock_conv))
+            setup, run = time.perf_counter() - t0, 0.0
+            for start in range(0, steps, chunk):  # run a chunk, then empty the taps' buffers
+                n = min(chunk, steps - start)
+                t0 = time.perf_counter()
+                net.run(condition=RunSteps(num_steps=n))
+                run += time.perf_counter() - t0
+                for tap, out in zip(taps, raw, strict=True):
+                    for t in range(start, start + n):
+                        out[..., t] = tap.receive()
+                if stopping.requested():  # after a run: Lava's stop() hangs on a runtime never started
+                    break
+        finally:
+            net.stop()
     spikes = tuple(_aligned(r, i + reset_offset, clips, time_steps)
                    for i, r in zip(recorded, raw, strict=True))
     return LavaRunResult(spikes, recorded, clips, time_steps, steps, setup, run, stock_conv)

@@ -5,7 +5,7 @@ checkpoint, a video: every ``ValueError`` and data error the library raises name
 option) is one line on stderr and exit code 2; a file-system refusal (missing, exists, not a
 folder, no permission) is one line naming the path, also 2; anything else is an internal error,
 exit 1, with the traceback only under ``--debug`` or ``RESPIKE_DEBUG=1``. SIGINT exits 130 and
-SIGTERM 143, both after the ``finally`` blocks that stop Lava networks have run.
+SIGTERM 143, both after the Lava networks have been stopped (:mod:`respike_nm.stopping`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import traceback
 
-from respike_nm import __version__
+from respike_nm import __version__, stopping
 from respike_nm.cli import data as data_cmd
 from respike_nm.cli import demo as demo_cmd
 from respike_nm.cli import deploy as deploy_cmd
@@ -32,10 +31,6 @@ COMMANDS = (data_cmd, train_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd, disc
 DEBUG_ENV = "RESPIKE_DEBUG"
 USER_ERRORS = (DataError, DemoError, ValueError)
 PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main process so that cleanup (``finally: net.stop()``) runs."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,18 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(main_pid: int):
-    def handler(signum, frame):
-        if os.getpid() != main_pid:
-            # A forked child (a Lava process model) inherited this handler: die as it would have.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated()
-
-    return handler
-
-
 def _path_message(exc: OSError) -> str:
     if exc.filename is None:
         return str(exc)
@@ -76,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    previous = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     try:
-        return int(args.func(args) or 0)
+        with stopping.install():
+            return int(args.func(args) or 0)
     except USER_ERRORS as exc:
         if debug:
             traceback.print_exc()
@@ -92,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("respike-nm: interrupted", file=sys.stderr)
         return 130
-    except Terminated:
+    except stopping.Terminated:
         print("respike-nm: terminated", file=sys.stderr)
         return 143
     except Exception as exc:  # noqa: BLE001 - the one boundary: internal errors become exit 1
@@ -103,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"respike-nm: internal error: {type(exc).__name__}: {exc} "
               f"(at {os.path.basename(where.filename)}:{where.lineno}{hint})", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
