@@ -16,6 +16,7 @@ Conv synapses run on :class:`~conversion.proc_models.PyConvModelFixedFast` (same
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv.process import Conv
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.source import RingBuffer as SourceBuffer
+from tqdm import tqdm
 
 from conversion.layout import clips_to_xyct, xyct_to_clips
 from conversion.manifest import StageManifest
@@ -104,6 +106,8 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
             t0 = time.perf_counter()
             net.create_runtime(run_cfg=run_config(stock_conv))
             setup, run = time.perf_counter() - t0, 0.0
+            bar = tqdm(total=steps, desc=f"Lava {Path(hdf5).stem}", unit="step", file=sys.stderr,
+                       leave=False, disable=None)  # shown on a terminal only
             for start in range(0, steps, chunk):  # run a chunk, then empty the taps' buffers
                 n = min(chunk, steps - start)
                 t0 = time.perf_counter()
@@ -112,8 +116,10 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
                 for tap, out in zip(taps, raw, strict=True):
                     for t in range(start, start + n):
                         out[..., t] = tap.receive()
+                bar.update(n)
                 if stopping.requested():  # after a run: Lava's stop() hangs on a runtime never started
                     break
+            bar.close()
         finally:
             net.stop()
     spikes = tuple(_aligned(r, i + reset_offset, clips, time_steps)

@@ -18,10 +18,11 @@ from respike_nm.train.loop import load_run
 
 def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bits_source: str, *,
               targets: list[HwProfile] | None = None, host: str = "h100", memory: str = "cmos45nm",
-              precision: str = "fp32", clips: int = 8, batch: int = 4) -> EnergyReport:
+              precision: str = "fp32", clips: int = 8, batch: int = 4, progress=None) -> EnergyReport:
     """Count a trained hybrid (rebuilt quantized: what would be deployed) on ``clips`` test clips,
     ``batch`` at a time, price the four plans (:func:`~respike_nm.energy.report.energy_report`) and
-    write the report into the new folder ``out`` (temporary folder, then rename)."""
+    write the report into the new folder ``out`` (temporary folder, then rename). ``progress``: wraps
+    the list of batches (e.g. ``tqdm``)."""
     if batch < 1:
         raise ValueError(f"the batch must be at least 1 clip, got {batch}")
     run_dir = Path(run_dir)
@@ -33,6 +34,8 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     model.eval()
     video, _ = test_clips(cfg, clips)
     batches = [video[i:i + batch] for i in range(0, len(video), batch)]
+    if progress is not None:
+        batches = progress(batches)
     report = energy_report(model, batches, str(run_dir.resolve()), graded_bits, graded_bits_source, targets,
                            host_p, memory_p, precision)
     with atomic_dir(out, "report folder") as tmp:

@@ -63,7 +63,7 @@ def run_energy(args) -> int:
     bits, bits_source = graded_bits(args.export)
     report = price_run(args.run_dir, args.out, bits, bits_source, targets=targets, host=args.host,
                        memory=args.memory_profile, precision=args.precision, clips=args.clips,
-                       batch=args.batch)
+                       batch=args.batch, progress=_bar)
     rate = snn_firing_rate(report.counts.layers)
     if rate is not None and rate < SILENT_RATE:
         print(f"respike-nm: warning: the SNN is near-silent ({rate:.2e} spikes per neuron update, below "
@@ -82,6 +82,12 @@ def run_energy(args) -> int:
             print(f"  - {text}")
         print(f"wrote {args.out}/energy.json, energy.csv, plans.png, layers.png")
     return 0
+
+
+def _bar(batches):
+    from tqdm import tqdm
+
+    return tqdm(batches, desc="count", unit="batch", file=sys.stderr, leave=False, disable=None)
 
 
 def snn_firing_rate(layers) -> float | None:
