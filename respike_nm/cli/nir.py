@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -27,6 +25,7 @@ def add_parser(sub) -> None:
 
 def run_nir(args) -> int:
     from conversion.nir_export import SUFFIX, export_nir
+    from respike_nm.atomic import atomic_dir
     from respike_nm.train.loop import load_run
 
     if args.out.exists():
@@ -37,13 +36,8 @@ def run_nir(args) -> int:
     if args.out.suffix == SUFFIX:
         stages = export_nir(model, args.out, frame)
     else:
-        tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_dir(args.out, "NIR folder") as tmp:
             stages = export_nir(model, tmp, frame)
-            os.replace(tmp, args.out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         stages = [replace(s, path=args.out / s.path.name) for s in stages]
     if args.json:
         print(json.dumps([{**asdict(s), "path": str(s.path)} for s in stages], indent=2))
