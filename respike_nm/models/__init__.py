@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-KINDS = ("hybrid", "ann", "snn")  # three registrations of one code path (respike.ReSpikeSpec.kind)
+from respike_nm.models.names import KINDS
 
 
 def list_models() -> tuple[str, ...]:

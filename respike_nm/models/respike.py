@@ -20,10 +20,10 @@ from torch import nn
 
 from respike_nm.data.decompose import decompose
 from respike_nm.layout import btchw_to_nchwt
-from respike_nm.models import KINDS
 from respike_nm.models.ann import create_ann_backbone
 from respike_nm.models.deploy import StageSpec
 from respike_nm.models.fusion import NORMS, CrossAttentionFusion
+from respike_nm.models.names import KINDS
 from respike_nm.models.snn import PlainSNN, SNNSpec, create_snn, run_stem
 
 StageRunner = Callable[[StageSpec, torch.Tensor], torch.Tensor]
