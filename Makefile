@@ -9,9 +9,9 @@ DEMO_OUT ?= demo_out
 RESPIKE_REALDATA ?= $(wildcard ../shared/realdata)
 export RESPIKE_REALDATA
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint lock venv clean
 
-$(STAMP): pyproject.toml tools/bootstrap_venv.sh
+$(STAMP): pyproject.toml tools/bootstrap_venv.sh requirements/lock-py310.txt
 	@bash tools/bootstrap_venv.sh $(VENV)
 	@touch $(STAMP)
 
@@ -28,6 +28,15 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check respike_nm conversion hw_profiles tests bench
+
+# Refresh the lock file: a fresh venv from the ranges in pyproject.toml, the tests, then its versions.
+lock:
+	rm -rf .venv-lock
+	RESPIKE_NO_LOCK=1 bash tools/bootstrap_venv.sh .venv-lock
+	.venv-lock/bin/python -m pytest -q
+	{ sed -n '1,3p' requirements/lock-py310.txt; .venv-lock/bin/python -m pip freeze --exclude-editable; } \
+		> requirements/lock-py310.txt.new && mv requirements/lock-py310.txt.new requirements/lock-py310.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -39,5 +39,12 @@ MSG
   echo "bootstrap: creating $venv with $py" >&2
   "$py" -m venv "$venv"
 fi
-echo "bootstrap: installing respike-nm and its dependencies into $venv (torch is large: minutes)" >&2
-"$venv/bin/python" -m pip install --disable-pip-version-check -q -e '.[dev]'
+lock=requirements/lock-py310.txt
+constraints=()
+if [ -z "${RESPIKE_NO_LOCK:-}" ] && [ -f "$lock" ]; then
+  constraints=(-c "$lock")  # the exact versions a passing CI used
+  echo "bootstrap: installing respike-nm into $venv with the versions in $lock (torch is large: minutes)" >&2
+else
+  echo "bootstrap: installing respike-nm into $venv, newest versions in its ranges (no lock file)" >&2
+fi
+"$venv/bin/python" -m pip install --disable-pip-version-check -q "${constraints[@]}" -e '.[dev]'
