@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,7 +56,9 @@ def test_a_failing_stage_stops_the_demo_and_is_named(tmp_path, monkeypatch, caps
 
 
 def test_simulate_stage_fails_when_lava_and_pytorch_differ(monkeypatch, tmp_path):
-    verify = {"clips": 2, "spike_mismatch": 3, "prediction_agreement": 1.0}
-    monkeypatch.setattr(demo, "_cli", lambda argv, capture=False: json.dumps(verify))
+    import conversion.pipeline
+
+    verify = SimpleNamespace(clips=2, spike_mismatch=3, prediction_agreement=1.0)
+    monkeypatch.setattr(conversion.pipeline, "simulate_export", lambda export, clips: verify)
     with pytest.raises(demo.DemoError, match="3 mismatched spikes"):
         demo._simulate(tmp_path, 2)
