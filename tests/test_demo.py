@@ -16,8 +16,10 @@ from respike_nm.hardware import builtin_profiles
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_summarises_them(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out), "--json"]) == 0
     s = json.loads((out / "summary.json").read_text())
+    assert json.loads(capsys.readouterr().out) == s  # stdout: exactly the summary
     assert [st["stage"].split(":")[0] for st in s["stages"]] == [
         "data", "train", "train", "train", "eval", "eval", "eval", "export", "simulate", "energy"]
     # The accuracies are the runs' own evaluations (not copied from training logs).

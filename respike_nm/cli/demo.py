@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from respike_nm.atomic import write_text_atomic
+from respike_nm.cli import positive_int
 
 MODELS = ("hybrid", "ann", "snn")
 # --quick: the same stages at a size that runs in a few minutes (for tests), not for accuracy.
@@ -35,7 +36,8 @@ def add_parser(sub) -> None:
                     "DIR/summary.json and PNG figures.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run (not for accuracy)")
-    p.add_argument("--clips", type=int, help="clips for simulate and energy (default 20, quick 2)")
+    p.add_argument("--clips", type=positive_int, help="clips for simulate and energy (default 20, quick 2)")
+    p.add_argument("--json", action="store_true", help="print summary.json instead of summary.md")
     p.set_defaults(func=run_demo)
 
 
@@ -86,6 +88,9 @@ def run_demo(args) -> int:
                "outputs": {"runs": {m: str(p) for m, p in runs.items()}, "export": str(export)}}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text_atomic(out / "summary.md", summary_markdown(summary))
+    if getattr(args, "json", False):
+        print(json.dumps(summary, indent=2))
+        return 0
     print(summary_markdown(summary))
     print(f"demo finished in {summary['seconds']:.0f} s; outputs in {out}/ (summary.md, summary.json)")
     return 0
