@@ -106,20 +106,19 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
             t0 = time.perf_counter()
             net.create_runtime(run_cfg=run_config(stock_conv))
             setup, run = time.perf_counter() - t0, 0.0
-            bar = tqdm(total=steps, desc=f"Lava {Path(hdf5).stem}", unit="step", file=sys.stderr,
-                       leave=False, disable=None)  # shown on a terminal only
-            for start in range(0, steps, chunk):  # run a chunk, then empty the taps' buffers
-                n = min(chunk, steps - start)
-                t0 = time.perf_counter()
-                net.run(condition=RunSteps(num_steps=n))
-                run += time.perf_counter() - t0
-                for tap, out in zip(taps, raw, strict=True):
-                    for t in range(start, start + n):
-                        out[..., t] = tap.receive()
-                bar.update(n)
-                if stopping.requested():  # after a run: Lava's stop() hangs on a runtime never started
-                    break
-            bar.close()
+            with tqdm(total=steps, desc=f"Lava {Path(hdf5).stem}", unit="step", file=sys.stderr,
+                      leave=False, disable=None) as bar:  # shown on a terminal only
+                for start in range(0, steps, chunk):  # run a chunk, then empty the taps' buffers
+                    n = min(chunk, steps - start)
+                    t0 = time.perf_counter()
+                    net.run(condition=RunSteps(num_steps=n))
+                    run += time.perf_counter() - t0
+                    for tap, out in zip(taps, raw, strict=True):
+                        for t in range(start, start + n):
+                            out[..., t] = tap.receive()
+                    bar.update(n)
+                    if stopping.requested():  # after a run: Lava's stop() hangs on a runtime never started
+                        break
         finally:
             net.stop()
     spikes = tuple(_aligned(r, i + reset_offset, clips, time_steps)

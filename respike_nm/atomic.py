@@ -14,10 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TEMP_GLOB = ".*.tmp-*"  # what temp_name and atomic_dir's temporary folders look like
+
 
 def temp_name(path: Path) -> Path:
     """``.<name>.tmp-<pid><suffix>`` beside ``path`` (the suffix kept, for writers that infer a format)."""
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def leftover_temps(folder: Path) -> list[Path]:
+    """Temporary files of :func:`atomic_file` that a killed write left in ``folder``."""
+    return [p for p in folder.glob(TEMP_GLOB) if p.is_file()]
 
 
 @contextmanager

@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _path_message(exc: OSError) -> str:
-    if exc.filename is None:
-        return str(exc)
-    return f"{exc.filename}: {exc.strerror or exc}"
+def _message(exc: Exception) -> str:
+    """A path error as ``PATH: reason``; the library's own errors already name their file."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,15 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stopping.install():
             return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, *PATH_ERRORS) as exc:
         if debug:
             traceback.print_exc()
-        print(f"respike-nm: error: {exc}", file=sys.stderr)
-        return 2
-    except PATH_ERRORS as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"respike-nm: error: {_path_message(exc)}", file=sys.stderr)
+        print(f"respike-nm: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("respike-nm: interrupted", file=sys.stderr)

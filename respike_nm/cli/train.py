@@ -58,7 +58,7 @@ def _progress(quiet: bool):
 def resolve_config(args):
     from respike_nm.config import apply_overrides, from_dict, load_config
 
-    if getattr(args, "resume", False) and args.config is None:
+    if args.resume and args.config is None:
         from respike_nm.train.checkpoint import load_checkpoint
         from respike_nm.train.loop import CHECKPOINT, check_run_dir
 
@@ -75,12 +75,11 @@ def resolve_config(args):
 
 
 def run_train(args) -> int:
-    from respike_nm.train.loop import check_run_dir, train
+    from respike_nm.train.loop import train
 
     cfg = resolve_config(args)
     if args.dry_run:
         return _dry_run(cfg, args)
-    check_run_dir(args.out, args.resume, args.overwrite)  # before the datasets are built
 
     def on_epoch(row):
         if args.quiet:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from respike_nm.atomic import write_text_atomic
+from respike_nm.atomic import TEMP_GLOB, leftover_temps, write_text_atomic
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.data.transforms import normalize
@@ -229,7 +229,7 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool = False) -> None:
         if not (out / CHECKPOINT).is_file():
             raise ValueError(f"{out}: no run to resume ({CHECKPOINT} missing)")
     elif out.is_dir():
-        names = {p.name for p in out.iterdir() if ".tmp-" not in p.name}
+        names = {p.name for p in out.iterdir()} - {p.name for p in out.glob(TEMP_GLOB)}
         others = sorted(names - set(RUN_FILES))
         if others:
             raise ValueError(f"{out}: holds files that are not a run ({', '.join(others[:3])}); "
@@ -238,9 +238,8 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool = False) -> None:
             raise ValueError(f"{out}: holds a run ({', '.join(sorted(names))}); pass --resume to continue "
                              "it or --overwrite to replace it")
     if out.is_dir():
-        for stale in out.glob(".*.tmp-*"):
-            if stale.is_file():
-                stale.unlink()
+        for stale in leftover_temps(out):
+            stale.unlink()
 
 
 def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device | None,
