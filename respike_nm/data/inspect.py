@@ -12,7 +12,7 @@ from respike_nm.data.decompose import decompose
 from respike_nm.data.records import ClipSpec, DecomposedClip
 from respike_nm.data.sampling import eval_indices
 from respike_nm.data.transforms import ClipTransform
-from respike_nm.data.video import probe_video, read_frames
+from respike_nm.data.video import read_frames
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
     The report warns when fewer frames decode than the container announces (a truncated or damaged
     file) and when the video is shorter than a clip (T frames), which training fills by repetition.
     """
-    header = probe_video(path).num_frames
     frames, meta = read_frames(path, short_side=spec.decode_short_side)
+    header = meta.header_frames
     parts = decompose_frames(frames, spec)
     energy, active = summarise(parts)
     warnings = []

@@ -36,6 +36,7 @@ class VideoMeta:
     height: int
     codec: str
     duration_s: float | None
+    header_frames: int = 0  # the frame count the container's header announces (0: it announces none)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -65,6 +65,7 @@ def _meta(path: Path, container: av.container.InputContainer, num_frames: int) -
         height=stream.codec_context.height,
         codec=stream.codec_context.name,
         duration_s=duration,
+        header_frames=max(int(stream.frames), 0),
     )
 
 
