@@ -182,7 +182,8 @@ MINIMUM = {
     "data.num_workers": 0, "data.appearances": 1, "data.motions": 1, "data.train_per_class": 1,
     "data.test_per_class": 1, "model.dropout": 0.0, "train.epochs": 1, "train.batch_size": 1,
     "train.lr": 0.0, "train.weight_decay": 0.0, "train.warmup_epochs": 0, "train.fusion_lr_scale": 0.0,
-    "train.ann_lr_scale": 0.0, "train.label_smoothing": 0.0, "train.eval_every": 1, "quant.float_fraction": 0.0,
+    "train.ann_lr_scale": 0.0, "train.label_smoothing": 0.0, "train.eval_every": 1,
+    "quant.float_fraction": 0.0,
 }
 
 

@@ -6,9 +6,9 @@
   whose input is nonzero (NeuroBench's Effective_MACs). Grouped and depthwise convolutions count
   ``C_in / groups`` inputs per output; EfficientNet-Lite's "same" padding, applied inside its
   convolutions' forward, is applied to the hooked input first, so borders count as in the network.
-  Attention matrix products are functional
-  (``scaled_dot_product_attention``), so hooks on modules miss them: each ``Attention`` module adds
-  ``2 * n * Lq * Lk * heads * head_dim`` MACs (QK^T and AV) explicitly.
+  Attention matrix products are functional (``scaled_dot_product_attention``), so hooks on modules
+  miss them: each ``Attention`` module adds ``2 * n * Lq * Lk * heads * head_dim`` MACs (QK^T and
+  AV) explicitly.
 - SNN synapses (every :class:`~respike_nm.models.snn.ConvBN`, time folded into the batch): with a
   binary input, synaptic operations (accumulates) = sum over steps of (input spikes x fan-out),
   computed exactly as a convolution of the spike map with an all-ones kernel (borders included);

@@ -150,7 +150,8 @@ def test_imagenet_predictions_are_plausible_on_real_frames(lite, package_net):
     hits = random_hits = 0
     for cls, rel in sorted(picked.items()):
         with av.open(str(Path(ROOT) / rel), metadata_errors="ignore") as c:
-            frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(40), c.decode(video=0), strict=False)]
+            decoded = zip(range(40), c.decode(video=0), strict=False)
+            frames = [f.to_ndarray(format="rgb24") for _, f in decoded]
         frame = np.asarray(frames[len(frames) // 2])[None]
         x = normalize(crop(frame))  # [1, 3, 224, 224]: centre square, resized, as evaluation does
         with torch.no_grad():
