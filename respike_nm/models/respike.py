@@ -56,6 +56,7 @@ class ReSpikeSpec:
     fusion_norm: str = "auto"  # auto: by what the SNN stage emits (see fusion_norm_for)
     fusion_norm_eps: float | None = None  # the norm's eps; None: fusion.DEFAULT_EPS
     dropout: float = 0.0
+    ann_frozen_bn: bool = False  # the ANN's BatchNorms keep their (pretrained) statistics in training
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -115,6 +116,17 @@ class ReSpike(nn.Module):
             self.snn.feature_info.channels[-1] if use_snn else 0)
         self.dropout = nn.Dropout(spec.dropout)
         self.head = nn.Linear(width, spec.num_classes)
+
+    def train(self, mode: bool = True) -> ReSpike:
+        """As ``nn.Module.train``; with ``ann_frozen_bn`` the ANN's BatchNorms stay in eval mode, so
+        a pretrained trunk normalises with its ImageNet statistics instead of those of a few clips
+        (a batch of 8 clips is 32 strongly correlated key frames). Their scales and shifts still learn."""
+        super().train(mode)
+        if mode and self.spec.ann_frozen_bn and self.ann is not None:
+            for m in self.ann.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def forward(self, video: torch.Tensor, stage_runner: StageRunner | None = None) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> logits ``[B, classes]``; ``[B, K, T, 3, H, W]`` -> ``[B, K, classes]``.

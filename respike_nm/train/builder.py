@@ -74,7 +74,7 @@ def model_options(cfg: Config, quantize: bool | None = None) -> dict:
         stride=cfg.data.stride, ann_arch=m.ann_arch,
         ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,
         fusion_stages=tuple(m.fusion_stages), fusion_norm=m.fusion_norm,
-        fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout,
+        fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout, ann_frozen_bn=m.ann_frozen_bn,
     )
 
 

@@ -53,3 +53,23 @@ def test_without_an_ann_rate_the_groups_are_those_of_earlier_runs():
     assert len(opt.param_groups) == 2
     fusion = {id(p) for n, p in model.named_parameters() if n.startswith("fusion.")}
     assert {id(p) for p in opt.param_groups[1]["params"]} == fusion
+
+
+def test_frozen_ann_batchnorm_keeps_its_statistics_while_the_rest_trains():
+    torch.manual_seed(0)
+    video = torch.randn(2, 8, 3, 32, 32)
+    for frozen in (True, False):
+        cfg = apply_overrides(load_config("tiny"), [f"model.ann_frozen_bn={str(frozen).lower()}",
+                                                    "data.frames=8"])
+        model = build_model(cfg, "hybrid", num_classes=3).train()
+        ann_bn = [m for m in model.ann.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        snn_bn = [m for m in model.snn.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert ann_bn and snn_bn
+        before = [m.running_mean.clone() for m in ann_bn + snn_bn]
+        model(video).sum().backward()
+        after = [m.running_mean for m in ann_bn + snn_bn]
+        moved = [not torch.equal(a, b) for a, b in zip(before, after, strict=True)]
+        assert all(moved[len(ann_bn):])  # the SNN's statistics follow the batch either way
+        assert not any(moved[:len(ann_bn)]) if frozen else all(moved[:len(ann_bn)])
+        assert all(m.weight.grad is not None for m in ann_bn)  # scales and shifts still learn
+        assert model.training and all(m.training != frozen for m in ann_bn)
