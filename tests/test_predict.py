@@ -243,13 +243,16 @@ def test_unopenable_and_short_inputs_are_reported_and_the_others_processed(run, 
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video at all")
     missing = tmp_path / "missing.mp4"
-    rc = main(["predict", str(run), str(missing), str(fake), str(short), str(good), "--quiet"])
+    url = "http://127.0.0.1:9/none.mp4"  # the discard port: connection refused at once
+    device = "/dev/null"  # a character device, opened as a camera would be
+    rc = main(["predict", str(run), str(missing), str(fake), url, device, str(short), str(good), "--quiet"])
     assert rc == 2
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("respike-nm: error:")]
-    assert len(errors) == 3
-    assert str(missing) in errors[0] and str(fake) in errors[1]
-    assert str(short) in errors[2] and "5 frame(s), fewer than one window of T=8" in errors[2]
+    assert len(errors) == 5, err
+    for line, name in zip(errors, (missing, fake, url, device, short), strict=True):
+        assert line.startswith(f"respike-nm: error: {name}: ")
+    assert errors[4].endswith(f"{short}: 5 frame(s), fewer than one window of T=8: no prediction")
     assert out.splitlines()[-2].startswith(f"{good} window 0: frames 0-7")
     assert out.splitlines()[-1].startswith(f"{good}: 1 window(s) over 8 frame(s)")
 
