@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--topk", type=positive_int, default=3, help="classes shown per window (default 3)")
     p.add_argument("--json", action="store_true", help="JSON lines: one object per window and per source")
     p.add_argument("--lava", type=Path, metavar="EXPORT_DIR",
-                   help="run the SNN branch in Lava from this export (respike-nm export RUN_DIR --out DIR)")
+                   help="run the SNN branch in Lava from this export (respike-nm export RUN_DIR --out DIR); "
+                        "the predictions are then the quantized model's, about 2 s per window for tiny")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_predict)
 
