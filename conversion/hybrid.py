@@ -52,3 +52,24 @@ def hybrid_logits(model: nn.Module, manifest: ExportManifest, directory: str | P
     runner = LavaStageRunner(manifest, directory, model.spec.snn.quant)
     logits = model(video, stage_runner=runner)
     return HybridResult(logits, runner.steps, runner.seconds)
+
+
+class HybridClassifier:
+    """``video [B, T, 3, H, W]`` (normalised) -> logits, with the SNN stages run in Lava: the
+    classifier of streaming prediction (:mod:`respike_nm.predict`) for ``predict --lava``.
+
+    Each call runs every stage network once (network built, run over the window's T' steps per key
+    frame, stopped), so a call costs Lava's set-up of each stage; ``calls``, ``lava_steps`` and
+    ``lava_seconds`` (the runs themselves, set-up excluded) add up over calls.
+    """
+
+    def __init__(self, model: nn.Module, manifest: ExportManifest, directory: str | Path):
+        self.model, self.manifest, self.directory = model, manifest, Path(directory)
+        self.calls, self.lava_steps, self.lava_seconds = 0, 0, 0.0
+
+    def __call__(self, video: Tensor) -> Tensor:
+        result = hybrid_logits(self.model, self.manifest, self.directory, video)
+        self.calls += 1
+        self.lava_steps += result.lava_steps
+        self.lava_seconds += result.lava_seconds
+        return result.logits

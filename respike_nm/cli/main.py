@@ -23,11 +23,12 @@ from respike_nm.cli import deploy as deploy_cmd
 from respike_nm.cli import discover as discover_cmd
 from respike_nm.cli import energy as energy_cmd
 from respike_nm.cli import nir as nir_cmd
+from respike_nm.cli import predict as predict_cmd
 from respike_nm.cli import train as train_cmd
 from respike_nm.cli.demo import DemoError
 from respike_nm.data.errors import DataError
 
-COMMANDS = (data_cmd, train_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd, discover_cmd)
+COMMANDS = (data_cmd, train_cmd, predict_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd, discover_cmd)
 DEBUG_ENV = "RESPIKE_DEBUG"
 USER_ERRORS = (DataError, DemoError, ValueError)
 PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)

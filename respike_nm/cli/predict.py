@@ -1,0 +1,120 @@
+"""``respike-nm predict``: class predictions over sliding windows of videos and live streams."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from respike_nm.cli import positive_int
+
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE, the status of a shell tool whose output pipe closed
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="predict actions over sliding windows of videos, folders and live streams",
+        description="Decode each input frame by frame as evaluation does (short side scaled while decoding, "
+                    "centre crop), keep the last T frames and, from the T-th frame on, predict every s new "
+                    "frames (T, s and the crop from the run's config). Inputs: video files, folders "
+                    "(every video inside, recursively), '-' (stdin), a named pipe, a device (/dev/video0 or "
+                    "FORMAT:TARGET, e.g. v4l2:/dev/video0), a URL (rtsp://, http://). Prints one line per "
+                    "window and a summary per source (the mean of its windows' probabilities); --json: one "
+                    "JSON object per line instead. Exit 2 when any input could not be opened, stopped "
+                    "early or was shorter than one window; the others are still processed.")
+    p.add_argument("run_dir", type=Path, help="a training run folder (respike-nm train --out)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, folder, '-', pipe, device or URL")
+    p.add_argument("--topk", type=positive_int, default=3, help="classes shown per window (default 3)")
+    p.add_argument("--json", action="store_true", help="JSON lines: one object per window and per source")
+    p.add_argument("--lava", type=Path, metavar="EXPORT_DIR",
+                   help="run the SNN branch in Lava from this export (respike-nm export RUN_DIR --out DIR); "
+                        "the predictions are then the quantized model's, about 2 s per window for tiny")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    from respike_nm.data.errors import DataError
+    from respike_nm.predict import SourceSummary, expand_inputs, predict_source, torch_classifier
+    from respike_nm.records import to_data
+    from respike_nm.train.builder import clip_spec
+    from respike_nm.train.loop import default_device, load_run
+
+    if args.lava is not None:
+        model, cfg, ck, classify = _lava_classifier(args.run_dir, args.lava)
+    else:
+        model, cfg, ck = load_run(args.run_dir, device=default_device())
+        classify = torch_classifier(model)
+    spec = clip_spec(cfg)
+    failed = 0
+    try:
+        for source in expand_inputs(args.inputs):
+            try:
+                for item in predict_source(source, classify, ck.classes, spec, args.topk,
+                                           _progress(args.quiet)):
+                    _emit(json.dumps(to_data(item)) if args.json else _describe(item))
+                    if isinstance(item, SourceSummary) and item.error:
+                        failed += 1
+                        kept = f" ({item.windows} window(s) before it stand)" if item.windows else ""
+                        print(f"respike-nm: error: {item.source}: {item.error}{kept}", file=sys.stderr)
+            except DataError as exc:  # could not be opened: one line, then the next input
+                failed += 1
+                print(f"respike-nm: error: {exc}", file=sys.stderr)
+                if args.json:
+                    _emit(json.dumps(to_data(SourceSummary(source, 0, 0, (), exc.problem))))
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop, as a shell tool would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        print("respike-nm: stdout closed; stopped", file=sys.stderr)
+        return SIGPIPE_EXIT
+    return 2 if failed else 0
+
+
+def _lava_classifier(run_dir: Path, export_dir: Path):
+    """``(model, cfg, checkpoint, classifier)`` with the SNN of ``export_dir`` in Lava; the export must
+    come from this run's checkpoint (the hybrid mixes the run's ANN with the export's SNN)."""
+    from conversion.hybrid import HybridClassifier
+    from conversion.manifest import MANIFEST_NAME, file_sha256
+    from conversion.netx_check import check_export
+    from respike_nm.train.loop import CHECKPOINT, load_run
+
+    manifest = check_export(export_dir)
+    model, cfg, ck = load_run(run_dir, quantize=True)
+    if manifest.checkpoint_sha256 and manifest.checkpoint_sha256 != file_sha256(run_dir / CHECKPOINT):
+        raise ValueError(f"{export_dir / MANIFEST_NAME}: exported from another checkpoint than "
+                         f"{run_dir / CHECKPOINT} (sha256 differs); export this run again")
+    model.eval()
+    return model, cfg, ck, HybridClassifier(model, manifest, export_dir)
+
+
+def _progress(quiet: bool):
+    def bar(it, desc="", total=0):
+        return tqdm(it, desc=desc, total=total or None, unit="frame", file=sys.stderr, leave=False,
+                    disable=quiet)
+
+    return bar
+
+
+def _emit(line: str) -> None:
+    """A line on stdout at once (a live stream's consumer reads it while the stream goes on)."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _describe(item) -> str:
+    from respike_nm.predict import WindowPrediction
+
+    if isinstance(item, WindowPrediction):
+        when = f" ({item.start_s:.2f}-{item.end_s:.2f} s)" if item.start_s is not None \
+            and item.end_s is not None else ""
+        return (f"{item.source} window {item.window}: frames {item.first_frame}-{item.last_frame}{when}: "
+                f"{_scores(item.top)} [{item.latency_s * 1e3:.0f} ms]")
+    if not item.windows:
+        return f"{item.source}: no window over {item.frames} frame(s)"
+    return f"{item.source}: {item.windows} window(s) over {item.frames} frame(s): {_scores(item.top)}"
+
+
+def _scores(top) -> str:
+    return ", ".join(f"{c.name} {c.prob:.3f}" for c in top)
