@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
-from respike_nm.models.ann import FeatureInfo
+from respike_nm.models.backbone import FeatureInfo
 from respike_nm.models.deploy import ChipLayer, DeployError
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
