@@ -70,7 +70,7 @@ def compile_pattern(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"data.group_pattern {pattern!r} is not a regular expression ({e})") from None
+        raise ValueError(f"data.group_pattern '{pattern}' is not a regular expression ({e})") from None
 
 
 def group_of(name: str, pattern: re.Pattern, divisor: int = 1) -> str | None:
@@ -98,7 +98,7 @@ def file_groups(paths: Sequence[Path], spec: FoldSpec, root: str | Path) -> tupl
         what = ("match" if spec.group_divisor == 1
                 else f"capture an integer (group_divisor {spec.group_divisor}) in")
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise FoldError(root, f"data.group_pattern {spec.group_pattern!r} does not {what} "
+        raise FoldError(root, f"data.group_pattern '{spec.group_pattern}' does not {what} "
                               f"{len(bad)} of {len(paths)} file names: {', '.join(bad[:3])}{more}")
     return tuple(g for g in groups if g is not None)
 
@@ -113,7 +113,8 @@ def fold_count(spec: FoldSpec, labels: Sequence[int], groups: Sequence[str] | No
         k = n_groups if spec.folds == ONE_PER_GROUP else spec.folds
         if k > n_groups:
             raise FoldError(root, f"data.folds={k} but the file names give only {n_groups} groups "
-                                  f"({', '.join(sorted(set(groups))[:6])}); at most {n_groups}")
+                                  f"({', '.join(sorted(set(groups))[:6])}); at most {n_groups} "
+                                  f"(data.folds={ONE_PER_GROUP}: one fold per group)")
         if k < 2:
             raise FoldError(root, f"the file names give {n_groups} group(s); cross-validation needs "
                                   "at least 2")
