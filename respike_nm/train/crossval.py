@@ -143,8 +143,7 @@ def run_crossval(cfg: Config, kind: str, out: str | Path, resume: bool = False,
     trains (or is read back), ``on_fold_done(row)`` after; ``on_epoch`` goes to :func:`train`."""
     out = Path(out)
     folds = plan(cfg)
-    check_crossval_dir(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
+    check_crossval_dir(out, resume)  # the fold runs create out: a failed first start leaves nothing
     rows = []
     for i in range(folds.k):
         if on_fold:
