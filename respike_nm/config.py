@@ -41,6 +41,11 @@ class DataConfig:
     train_per_class: int = 40
     test_per_class: int = 10
     binding_decoy: bool = True  # synthetic-binding: objects in both halves of every key frame
+    # folder only: cross-validation folds, grouped by subject (respike_nm/data/folds.py)
+    folds: int = 0  # 0: the seeded split; K >= 2: K folds; -1: one fold per group (leave one subject out)
+    fold: int = 0  # the test fold (0-based); the other folds train
+    group_pattern: str | None = None  # regex searched in the file name: 1st capture group (or match) = group
+    group_divisor: int = 1  # > 1: the group is int(capture) // this (weizmann4: frame index // 8 = actor)
 
 
 @dataclass
@@ -184,7 +189,8 @@ CHOICES = {
 MINIMUM = {
     "seed": 0, "data.split": 1, "data.frames": 1, "data.stride": 1, "data.size": 1, "data.eval_clips": 1,
     "data.num_workers": 0, "data.appearances": 1, "data.motions": 1, "data.train_per_class": 1,
-    "data.test_per_class": 1, "model.dropout": 0.0, "train.epochs": 1, "train.batch_size": 1,
+    "data.test_per_class": 1, "data.folds": -1, "data.fold": 0, "data.group_divisor": 1,
+    "model.dropout": 0.0, "train.epochs": 1, "train.batch_size": 1,
     "train.lr": 0.0, "train.weight_decay": 0.0, "train.warmup_epochs": 0, "train.fusion_lr_scale": 0.0,
     "train.ann_lr_scale": 0.0, "train.label_smoothing": 0.0, "train.eval_every": 1,
     "quant.float_fraction": 0.0,

@@ -17,6 +17,7 @@ import sys
 import traceback
 
 from respike_nm import __version__, stopping
+from respike_nm.cli import crossval as crossval_cmd
 from respike_nm.cli import data as data_cmd
 from respike_nm.cli import demo as demo_cmd
 from respike_nm.cli import deploy as deploy_cmd
@@ -28,7 +29,8 @@ from respike_nm.cli import train as train_cmd
 from respike_nm.cli.demo import DemoError
 from respike_nm.data.errors import DataError
 
-COMMANDS = (data_cmd, train_cmd, predict_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd, discover_cmd)
+COMMANDS = (data_cmd, train_cmd, crossval_cmd, predict_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd,
+            discover_cmd)
 DEBUG_ENV = "RESPIKE_DEBUG"
 USER_ERRORS = (DataError, DemoError, ValueError)
 PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)

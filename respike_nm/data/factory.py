@@ -15,6 +15,7 @@ from respike_nm.data.datasets import (
     VideoClipDataset,
     check_videos,
 )
+from respike_nm.data.folds import FoldSpec
 from respike_nm.data.names import DATASETS, SYNTHETIC_DATASETS
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
 from respike_nm.data.splits import build_index
@@ -29,15 +30,19 @@ class DataSource:
     """Where a dataset's clips come from. ``root``: the dataset folder (the .h5 file for
     ``cache``); ``split``: official split number (UCF-101/HMDB-51); ``seed``: the folder split's
     and synthetic generator's seed; ``synthetic``: the generator's sizes (its type follows
-    ``name``; None: the generator's defaults)."""
+    ``name``; None: the generator's defaults); ``folds``: ``folder`` only, the cross-validation
+    fold to use instead of the seeded split."""
 
     name: str = "synthetic-motion"
     root: Path | None = None
     split: int = 1
     seed: int = 0
     synthetic: SyntheticConfig | None = None
+    folds: FoldSpec | None = None
 
     def __post_init__(self):
+        if self.folds is not None and self.name != "folder":
+            raise ValueError(f"data.folds applies to the folder dataset only, not {self.name!r}")
         if self.name not in DATASETS:
             raise ValueError(f"unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}")
         if self.name not in SYNTHETIC and self.root is None:
@@ -50,7 +55,7 @@ class DataSource:
 def video_index(source: DataSource) -> DatasetIndex:
     kwargs = {"split": source.split} if source.name in ("ucf101", "hmdb51") else {}
     if source.name == "folder":
-        kwargs = {"seed": source.seed}
+        kwargs = {"seed": source.seed, "folds": source.folds}
     return build_index(source.name, source.root, **kwargs)
 
 

@@ -25,7 +25,8 @@ Kinetics (``kinetics``)::
 
 Class folders (``folder``)::
 
-    root/<class>/<video files>   split per class by a seed (stratified)
+    root/<class>/<video files>   split per class by a seed (stratified), or cut into
+                                 cross-validation folds grouped by subject (``folds``)
 
 Labels index the sorted class names (UCF-101: classInd order). Records are sorted by
 ``(label, path)``.
@@ -44,10 +45,12 @@ import logging
 import os
 import random
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from respike_nm.data.errors import SplitFileError
+from respike_nm.data.folds import FoldSpec, assign_folds, file_groups, fold_count
 from respike_nm.data.records import DatasetIndex, Skipped, VideoRecord
 from respike_nm.data.video import VIDEO_EXTENSIONS
 
@@ -470,9 +473,14 @@ def _test_count(n: int, test_fraction: float) -> int:
     return 0 if n < 2 else min(n - 1, max(1, round(test_fraction * n)))
 
 
-def folder_index(root: str | Path, test_fraction: float = 0.2, seed: int = 0) -> DatasetIndex:
+def folder_index(root: str | Path, test_fraction: float = 0.2, seed: int = 0,
+                 folds: FoldSpec | None = None) -> DatasetIndex:
     """``root/<class>/<videos>`` split per class: :func:`_test_count` videos of each class, drawn
-    by ``seed``, go to test. A class's draw depends only on the seed, its name and its files."""
+    by ``seed``, go to test. A class's draw depends only on the seed, its name and its files.
+    With ``folds``, the split is cross-validation fold ``folds.fold`` instead: that fold is the
+    test set, the other folds the training set (:func:`folder_folds`)."""
+    if folds is not None:
+        return folder_folds(root, folds).index(folds.fold)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, not {test_fraction}")
     root = Path(root)
@@ -489,6 +497,52 @@ def folder_index(root: str | Path, test_fraction: float = 0.2, seed: int = 0) ->
         for p in paths:
             (test if p in chosen else train).append(VideoRecord(p, label, name))
     return _finish("folder", classes, train, test, skipped)
+
+
+@dataclass(frozen=True)
+class FolderFolds:
+    """A class-folder dataset cut into ``k`` folds: every video with its group (None without a
+    group pattern) and fold, in ``(label, path)`` order."""
+
+    root: Path
+    classes: tuple[str, ...]
+    records: tuple[VideoRecord, ...]
+    groups: tuple[str, ...] | None
+    folds: tuple[int, ...]
+    k: int
+    skipped: tuple[Skipped, ...]
+
+    def index(self, fold: int) -> DatasetIndex:
+        """Fold ``fold`` as the test set, the others as the training set."""
+        if not 0 <= fold < self.k:
+            raise ValueError(f"data.fold must lie in 0..{self.k - 1}, not {fold}")
+        train = [r for r, f in zip(self.records, self.folds, strict=True) if f != fold]
+        test = [r for r, f in zip(self.records, self.folds, strict=True) if f == fold]
+        return _finish("folder", self.classes, train, test, list(self.skipped))
+
+    def test_groups(self, fold: int) -> tuple[str, ...]:
+        """The groups whose videos fold ``fold`` tests on (sorted; empty without groups)."""
+        if self.groups is None:
+            return ()
+        return tuple(sorted({g for g, f in zip(self.groups, self.folds, strict=True) if f == fold}))
+
+
+def folder_folds(root: str | Path, spec: FoldSpec) -> FolderFolds:
+    """``root/<class>/<videos>`` assigned to ``spec``'s folds (:mod:`respike_nm.data.folds`):
+    stratified by class, whole groups to one fold when ``spec.group_pattern`` is given."""
+    root = Path(root)
+    skipped: list[Skipped] = []
+    videos = _class_videos(root, skipped)
+    if not videos:
+        raise SplitFileError(root, "no class folder with video files (expected <class>/<video>)")
+    classes = tuple(sorted(videos))
+    records = tuple(VideoRecord(p, label, name) for label, name in enumerate(classes)
+                    for p in videos[name])
+    labels = [r.label for r in records]
+    groups = file_groups([r.path for r in records], spec, root) if spec.group_pattern else None
+    k = fold_count(spec, labels, groups, classes, root)
+    return FolderFolds(root, classes, records, groups, assign_folds(labels, groups, k, spec.seed), k,
+                       tuple(skipped))
 
 
 # ---------------------------------------------------------------- by name
@@ -537,7 +591,7 @@ def build_index(name: str, root: str | Path, **kwargs) -> DatasetIndex:
     """The index of dataset ``name`` (one of :data:`INDEX_NAMES`) laid out under ``root`` as the
     module docstring shows; ``kwargs`` go to its function (``split``, ``split_dir``,
     ``video_root``; ``annotation_csv``, ``video_dir``, ``test_splits``; ``test_fraction``,
-    ``seed``)."""
+    ``seed``, ``folds``)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(INDEX_NAMES)}")
     return _BUILDERS[name](_check_folder(Path(root)), **kwargs)

@@ -11,6 +11,7 @@ from respike_nm.config import Config
 from respike_nm.data.binding import SyntheticBindingConfig
 from respike_nm.data.errors import DataError
 from respike_nm.data.factory import DataSource, make_dataset
+from respike_nm.data.folds import FoldSpec
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
 from respike_nm.data.transforms import normalize
@@ -37,7 +38,8 @@ def data_source(cfg: Config) -> DataSource:
     elif d.dataset == "synthetic-binding":
         synthetic = SyntheticBindingConfig(**sizes, decoy=d.binding_decoy)
     root = Path(d.data_root) if d.data_root else None
-    return DataSource(d.dataset, root, d.split, cfg.seed, synthetic)
+    folds = (FoldSpec(d.folds, d.fold, d.group_pattern, d.group_divisor, cfg.seed) if d.folds else None)
+    return DataSource(d.dataset, root, d.split, cfg.seed, synthetic, folds)
 
 
 def build_datasets(cfg: Config):
