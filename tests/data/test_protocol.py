@@ -8,6 +8,7 @@ import torch
 import torchvision.transforms.v2 as T
 from conftest import frame_pattern, write_video
 from torch.utils.data import DataLoader
+from torchvision.datasets.video_utils import unfold
 
 from respike_nm.config import ConfigError, apply_overrides, load_config
 from respike_nm.data.datasets import (
@@ -36,11 +37,15 @@ def test_window_starts_hand_worked(n, expected):
     assert window_starts(n, 16).tolist() == expected
 
 
-def test_window_starts_brute_force():
+def test_window_starts_brute_force_and_torchvision():
     for t in (1, 4, 7, 16):
         for n in range(0, 70):
             whole = [s for s in range(n) if s % t == 0 and s + t <= n]  # every whole window
             assert window_starts(n, t).tolist() == (whole or [0]), (n, t)
+            # the published code's clips: torchvision VideoClips unfolds the frame list with step T
+            # (and keeps no clip of a video shorter than T, where ours keeps one padded clip)
+            published = unfold(torch.arange(n), t, t)[:, 0].tolist()
+            assert published == whole, (n, t)
 
 
 def test_all_protocols_need_consecutive_sampling():
