@@ -33,7 +33,18 @@ class DataConfig:
     stride: int = 4  # s: key frame + s-1 residual frames (SNN time steps)
     size: int = 64  # crop side
     sampling: str = "consecutive"  # consecutive | segments
-    eval_clips: int = 1
+    # evaluation clips per video: tiled (eval_clips clips spread evenly through the video) | all
+    # (every non-overlapping T-frame window, starts 0, T, 2T, ...; a video shorter than T gives one
+    # padded clip; the published code's protocol; needs sampling=consecutive)
+    eval_protocol: str = "tiled"
+    eval_clips: int = 1  # eval_protocol=tiled only
+    # training clips per video and epoch: one (a random window) | all (every non-overlapping window,
+    # each one sample with its own crop and flip: an epoch is then that many clips, as published)
+    train_clips: str = "one"
+    # evaluation resize before the centre crop of `size`: short_side_8_7 (short side to size * 8/7,
+    # the 256-for-224 convention) | crop_size (short side to size, the published Resize + CenterCrop).
+    # Video frames are decoded at that short side for training too.
+    eval_resize: str = "short_side_8_7"
     num_workers: int = 0
     # synthetic-motion and synthetic-binding only (binding: A colours, M directions)
     appearances: int = 3
@@ -133,10 +144,13 @@ def _tiny_binding() -> Config:
 
 
 def _paper(name: str, arch: str) -> Config:
-    """The paper's set-up: 224x224, ImageNet-initialised ANN, SGD 1e-4, cosine, 100 epochs."""
+    """The paper's set-up: 224x224, ImageNet-initialised ANN, SGD 1e-4, cosine, 100 epochs, and the
+    published data protocol: every non-overlapping 16-frame clip of every video, in training each
+    epoch and in evaluation; Resize(224) + CenterCrop(224) at test time."""
     return Config(
         name=name,
-        data=DataConfig(dataset="ucf101", size=224, frames=16, stride=4, num_workers=8),
+        data=DataConfig(dataset="ucf101", size=224, frames=16, stride=4, num_workers=8,
+                        eval_protocol="all", train_clips="all", eval_resize="crop_size"),
         model=ModelConfig(ann_arch=arch, ann_weights=f"{_TV_WEIGHTS[arch]}"),
         train=TrainConfig(epochs=100, batch_size=32, optimizer="sgd", lr=1e-4, momentum=0.9,
                           weight_decay=1e-4, amp=True),
@@ -176,6 +190,9 @@ CHOICES = {
     "data.dataset": ("synthetic-motion", "synthetic-binding", "ucf101", "hmdb51", "kinetics", "folder",
                      "cache"),
     "data.sampling": ("consecutive", "segments"),
+    "data.eval_protocol": ("tiled", "all"),
+    "data.train_clips": ("one", "all"),
+    "data.eval_resize": ("short_side_8_7", "crop_size"),
     "model.ann_arch": ("resnet18", "resnet50", "efficientnet_lite0"),
     "model.snn_arch": ("plain", "resnet"),
     "model.snn_backend": ("slayer", "norse"),

@@ -228,6 +228,9 @@ class H5ClipDataset(ClipDataset):
     def source(self, i: int) -> str:
         return f"{self.path}[{int(self.rows[i])}]"
 
+    def num_frames(self, i: int) -> int:
+        return int(self.info.length[self.rows[i]])
+
     def _frames_ds(self) -> h5py.Dataset:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")

@@ -2,7 +2,10 @@
 
 Every dataset yields :class:`ClipSample` ``(video uint8 [K, T, 3, S, S], label, index)`` with
 K = 1 clip in training and ``spec.eval_clips`` tiled clips in evaluation; normalise batches with
-:func:`respike_nm.data.transforms.normalize` where the model runs, then decompose.
+:func:`respike_nm.data.transforms.normalize` where the model runs, then decompose. ``index`` is
+always the video's: :class:`EveryWindowDataset` (``eval_protocol``/``train_clips`` ``all``) makes
+each non-overlapping window of each video one item with K = 1, so several items share an index
+and evaluation aggregates them per video.
 Randomness (window start, crop, flip) is drawn from ``(seed, epoch, index)``, so a sample does
 not depend on the worker that made it or on what came before (needed for exact resume). A clip
 that fails to decode yields ``None``; :func:`collate_clips` drops it and counts it in
@@ -12,7 +15,9 @@ that fails to decode yields ``None``; :func:`collate_clips` drops it and counts 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -23,9 +28,9 @@ from torch.utils.data import Dataset
 
 from respike_nm.data.errors import DataError
 from respike_nm.data.records import ClipSpec, Skipped, VideoRecord
-from respike_nm.data.sampling import eval_indices, train_indices
+from respike_nm.data.sampling import consecutive_clip, eval_indices, train_indices, window_starts
 from respike_nm.data.transforms import ClipTransform
-from respike_nm.data.video import _open, read_sampled
+from respike_nm.data.video import _open, probe_video, read_sampled
 from respike_nm.layout import thwc_to_tchw
 
 log = logging.getLogger(__name__)
@@ -36,13 +41,13 @@ Partition = Literal["train", "test"]
 class ClipSample(NamedTuple):
     video: torch.Tensor  # uint8 [K, T, 3, S, S]
     label: int
-    index: int
+    index: int  # the video's index in its dataset (shared by the windows of one video)
 
 
 class ClipBatch(NamedTuple):
     video: torch.Tensor  # uint8 [B, K, T, 3, S, S]
     label: torch.Tensor  # int64 [B]
-    index: torch.Tensor  # int64 [B]
+    index: torch.Tensor  # int64 [B], the videos' indices
     failed: int  # samples of this batch that could not be decoded and were dropped
 
 
@@ -70,7 +75,8 @@ class ClipDataset(Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
-        self.transform = transform or ClipTransform(spec.size, train=train)
+        self.transform = transform or ClipTransform(spec.size, train=train,
+                                                    crop_fraction=spec.eval_crop_fraction)
         self.failures: list[Skipped] = []  # filled in the main process only (num_workers=0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -91,6 +97,10 @@ class ClipDataset(Dataset):
         """``uint8 [K, T, H, W, 3]`` of the indices ``choose(num_frames)`` returns."""
         raise NotImplementedError
 
+    def num_frames(self, i: int) -> int:
+        """Frames of video ``i`` (what ``choose`` is given), without decoding it; 0 when unknown."""
+        raise NotImplementedError
+
     def __getitem__(self, i: int) -> ClipSample | None:
         rng = np.random.default_rng([self.seed, self.epoch, i])
         spec = self.spec
@@ -100,6 +110,12 @@ class ClipDataset(Dataset):
         else:
             def choose(n):
                 return eval_indices(n, spec)
+        return self.sample(i, choose, rng)
+
+    def sample(self, i: int, choose: Callable[[int], np.ndarray],
+               rng: np.random.Generator) -> ClipSample | None:
+        """Video ``i``'s clips at the frame indices ``choose`` picks, cropped with draws from ``rng``
+        (None when it fails to decode)."""
         try:
             clips = self.frames(i, choose)
         except DataError as exc:
@@ -131,6 +147,9 @@ class VideoClipDataset(ClipDataset):
     def frames(self, i, choose):
         return read_sampled(self.records[i].path, choose, self.spec.decode_short_side)[0]
 
+    def num_frames(self, i: int) -> int:
+        return video_frame_count(self.records[i].path)
+
 
 class SyntheticClipDataset(ClipDataset):
     """Generated clips (synthetic-motion, :mod:`respike_nm.data.synthetic`, or synthetic-binding,
@@ -153,6 +172,9 @@ class SyntheticClipDataset(ClipDataset):
     def source(self, i: int) -> str:
         return f"{self.videos.name}:{self.videos.partition}:{i}"
 
+    def num_frames(self, i: int) -> int:
+        return self.videos.cfg.frames  # every generated clip has the config's length
+
     def frames(self, i, choose):
         clip = self.videos.frames(i)
         idx = np.minimum(choose(len(clip)), len(clip) - 1)
@@ -163,6 +185,95 @@ class SyntheticClipDataset(ClipDataset):
         if video.shape[-2:] != (self.spec.size, self.spec.size):
             video = F.resize(video, [self.spec.size, self.spec.size], antialias=True)
         return video.contiguous()
+
+
+class EveryWindowDataset(Dataset):
+    """Every non-overlapping T-frame window of every video of ``videos``, one item each.
+
+    The published protocol (``eval_protocol``/``train_clips`` ``all``): item ``j`` is window
+    ``starts[j]`` of video ``video[j]`` as a :class:`ClipSample` with K = 1 and the video's index,
+    cropped (and, in training, flipped) with draws from ``(seed, epoch, j)``. The windows are cut
+    from each video's frame count (:meth:`ClipDataset.num_frames`), read once here.
+    """
+
+    def __init__(self, videos: ClipDataset, progress: Callable[[Iterable, str, int], Iterable] | None = None):
+        if videos.spec.sampling != "consecutive":
+            raise ValueError("every-window clips need sampling 'consecutive', not "
+                             f"{videos.spec.sampling!r}")
+        self.videos = videos
+        ids = range(len(videos))
+        t0 = time.perf_counter()
+        walk = progress(ids, "count frames", len(ids)) if progress else ids
+        counts = [videos.num_frames(v) for v in walk]
+        log.info("frame counts of %d videos read in %.2f s", len(ids), time.perf_counter() - t0)
+        starts = [window_starts(n, videos.spec.frames) for n in counts]
+        self.counts = np.asarray(counts, dtype=np.int64)  # [V]
+        self.video = np.repeat(np.arange(len(ids), dtype=np.int64), [len(s) for s in starts])  # [N]
+        self.start = np.concatenate(starts) if starts else np.zeros(0, np.int64)  # [N]
+
+    @property
+    def spec(self) -> ClipSpec:
+        return self.videos.spec
+
+    @property
+    def train(self) -> bool:
+        return self.videos.train
+
+    @property
+    def failures(self) -> list[Skipped]:
+        return self.videos.failures
+
+    def set_epoch(self, epoch: int) -> None:
+        self.videos.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def label(self, j: int) -> int:
+        return self.videos.label(int(self.video[j]))
+
+    def labels(self) -> list[int]:
+        return [self.label(j) for j in range(len(self))]
+
+    def source(self, j: int) -> str:
+        return f"{self.videos.source(int(self.video[j]))} (frames {self.start[j]}+{self.spec.frames})"
+
+    def __getitem__(self, j: int) -> ClipSample | None:
+        v = self.videos
+        if not 0 <= j < len(self):
+            raise IndexError(f"window {j} out of range for {len(self)} windows")
+        rng = np.random.default_rng([v.seed, v.epoch, j])
+        window = consecutive_clip(int(self.start[j]), v.spec.frames)[None]
+        return v.sample(int(self.video[j]), lambda n: window, rng)
+
+
+def with_clip_protocol(ds: ClipDataset, progress: Callable[[Iterable, str, int], Iterable] | None = None
+                       ) -> ClipDataset | EveryWindowDataset:
+    """``ds`` as its spec's protocol wants it: every window of every video (``eval_protocol``
+    ``all`` for an evaluation set, ``train_clips`` ``all`` for a training set), else unchanged."""
+    every = ds.spec.train_clips == "all" if ds.train else ds.spec.eval_protocol == "all"
+    return EveryWindowDataset(ds, progress) if every else ds
+
+
+_FRAME_COUNTS: dict[tuple[str, int, int], int] = {}
+
+
+def video_frame_count(path: str | os.PathLike) -> int:
+    """A video file's frame count, as :func:`read_sampled` sees it: the container's header, or its
+    packets counted when the header says nothing (0 when the file cannot be read: the decode then
+    fails and is counted). Kept per process by (path, size, mtime), so train and test sets and
+    repeated builds read each file once."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FRAME_COUNTS:
+        try:
+            _FRAME_COUNTS[key] = probe_video(path).num_frames
+        except DataError:
+            return 0
+    return _FRAME_COUNTS[key]
 
 
 def check_videos(records: Sequence[VideoRecord],

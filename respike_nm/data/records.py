@@ -23,6 +23,10 @@ def check_divisible(frames: int, stride: int) -> None:
 
 
 Sampling = Literal["consecutive", "segments"]
+EvalProtocol = Literal["tiled", "all"]
+TrainClips = Literal["one", "all"]
+EvalResize = Literal["short_side_8_7", "crop_size"]
+EVAL_CROP_FRACTIONS = {"short_side_8_7": 7 / 8, "crop_size": 1.0}  # centre crop side / short side
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,19 @@ class ClipSpec:
     frames: T, frames per clip. stride: s, frames per key-frame group (T % s == 0).
     sampling: ``consecutive`` takes T frames in a row at the native rate (HMDB-51/UCF-101 in the
     paper); ``segments`` takes one frame from each of T equal segments (TSN, Kinetics).
-    size: square crop side in pixels. eval_clips: clips per video at evaluation, tiled evenly
-    through the video (``consecutive``) or as shifted segment offsets (``segments``).
+    size: square crop side in pixels.
+    eval_protocol: ``tiled`` evaluates ``eval_clips`` clips per video, tiled evenly through the
+    video (``consecutive``) or as shifted segment offsets (``segments``); ``all`` evaluates every
+    non-overlapping T-frame window (starts 0, T, 2T, ... while start + T <= frames; a video shorter
+    than T gives one padded clip), as the published code does (``consecutive`` only).
+    train_clips: ``one`` random window per video and epoch; ``all``: every non-overlapping window
+    of every video, each one item of the epoch with its own crop and flip (the published code).
+    eval_resize: ``short_side_8_7`` scales the short side to ``size * 8/7`` and centre-crops
+    ``size`` (the 256-for-224 convention); ``crop_size`` scales it to ``size`` and centre-crops
+    ``size`` (the published code's Resize(224) + CenterCrop(224)).
     short_side: frames are scaled while decoding so their shorter side has this many pixels
-    (0: ``round(size * 8/7)``, the 256-for-224 convention; None: decode at full resolution).
-    The random and centre crops are then taken from the scaled frames.
+    (0: what ``eval_resize`` centre-crops from, ``round(size * 8/7)`` or ``size``; None: decode
+    at full resolution). The random and centre crops are then taken from the scaled frames.
     """
 
     frames: int = 16
@@ -95,6 +107,9 @@ class ClipSpec:
     size: int = 112
     eval_clips: int = 1
     short_side: int | None = 0
+    eval_protocol: EvalProtocol = "tiled"
+    train_clips: TrainClips = "one"
+    eval_resize: EvalResize = "short_side_8_7"
 
     def __post_init__(self):
         check_divisible(self.frames, self.stride)
@@ -104,12 +119,24 @@ class ClipSpec:
             raise ValueError(f"size must be at least 8 pixels, not {self.size}")
         if self.eval_clips < 1:
             raise ValueError(f"eval_clips must be at least 1, not {self.eval_clips}")
+        for name, valid in (("eval_protocol", ("tiled", "all")), ("train_clips", ("one", "all")),
+                            ("eval_resize", tuple(EVAL_CROP_FRACTIONS))):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}, not {getattr(self, name)!r}")
+        if self.sampling == "segments" and "all" in (self.eval_protocol, self.train_clips):
+            raise ValueError("eval_protocol 'all' and train_clips 'all' cut non-overlapping windows of "
+                             "consecutive frames; they need sampling 'consecutive', not 'segments'")
+
+    @property
+    def eval_crop_fraction(self) -> float:
+        """Side of the evaluation centre crop relative to the short side (7/8 or 1)."""
+        return EVAL_CROP_FRACTIONS[self.eval_resize]
 
     @property
     def decode_short_side(self) -> int | None:
         """The short side frames are decoded at (None: full resolution)."""
         if self.short_side == 0:
-            return round(self.size * 8 / 7)
+            return round(self.size / self.eval_crop_fraction)
         return self.short_side
 
     @property

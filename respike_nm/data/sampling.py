@@ -2,6 +2,8 @@
 
 ``consecutive`` (HMDB-51/UCF-101 in the paper): T frames in a row at the native rate; training
 takes one window at a random start, evaluation tiles ``n`` windows evenly through the video.
+:func:`window_starts` gives instead every non-overlapping window (``eval_protocol``/``train_clips``
+``all``, the published code's torchvision ``VideoClips`` with ``step_between_clips = T``).
 ``segments`` (TSN, Kinetics): the video is cut into T equal segments and one frame is taken from
 each, at a random position in training, at evenly shifted positions in evaluation.
 
@@ -23,6 +25,18 @@ def consecutive_starts(num_frames: int, frames: int, n: int) -> np.ndarray:
     if n == 1:
         return np.array([room // 2], dtype=np.int64)
     return np.round(np.linspace(0, room, n)).astype(np.int64)
+
+
+def window_starts(num_frames: int, frames: int) -> np.ndarray:
+    """Starts of every non-overlapping window of ``frames``: ``0, T, 2T, ...`` while
+    ``start + T <= num_frames``, ``int64 [max(1, num_frames // T)]``.
+
+    The remainder frames after the last whole window are left out (as torchvision's ``unfold`` does);
+    a video shorter than T gives one window at 0, padded by the decoder (torchvision drops it).
+    """
+    if frames < 1:
+        raise ValueError(f"window length must be at least 1 frame, not {frames}")
+    return np.arange(max(1, num_frames // frames), dtype=np.int64) * frames
 
 
 def consecutive_clip(start: int, frames: int) -> np.ndarray:

@@ -4,8 +4,9 @@ Input ``uint8 [T, H, W, 3]`` as decoded; output ``uint8 [T, 3, S, S]``. Normalis
 ``float32`` is a separate step (:func:`normalize`) applied to whole batches where the model runs:
 DataLoader workers then pass 4x fewer bytes and skip the float arithmetic.
 Training: RandomResizedCrop (torchvision's parameter sampler) + horizontal flip with p = 0.5.
-Evaluation: Resize(short side to S * 8/7) + CenterCrop(S), done as one resized crop of the
-central square of side ``short * 7/8`` (the 256 -> 224 convention), which is the same geometry.
+Evaluation: Resize(short side to S / f) + CenterCrop(S), done as one resized crop of the central
+square of side ``short * f``, which is the same geometry; ``f`` = 7/8 is the 256 -> 224
+convention, ``f`` = 1 the published code's Resize(S) + CenterCrop(S) (``data.eval_resize``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ClipTransform:
 
     ``train`` picks the augmenting variant; ``scale``/``ratio`` are RandomResizedCrop's area and
     aspect-ratio ranges; ``flip`` can be turned off for data whose motion direction is the label.
+    ``crop_fraction``: the evaluation crop's side relative to the short side (7/8 or 1, above).
     """
 
     size: int
@@ -39,6 +41,11 @@ class ClipTransform:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     normalize: bool = False
+    crop_fraction: float = EVAL_CROP_FRACTION
+
+    def __post_init__(self):
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must lie in (0, 1], not {self.crop_fraction}")
 
     def __call__(self, frames: np.ndarray | torch.Tensor, seed: int | None = None) -> torch.Tensor:
         """``seed`` fixes the random crop and flip (for reproducible, worker-independent data)."""
@@ -52,7 +59,7 @@ class ClipTransform:
                     thwc_to_tchw(frames), self.scale, self.ratio)
                 do_flip = self.flip and bool(torch.rand(()) < 0.5)
         else:
-            side = max(1, round(min(h, w) * EVAL_CROP_FRACTION))
+            side = max(1, round(min(h, w) * self.crop_fraction))
             top, left, ch, cw = (h - side) // 2, (w - side) // 2, side, side
             do_flip = False
         # crop first (less to copy), then make channels-first contiguous: torchvision's uint8

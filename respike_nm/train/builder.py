@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from respike_nm.config import Config
 from respike_nm.data.binding import SyntheticBindingConfig
+from respike_nm.data.datasets import EveryWindowDataset, with_clip_protocol
 from respike_nm.data.errors import DataError
 from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.folds import FoldSpec
@@ -24,7 +27,8 @@ from respike_nm.models.snn import SNNSpec
 def clip_spec(cfg: Config) -> ClipSpec:
     d = cfg.data
     return ClipSpec(frames=d.frames, stride=d.stride, sampling=d.sampling, size=d.size,
-                    eval_clips=d.eval_clips)
+                    eval_clips=d.eval_clips, eval_protocol=d.eval_protocol, train_clips=d.train_clips,
+                    eval_resize=d.eval_resize)
 
 
 def data_source(cfg: Config) -> DataSource:
@@ -42,25 +46,30 @@ def data_source(cfg: Config) -> DataSource:
     return DataSource(d.dataset, root, d.split, cfg.seed, synthetic, folds)
 
 
-def build_datasets(cfg: Config):
-    """``(train, test, classes, skipped)``."""
+def build_datasets(cfg: Config, progress: Callable[[Iterable, str, int], Iterable] | None = None):
+    """``(train, test, classes, skipped)``; with ``data.train_clips``/``data.eval_protocol`` ``all``
+    the set is an :class:`EveryWindowDataset` (one item per window; ``progress`` wraps the reading of
+    the videos' frame counts that needs)."""
     source, spec = data_source(cfg), clip_spec(cfg)
     train, classes, skipped = make_dataset(source, "train", spec, train=True, seed=cfg.seed)
     if len(classes) < 2:
         raise DataError(source.root, f"{len(classes)} class(es) ({', '.join(classes) or 'none'}); "
                         "a classifier needs at least 2")
     test, _, _ = make_dataset(source, "test", spec, train=False, seed=cfg.seed)
-    return train, test, classes, skipped
+    return with_clip_protocol(train, progress), with_clip_protocol(test, progress), classes, skipped
 
 
 def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
-    """The first ``n`` test clips of ``cfg``'s dataset (its first evaluation window each), normalised:
-    ``(video [n', T, 3, S, S], labels [n'])``, ``n' = min(n, test clips)``; clips that fail to decode
-    are left out."""
+    """The first ``n`` test clips of ``cfg``'s dataset (one per video: its first evaluation window),
+    normalised: ``(video [n', T, 3, S, S], labels [n'])``, ``n' = min(n, test videos)``; clips that
+    fail to decode are left out."""
     if n < 1:
         raise ValueError(f"the number of clips must be at least 1, got {n}")
     _, test, _, _ = build_datasets(cfg)
-    samples = [s for s in (test[i] for i in range(min(n, len(test)))) if s is not None]
+    items = range(len(test))
+    if isinstance(test, EveryWindowDataset):  # items are windows: take each video's first
+        items = np.flatnonzero(test.start == 0).tolist()
+    samples = [s for s in (test[i] for i in items[:n]) if s is not None]
     if not samples:
         raise ValueError(f"{cfg.data.dataset}: no test clip could be read")
     return normalize(torch.stack([s.video[0] for s in samples])), torch.tensor([s.label for s in samples])

@@ -72,11 +72,19 @@ def _topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              progress: Progress = no_progress, activity: bool = True) -> EvalResult:
-    """Evaluate on ``loader`` (batches of ``[B, K, T, 3, H, W]`` uint8 clips)."""
+    """Evaluate on ``loader`` (batches of ``[B, K, T, 3, H, W]`` uint8 clips with their videos' indices).
+
+    Clip level: each clip's own prediction. Video level: the logits of all clips that carry the
+    same video index averaged, whether they came as the K clips of one sample (``tiled``) or as
+    samples of one clip each, in any batches (``all``: a video's windows are separate items).
+    """
     model.eval()
-    c1 = c5 = v1 = v5 = 0
-    clips = videos = failed = 0
+    c1 = c5 = 0
+    clips = failed = 0
     loss = 0.0
+    sums: dict[int, torch.Tensor] = {}  # video index -> summed logits [classes]
+    counts: dict[int, int] = {}
+    video_label: dict[int, int] = {}
     ctx = record_activity(model) if activity else nullcontext()
     with ctx as log:
         for batch in progress(loader, "eval", len(loader)):
@@ -85,19 +93,27 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
                 continue
             video = normalize(batch.video.to(device))
             labels = batch.label.to(device)
-            logits = model(video)  # [B, K, classes]
+            logits = model(video).float()  # [B, K, classes]
             k = logits.shape[1]
             clip_labels = labels.repeat_interleave(k)
             flat = logits.reshape(-1, logits.shape[-1])
             loss += float(nn.functional.cross_entropy(flat, clip_labels, reduction="sum"))
             c1 += int(_topk(flat, clip_labels, 1).sum())
             c5 += int(_topk(flat, clip_labels, 5).sum())
-            mean = logits.mean(dim=1)
-            v1 += int(_topk(mean, labels, 1).sum())
-            v5 += int(_topk(mean, labels, 5).sum())
             clips += flat.shape[0]
-            videos += len(labels)
+            for v, label, row in zip(batch.index.tolist(), batch.label.tolist(), logits.sum(dim=1).cpu(),
+                                     strict=True):
+                sums[v] = sums[v] + row if v in sums else row
+                counts[v] = counts.get(v, 0) + k
+                video_label[v] = label
     rates = log.rates() if activity else {}
+    v1 = v5 = 0
+    if sums:
+        ids = sorted(sums)
+        mean = torch.stack([sums[v] / counts[v] for v in ids])
+        vlabels = torch.tensor([video_label[v] for v in ids])
+        v1, v5 = int(_topk(mean, vlabels, 1).sum()), int(_topk(mean, vlabels, 5).sum())
+    videos = len(sums)
     return EvalResult(c1 / max(clips, 1), c5 / max(clips, 1), v1 / max(videos, 1), v5 / max(videos, 1),
                       loss / max(clips, 1), clips, videos, failed, rates)
 
@@ -185,7 +201,7 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
     ``out`` must be new or empty, or (``resume``) hold a run with its checkpoint; ``overwrite``
     allows replacing a finished or partial run there. See :func:`check_run_dir`.
     """
-    run = _start(cfg, kind, Path(out), resume, device, overwrite)
+    run = _start(cfg, kind, Path(out), resume, device, overwrite, progress)
     t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
     for epoch in range(run.start, cfg.train.epochs):
         _quantization_phase(run, epoch)
@@ -247,7 +263,7 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool = False) -> None:
 
 
 def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device | None,
-           overwrite: bool = False) -> _Session:
+           overwrite: bool = False, progress: Progress = no_progress) -> _Session:
     """Process group, datasets, model (seeded), optimizer, schedule, and the checkpoint to resume.
     Nothing is written before all of these exist, so a failed start leaves no folder behind."""
     world, rank, local_rank = _dist_info()
@@ -257,7 +273,7 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     main_rank = rank == 0
     if main_rank:
         check_run_dir(out, resume, overwrite)
-    train_ds, test_ds, classes, skipped = build_datasets(cfg)
+    train_ds, test_ds, classes, skipped = build_datasets(cfg, progress)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, kind, len(classes)).to(device)
     opt = _optimizer(cfg, model)
@@ -315,7 +331,7 @@ def _train_epoch(run: _Session, epoch: int, progress: Progress) -> dict:
         failed += batch.failed
         if not len(batch.label):
             continue
-        video = normalize(batch.video[:, 0].to(device))  # training: one clip per video
+        video = normalize(batch.video[:, 0].to(device))  # training: one clip per item
         labels = batch.label.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
             logits = run.net(video)
@@ -443,7 +459,7 @@ def evaluate_run(run_dir: str | Path, quantize: bool | None = None, device: torc
     """Evaluate a run's checkpoint on its test set (``quantize`` None: as it was trained)."""
     device = device or default_device()
     model, cfg, ck = load_run(run_dir, quantize=quantize, device=device)
-    _, test, _, _ = build_datasets(cfg)
+    _, test, _, _ = build_datasets(cfg, progress)
     loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips,
                         num_workers=cfg.data.num_workers)
     res = evaluate(model, loader, device, progress)
