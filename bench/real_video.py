@@ -52,7 +52,8 @@ OUT_JSON = RESULTS / "real_video.json"
 SETS = {  # name -> (folder, cross-validation overrides)
     "gestures": ("gestures", ["data.folds=-1", "data.group_pattern=P(\\d+)"]),
     "weizmann4": ("weizmann4", ["data.folds=6"]),
-    "weizmann4-actor": ("weizmann4", ["data.folds=3", "data.group_pattern=_(\\d+)\\.", "data.group_divisor=8"]),
+    "weizmann4-actor": ("weizmann4", ["data.folds=3", "data.group_pattern=_(\\d+)\\.",
+                                      "data.group_divisor=8"]),
 }
 SCRATCH = ["model.ann_weights=null", "model.ann_frozen_bn=false", "train.ann_lr_scale=1.0"]
 VARIANTS = {  # name -> (model kind, overrides)
@@ -180,14 +181,17 @@ def plot(results: list[dict]) -> None:
     plt.close(fig)
 
 
+def _spread(s: dict) -> str:
+    return f"{s['mean']:.3f} ± {s['std']:.3f}" if s["std"] is not None else f"{s['mean']:.3f}"
+
+
 def table(results: list[dict]) -> str:
     lines = ["| set | variant | folds | video top-1 per fold | mean ± std (video) | mean ± std (clip) | "
              "train s |", "|---|---|---|---|---|---|---|"]
     for r in results:
         v, c = r["summary"]["test_top1_video"], r["summary"]["test_top1"]
         per = " ".join(f"{row['test_top1_video']:.2f}" for row in r["rows"])
-        sd = (lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}" if s["std"] is not None else f"{s['mean']:.3f}")
-        lines.append(f"| {r['set']} | {r['variant']} | {r['folds']} | {per} | {sd(v)} | {sd(c)} | "
+        lines.append(f"| {r['set']} | {r['variant']} | {r['folds']} | {per} | {_spread(v)} | {_spread(c)} | "
                      f"{r['train_seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -212,8 +216,9 @@ def main() -> int:
                 log(f"{s} / {v}")
                 results.append(run_variant(root, s, v, args.work))
                 results.sort(key=lambda r: (list(SETS).index(r["set"]), list(VARIANTS).index(r["variant"])))
-                doc = {"benchmark": "real_video", "preset": "real-small", "torch_threads": torch.get_num_threads(),
-                       "machine": platform.machine(), "cpus": os.cpu_count(), "results": results,
+                doc = {"benchmark": "real_video", "preset": "real-small",
+                       "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+                       "cpus": os.cpu_count(), "results": results,
                        "verdicts": verdicts(results)}
                 write_text_atomic(OUT_JSON, json.dumps(doc, indent=2) + "\n")
     plot(results)

@@ -45,6 +45,8 @@ class DataConfig:
     # the 256-for-224 convention) | crop_size (short side to size, the published Resize + CenterCrop).
     # Video frames are decoded at that short side for training too.
     eval_resize: str = "short_side_8_7"
+    # training crop area range (RandomResizedCrop's scale): [0.08, 1.0] is torchvision's ImageNet one
+    train_crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
     num_workers: int = 0
     # synthetic-motion and synthetic-binding only (binding: A colours, M directions)
     appearances: int = 3

@@ -7,8 +7,8 @@ decoded one by one as they arrive (:func:`decode_frames`).
 
 Pixels are those of evaluation: each frame is scaled to the clip spec's short side by FFmpeg while
 it is converted to RGB (as :func:`respike_nm.data.video.read_frames` does), then centre-cropped and
-resized by ``ClipTransform(size, train=False)`` and normalised, so a window of a file gets the tensor
-the evaluation pipeline makes of those frames.
+resized by ``ClipTransform(size, train=False)`` (the run's eval crop) and normalised, so a window
+of a file gets the tensor the evaluation pipeline makes of those frames.
 
 Windows (:func:`predict_frames`): after the first T frames, one every s frames over the last T, so
 window ``w`` covers frames ``w*s .. w*s + T - 1`` and N frames give ``floor((N - T) / s) + 1``
@@ -204,7 +204,7 @@ def predict_frames(frames: Iterable[Frame], source: str, classify: Classifier, c
     summary carries the error; fewer than T frames give a summary with an error and no window.
     """
     T, s = spec.frames, spec.stride
-    transform = ClipTransform(spec.size, train=False)
+    transform = ClipTransform(spec.size, train=False, crop_fraction=spec.eval_crop_fraction)
     ring: deque[tuple[int, torch.Tensor, float | None]] = deque(maxlen=T)
     total: torch.Tensor | None = None
     windows = count = 0

@@ -96,6 +96,8 @@ class ClipSpec:
     eval_resize: ``short_side_8_7`` scales the short side to ``size * 8/7`` and centre-crops
     ``size`` (the 256-for-224 convention); ``crop_size`` scales it to ``size`` and centre-crops
     ``size`` (the published code's Resize(224) + CenterCrop(224)).
+    train_scale: the range of the training crop's area relative to the frame (RandomResizedCrop's
+    ``scale``; torchvision's ImageNet default 0.08-1 can miss a small actor entirely).
     short_side: frames are scaled while decoding so their shorter side has this many pixels
     (0: what ``eval_resize`` centre-crops from, ``round(size * 8/7)`` or ``size``; None: decode
     at full resolution). The random and centre crops are then taken from the scaled frames.
@@ -110,6 +112,7 @@ class ClipSpec:
     eval_protocol: EvalProtocol = "tiled"
     train_clips: TrainClips = "one"
     eval_resize: EvalResize = "short_side_8_7"
+    train_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's area range in training
 
     def __post_init__(self):
         check_divisible(self.frames, self.stride)
@@ -123,6 +126,9 @@ class ClipSpec:
                             ("eval_resize", tuple(EVAL_CROP_FRACTIONS))):
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {', '.join(valid)}, not {getattr(self, name)!r}")
+        if len(self.train_scale) != 2 or not 0 < self.train_scale[0] <= self.train_scale[1] <= 1:
+            raise ValueError("the training crop scale (data.train_crop_scale) must be two area fractions "
+                             f"0 < low <= high <= 1, not {list(self.train_scale)}")
         if self.sampling == "segments" and "all" in (self.eval_protocol, self.train_clips):
             raise ValueError("eval_protocol 'all' and train_clips 'all' cut non-overlapping windows of "
                              "consecutive frames; they need sampling 'consecutive', not 'segments'")

@@ -28,7 +28,7 @@ def clip_spec(cfg: Config) -> ClipSpec:
     d = cfg.data
     return ClipSpec(frames=d.frames, stride=d.stride, sampling=d.sampling, size=d.size,
                     eval_clips=d.eval_clips, eval_protocol=d.eval_protocol, train_clips=d.train_clips,
-                    eval_resize=d.eval_resize)
+                    eval_resize=d.eval_resize, train_scale=tuple(d.train_crop_scale))
 
 
 def data_source(cfg: Config) -> DataSource:

@@ -374,7 +374,8 @@ def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
 
     if ck.kind != kind:
         raise CheckpointError(f"{ck.path}: was trained as {ck.kind!r}, not {kind!r}")
-    mine, theirs = dict(ck.config), cfg.to_dict()
+    # options added since the run was made are read at their defaults (which keep the old behaviour)
+    mine, theirs = from_dict(ck.config).to_dict(), cfg.to_dict()
     if isinstance(mine.get("train"), dict):  # a resumed run may be extended
         mine["train"] = {**mine["train"], "epochs": theirs["train"]["epochs"]}
     if ck.epoch > cfg.train.epochs:

@@ -182,3 +182,28 @@ def test_crop_size_resize_equals_torchvision_resize_then_centre_crop():
     assert checked >= 32 * 32 // 4
     # and the 8/7 default differs: it crops the central 7/8 of the short side
     assert not torch.equal(ClipTransform(32, train=False)(clip), got)
+
+
+def test_training_crop_area_follows_data_train_crop_scale(tmp_path):
+    """Frames whose green channel is 4 * column: the span of columns a training crop covers tells
+    its width, so crops drawn with area 90-100 % are wide and with 8-10 % narrow (aspect 3/4-4/3)."""
+    w = 64
+    frames = np.zeros((16, w, w, 3), dtype=np.uint8)
+    frames[..., 1] = 4 * np.arange(w)[None, None, :]
+    path = write_video(tmp_path / "ramp.mov", frames)
+    spans = {}
+    for scale in ((0.9, 1.0), (0.08, 0.1)):
+        cfg = apply_overrides(load_config("tiny"), ["data.frames=16", "data.size=32",
+                                                    f"data.train_crop_scale=[{scale[0]}, {scale[1]}]"])
+        spec = clip_spec(cfg)
+        spec = ClipSpec(**{**spec.__dict__, "short_side": None})  # decode at full resolution
+        ds = VideoClipDataset([VideoRecord(path, 0, "ramp")], spec, train=True, seed=0)
+        widths = []
+        for epoch in range(12):
+            ds.set_epoch(epoch)
+            g = ds[0].video[0, 0, 1].float()  # green of the first frame [S, S]
+            widths.append(abs(float(g[:, -1].mean() - g[:, 0].mean())) / 4 + 1)
+        spans[scale] = widths
+    # area a * 64^2 with aspect r: width sqrt(a r) * 64 -> >= 52 for a >= 0.9, <= 24 for a <= 0.1
+    # (the resize blends the edge columns by about one source column)
+    assert min(spans[(0.9, 1.0)]) >= 50 and max(spans[(0.08, 0.1)]) <= 26

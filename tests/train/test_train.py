@@ -101,6 +101,24 @@ def test_resume_with_another_config_is_refused(tmp_path):
         train(_cfg("train.epochs=1", "train.lr=0.5"), "snn", tmp_path, resume=True)
 
 
+def test_a_run_saved_before_newer_options_existed_resumes(tmp_path):
+    """A checkpoint whose config lacks options added later (here the protocol, fold and fine-tuning
+    keys) resumes: the missing keys are read at their defaults, which keep the old behaviour."""
+    from respike_nm.train.checkpoint import save_checkpoint
+
+    train(_cfg("train.epochs=1"), "snn", tmp_path)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    old = json.loads(json.dumps(ck.config))
+    for key in ("eval_protocol", "train_clips", "eval_resize", "train_crop_scale", "folds", "group_pattern"):
+        del old["data"][key]
+    del old["train"]["ann_lr_scale"], old["model"]["ann_frozen_bn"]
+    save_checkpoint(tmp_path / "checkpoint.pt", ck.__class__(**{**ck.__dict__, "config": old}))
+    res = train(_cfg("train.epochs=2"), "snn", tmp_path, resume=True)
+    assert res.summary["epochs"] == 2
+    with pytest.raises(CheckpointError, match="train.lr"):  # a real difference is still refused
+        train(_cfg("train.epochs=3", "train.lr=0.5"), "snn", tmp_path, resume=True)
+
+
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_on_gloo(tmp_path):
     opts = [a for o in SMALL + ["train.epochs=1"] for a in ("--set", o)]
