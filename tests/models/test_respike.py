@@ -81,7 +81,7 @@ def test_fusion_variants_place_fusion_points(fusion, stages):
 
 
 def test_quantized_eval_uses_folded_quantized_weights():
-    from respike_nm.models.fixed_point import DEFAULT_SPEC
+    from respike_nm.models.fixed_point import DEFAULT_SPEC, quantize_bias
 
     m = _model("snn", quant=True)
     conv = m.snn.stem.synapse
@@ -94,7 +94,10 @@ def test_quantized_eval_uses_folded_quantized_weights():
     w_q = torch.round(w / step) * step
     ref = torch.nn.functional.conv2d(x, w_q.clamp(*DEFAULT_SPEC.weight_range), None, 2, 1)
     torch.testing.assert_close(current, ref)
-    assert torch.all((bias * 64 - torch.round(bias * 64)).abs() < 1e-6)  # bias on the 1/64 grid
+    # the bias is the folded BN bias quantized: nonzero (random running statistics), on the 1/64 grid
+    assert b.abs().min() > 1 / 64
+    torch.testing.assert_close(bias, quantize_bias(b, DEFAULT_SPEC), rtol=0, atol=0)
+    assert torch.all((bias * 64 - torch.round(bias * 64)).abs() < 1e-6)
 
 
 def test_unknown_names_are_rejected():
