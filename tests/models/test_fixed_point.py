@@ -112,7 +112,7 @@ def test_quantize_bias_grid_gradient_and_limits():
 
 
 def test_leak_is_slayers_right_shift_to_zero():
-    int_utils = pytest.importorskip("lava.lib.dl.slayer.utils.int_utils")
+    from lava.lib.dl.slayer.utils import int_utils
     g = torch.Generator().manual_seed(4)
     state = torch.randint(-(1 << 23), 1 << 23, (5000,), generator=g, dtype=torch.int64)
     state[:4] = torch.tensor([-4097, -1, 1, 4097])
