@@ -8,7 +8,6 @@ from torch.utils.data import DataLoader
 
 from respike_nm.data.datasets import VideoClipDataset, check_videos, collate_clips
 from respike_nm.data.records import ClipSpec, VideoRecord
-from respike_nm.data.transforms import ClipTransform
 
 
 def _records(tmp_path):
@@ -22,17 +21,34 @@ def _records(tmp_path):
 
 
 def test_eval_clip_is_the_centre_window_decomposable(tmp_path):
-    recs = _records(tmp_path)
-    spec = ClipSpec(frames=8, stride=4, size=20, eval_clips=2)
-    ds = VideoClipDataset(recs, spec, train=False, transform=ClipTransform(20, False))
-    sample = ds[0]
-    assert sample.video.shape == (2, 8, 3, 20, 20) and sample.label == 0
-    frames = torch.as_tensor(frame_pattern(30, 20, 20)).permute(0, 3, 1, 2).float() / 255
-    # 20 * 7/8 = 17.5 -> the eval crop resizes, so compare the time axis through frame means
-    means = frames.mean(dim=(1, 2, 3))
-    got = sample.video.float().div(255).mean(dim=(2, 3, 4))
-    first, last = means[0:8], means[22:30]  # windows tiled to start at 0 and at 30 - 8
-    assert torch.allclose(got[0], first, atol=0.02) and torch.allclose(got[1], last, atol=0.02)
+    """Spatially constant frames (value 8t + 3 in every pixel, so any resize keeps it exactly): one
+    eval clip is the centre window (30 frames, T = 8: frames 11-18), two are tiled at 0 and 22; the
+    decomposition gives key frames t = 11, 15 and residuals equal to frame minus key frame."""
+    from respike_nm.data.decompose import decompose
+    from respike_nm.data.transforms import normalize
+
+    n = 30
+    values = 8 * torch.arange(n) + 3
+    frames = values.view(n, 1, 1, 1).expand(n, 24, 32, 3).to(torch.uint8).numpy()
+    path = write_video(tmp_path / "flat.mov", frames)
+    rec = [VideoRecord(path, 0, "a")]
+    for clips, starts in ((1, [11]), (2, [0, 22])):
+        ds = VideoClipDataset(rec, ClipSpec(frames=8, stride=4, size=20, eval_clips=clips), train=False)
+        video = ds[0].video  # [K, 8, 3, 20, 20]
+        for k, start in enumerate(starts):
+            want = values[start:start + 8].view(8, 1, 1, 1).expand(8, 3, 20, 20).to(torch.uint8)
+            assert torch.equal(video[k], want)
+    centre = VideoClipDataset(rec, ClipSpec(frames=8, stride=4, size=20), train=False)[0].video
+    clip = normalize(centre)  # [1, 8, 3, 20, 20]: frames 11-18
+    key, residual = decompose(clip, 4)
+    assert torch.equal(key[0, :, 0], clip[0, [0, 4], 0]) and key.shape == (1, 2, 3, 20, 20)
+    for g in range(2):
+        for j in range(3):
+            torch.testing.assert_close(residual[0, g, j], clip[0, 4 * g + j + 1] - clip[0, 4 * g],
+                                       rtol=0, atol=0)
+    # frame value steps of 8 -> residual j of a group is 8 (j + 1) / 255 / std per channel
+    std = torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(residual[0, 1, 2, :, 0, 0], 24 / 255 / std, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_files_are_dropped_and_counted_in_workers(tmp_path):
