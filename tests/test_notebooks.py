@@ -68,10 +68,11 @@ def _result_nb1(r: dict) -> None:
 
 def _result_nb2(r: dict) -> None:
     top1 = r["top1"]
-    assert set(top1) == {"hybrid", "ann", "snn"}
-    assert all(0.0 <= v <= 1.0 for v in top1.values())
-    assert r["chance"] == pytest.approx(1 / r["classes"])
-    assert top1["hybrid"] > 1 / r["classes"]
+    assert set(top1) == {"hybrid", "ann", "snn"} and r["classes"] == r["appearances"] * r["motions"]
+    # each baseline can reach 1/M (key frames) or 1/A (residuals); the hybrid must clear the better
+    # baseline by the margin measured over seeds (tests/train/test_learning.py) and both ceilings
+    assert top1["hybrid"] >= max(top1["ann"], top1["snn"]) + 0.078
+    assert top1["hybrid"] > max(1 / r["appearances"], 1 / r["motions"])
 
 
 def _result_nb3(r: dict) -> None:
@@ -81,10 +82,19 @@ def _result_nb3(r: dict) -> None:
     assert r["lava_steps"] >= r["clips"] * 2 * 3
 
 
+def _result_nb4(r: dict) -> None:
+    # the notebook's own recount of every SNN layer agreed with the counters (it asserts that); here:
+    # something was counted, and plan c's energy recomputed by hand equals the reported one
+    assert r["clips"] >= 1 and r["layers_recounted"] >= 5 and r["snn_synops"] > 0
+    assert r["plan_c_recomputed_uj"] == pytest.approx(r["plan_c_h100_loihi_uj"], rel=1e-9)
+    assert 0 < r["plan_c_h100_loihi_uj"] and 0 < r["plan_a_h100_uj"]
+
+
 EXPECTED = {
     "01_decode_and_decompose": _result_nb1,
     "02_train_hybrid_and_baselines": _result_nb2,
     "03_export_simulate_verify": _result_nb3,
+    "04_energy_per_target_and_plan": _result_nb4,
 }
 
 
@@ -128,7 +138,6 @@ def test_notebook_executes(path: Path, tmp_path, monkeypatch, kernel_dirs):
     assert check.execution_count is not None
     assert not [o for o in check.outputs if o.output_type == "error"]
     result = json.loads(_stdout(check).strip().splitlines()[-1])
-    assert result.get("quick", True) is True  # the notebook saw RESPIKE_NB_QUICK
-    if path.stem in EXPECTED:
-        EXPECTED[path.stem](result)
+    assert result["quick"] is True  # the notebook saw RESPIKE_NB_QUICK (a missing key fails)
+    EXPECTED[path.stem](result)  # every notebook has its expectation here
     print(f"{path.name}: executed in {seconds:.1f} s")
