@@ -80,6 +80,7 @@ def _result_nb3(r: dict) -> None:
     assert r["prediction_agreement"] == 1.0 and r["clips"] >= 1 and r["stages"] >= 1
     # clips run back to back: at least clips x T' steps per stage (T' = 3 at every setting here)
     assert r["lava_steps"] >= r["clips"] * 2 * 3
+    assert len(r["layer_rates"]) == 9 and all(0.002 < x < 0.9 for x in r["layer_rates"])  # none silent
 
 
 def _result_nb4(r: dict) -> None:
