@@ -205,8 +205,8 @@ def main() -> int:
     args = ap.parse_args()
     root = Path(os.environ.get("RESPIKE_REALDATA") or Path(__file__).parents[2] / "shared" / "realdata")
     if not args.report and not (root / "MANIFEST.tsv").is_file():
-        log(f"{root}: not the real-clip folder (set RESPIKE_REALDATA)")
-        return 2
+        log(f"real_video: skipped, {root} is not the real-clip folder (set RESPIKE_REALDATA)")
+        return 0
     old = json.loads(OUT_JSON.read_text())["results"] if OUT_JSON.is_file() else []
     results = [r for r in old if (r["set"], r["variant"]) not in
                {(s, v) for s in args.sets for v in args.variants}] if not args.report else old
