@@ -53,7 +53,7 @@ def main() -> None:
         off.append(timed(model, video, False))
         on.append(timed(model, video, True))
     res = {
-        "model": "tiny hybrid (quantized SNN, late fusion), untrained weights",
+        "model": f"tiny hybrid (quantized SNN, {cfg.model.fusion} fusion), untrained weights",
         "clips_per_forward": args.batch, "clip_shape": list(video.shape[1:]), "repeats": args.repeats,
         "seconds_off_median": statistics.median(off), "seconds_on_median": statistics.median(on),
         "overhead_ratio": statistics.median(on) / statistics.median(off),

@@ -102,18 +102,57 @@ def conv_ops(conv: nn.Conv2d, x: torch.Tensor) -> tuple[float, float, torch.Tens
     does); effective counts only the nonzero inputs inside the frame."""
     geo = (tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups)
     per_out = conv.out_channels // conv.groups
-    events = fanout_events((x != 0).to(torch.float64), *geo)
+    # float32 is exact here: each count is at most k*k*C_in/groups (< 2^24); the total is summed in float64
+    events = fanout_events((x != 0).to(torch.float32), *geo)
     dense = events.numel() // conv.groups * conv.weight[0].numel() * conv.out_channels  # padding included
-    return float(events.sum()) * per_out, float(dense), events
+    return float(events.sum(dtype=torch.float64)) * per_out, float(dense), events
 
 
-def linear_ops(lin: nn.Linear, x: torch.Tensor) -> tuple[float, float]:
-    """``(effective, dense)`` MACs of ``lin`` on ``x [..., in]``."""
-    return float((x != 0).sum()) * lin.out_features, float(x.numel()) * lin.out_features
+_REACH: dict[tuple, torch.Tensor] = {}
 
 
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
+def reach(weight_shape: tuple[int, ...], stride, padding, dilation, h: int, w: int) -> torch.Tensor:
+    """``[H, W]``: how many output positions each input position reaches (its fan-out per output
+    channel), for a conv's geometry on an ``H x W`` input: the transposed convolution of an all-ones
+    output map with an all-ones kernel; positions that no window covers reach none. Cached."""
+    key = (tuple(weight_shape[2:]), tuple(stride), tuple(padding), tuple(dilation), h, w)
+    if key not in _REACH:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight_shape[2:], stride, padding, dilation
+        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        full = F.conv_transpose2d(torch.ones(1, 1, oh, ow, dtype=torch.float64),
+                                  torch.ones(1, 1, kh, kw, dtype=torch.float64), None, (sh, sw), 0, 0, 1,
+                                  (dh, dw))[0, 0]
+        out = torch.zeros(h + 2 * ph, w + 2 * pw, dtype=torch.float64)
+        out[: full.shape[0], : full.shape[1]] = full[: h + 2 * ph, : w + 2 * pw]
+        _REACH[key] = out[ph : ph + h, pw : pw + w].contiguous()
+    return _REACH[key]
+
+
+def conv_macs(conv: nn.Conv2d, x: torch.Tensor, nonzero: torch.Tensor | None = None) -> tuple[float, float]:
+    """``(effective, dense)`` MACs of ``conv`` on ``x [N, C, H, W]`` as :func:`conv_ops` counts them,
+    without the per-output events: each nonzero input times the output positions it reaches
+    (:func:`reach`) times the output channels of its group; ``nonzero``: ``x != 0`` if known."""
+    nz = (x != 0) if nonzero is None else nonzero
+    n, c, h, w = x.shape
+    per_pos = nz.sum(dim=(0, 1), dtype=torch.float64)  # every group's inputs reach its own outputs
+    fan = reach(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, h, w).to(x.device)
+    effective = float((per_pos * fan).sum()) * (conv.out_channels // conv.groups)
+    (kh, kw), (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
+    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    dense = n * oh * ow * conv.weight[0].numel() * conv.out_channels  # padding included
+    return effective, float(dense)
+
+
+def linear_ops(lin: nn.Linear, x: torch.Tensor, nonzero: int | None = None) -> tuple[float, float]:
+    """``(effective, dense)`` MACs of ``lin`` on ``x [..., in]`` (``nonzero``: its count of nonzeros)."""
+    nonzero = int(torch.count_nonzero(x)) if nonzero is None else nonzero
+    return float(nonzero) * lin.out_features, float(x.numel()) * lin.out_features
+
+
+def _is_binary(x: torch.Tensor, nonzero: int | None = None) -> bool:
+    """Every element 0 or 1: as many ones as nonzero elements (two reductions, no temporary mask)."""
+    nonzero = int(torch.count_nonzero(x)) if nonzero is None else nonzero
+    return int((x == 1).sum()) == nonzero
 
 
 def _branch(name: str) -> str:
@@ -134,14 +173,18 @@ def _count_mac(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> Non
 
     e = log.entry(name, _branch(name), "mac")
     if isinstance(module, nn.Conv2d):
+        nz = x != 0
+        nonzero = int(nz.sum())
         # a convolution that pads inside its forward (TensorFlow "same") is counted on the padded input
-        eff, dense, _ = conv_ops(module, same_padded(module, x))
+        padded = same_padded(module, x)
+        eff, dense = conv_macs(module, padded, nz if padded is x else None)
     else:
-        eff, dense = linear_ops(module, x)
+        nonzero = int(torch.count_nonzero(x))
+        eff, dense = linear_ops(module, x, nonzero)
     e.effective_macs += eff
     e.dense_macs += dense
     e.inputs += x.numel()
-    e.nonzero_inputs += float((x != 0).sum())
+    e.nonzero_inputs += nonzero
     e.params = module.weight.numel()
 
 
@@ -157,7 +200,8 @@ def _count_matmul(log: OpLog, name: str, module: nn.Module, args, kwargs) -> Non
 
 def _count_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> None:
     """An SNN ConvBN on ``x [N*T, C, H, W]``: synops (binary input) or MACs (graded input)."""
-    graded = not _is_binary(x)
+    nonzero = int(torch.count_nonzero(x))
+    graded = not _is_binary(x, nonzero)
     e = log.entry(_layer_key(name), "snn", "graded" if graded else "synop")
     if graded:
         e.op = "graded"
@@ -171,7 +215,7 @@ def _count_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) ->
     e.active_updates += float((events > 0).sum()) * (module.conv.out_channels // module.conv.groups)
     e.active_known = True
     e.inputs += x.numel()
-    e.nonzero_inputs += float((x != 0).sum())
+    e.nonzero_inputs += nonzero
     e.params = module.conv.weight.numel()
 
 

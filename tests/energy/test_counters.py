@@ -114,3 +114,21 @@ def test_hooks_are_removed_and_forward_is_unchanged():
         inside = model(x)
     assert torch.equal(ref, inside)
     assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize(("k", "stride", "padding", "dilation", "groups", "hw"), [
+    (3, 1, 1, 1, 1, (7, 9)), (3, 2, 1, 1, 1, (8, 8)), (7, 2, 3, 1, 1, (11, 10)), (5, 2, 0, 1, 4, (9, 13)),
+    (3, 2, 2, 2, 2, (10, 7)), (1, 2, 0, 1, 1, (5, 6)), (3, 1, 0, 1, 8, (6, 6)),
+])
+def test_effective_macs_by_reach_equal_the_per_output_event_count(k, stride, padding, dilation, groups, hw):
+    """The ANN's cheaper count (nonzero inputs x the outputs each reaches) equals the SNN's count of
+    events per output window, for strides, paddings, dilations, groups and odd sizes."""
+    from respike_nm.energy.counters import conv_macs, conv_ops
+
+    torch.manual_seed(k * 7 + stride)
+    conv = nn.Conv2d(8, 16, k, stride, padding, dilation, groups, bias=False)
+    x = torch.randn(3, 8, *hw) * (torch.rand(3, 8, *hw) < 0.4)
+    eff_events, dense_events, _ = conv_ops(conv, x)
+    eff, dense = conv_macs(conv, x)
+    assert eff == eff_events and dense == dense_events
+    assert dense == conv(x).numel() * conv.weight[0].numel()
