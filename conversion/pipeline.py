@@ -21,7 +21,7 @@ from conversion.hybrid import hybrid_logits
 from conversion.manifest import MANIFEST_NAME, ExportManifest, file_sha256, write_manifest
 from conversion.mapping import MAPPING_NAME, MappingReport, map_export, write_mapping
 from conversion.netx_check import check_export
-from conversion.verify import VerificationResult, verify_model
+from conversion.verify import VerificationResult, merge_results, verify_model
 from respike_nm.atomic import atomic_dir, write_text_atomic
 from respike_nm.hardware import HwProfile
 from respike_nm.records import from_data, to_data
@@ -93,11 +93,44 @@ def export_run(run_dir: str | Path, out: str | Path, profiles: list[HwProfile] |
     return ExportResult(out, manifest, mapping)
 
 
+def _simulate_shard(export_dir: Path, run_dir: Path, video: torch.Tensor):
+    """One worker's part of :func:`simulate_export`: its own model and Lava networks on its clips."""
+    torch.set_num_threads(1)
+    manifest = check_export(export_dir)
+    model, _, _ = load_run(run_dir, quantize=True)
+    model.eval()
+    stages = verify_model(model, manifest, export_dir, video)
+    hybrid = hybrid_logits(model, manifest, export_dir, video)
+    return stages, hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
+
+
+def _run_shards(export_dir: Path, run_dir: Path, video: torch.Tensor, workers: int):
+    """``(stages, logits, lava steps, lava seconds)`` of ``video`` split into ``workers`` contiguous
+    shards, each in its own process with its own Lava networks (stopped by the worker), merged in
+    clip order. The workers are forked: Lava sets the start method to ``fork`` when it is imported,
+    so a spawned worker could not import it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    shards = [s for s in torch.tensor_split(video, workers) if len(s)]
+    with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(pool.map(_simulate_shard, [export_dir] * len(shards), [run_dir] * len(shards), shards))
+    stages = [merge_results(list(per_stage)) for per_stage in zip(*(p[0] for p in parts), strict=True)]
+    logits = torch.cat([p[1] for p in parts])
+    return stages, logits, sum(p[2] for p in parts), sum(p[3] for p in parts)
+
+
 def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
-                    clips: int = 8) -> SimulationReport:
+                    clips: int = 8, workers: int = 1) -> SimulationReport:
     """Check ``export_dir``, run every stage network and the hybrid in Lava on ``clips`` test clips
     of the run (default: the one the export was made from), compare with the quantized PyTorch model
-    and write ``verify.json``. A failure before the comparison leaves an existing report untouched."""
+    and write ``verify.json``. A failure before the comparison leaves an existing report untouched.
+
+    ``workers > 1`` splits the clips into that many contiguous shards, each run by its own process
+    with its own Lava networks; the merged report equals a single process's except for the speeds
+    (clips are independent: every stage network is reset between them)."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     export_dir = Path(export_dir)
     manifest = check_export(export_dir)  # before netx reads a file
     if run_dir is None:
@@ -109,11 +142,15 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     model, cfg, _ = load_run(run_dir, quantize=True)
     model.eval()
     video, labels = test_clips(cfg, clips)
-    stages = verify_model(model, manifest, export_dir, video)
-    hybrid = hybrid_logits(model, manifest, export_dir, video)
+    if workers == 1:
+        stages = verify_model(model, manifest, export_dir, video)
+        hybrid = hybrid_logits(model, manifest, export_dir, video)
+        logits, lava_steps, lava_seconds = hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
+    else:
+        stages, logits, lava_steps, lava_seconds = _run_shards(export_dir, run_dir, video, workers)
     with torch.no_grad():
         torch_pred = model(video).argmax(-1)
-    lava_pred = hybrid.logits.argmax(-1)
+    lava_pred = logits.argmax(-1)
     report = SimulationReport(
         clips=int(len(labels)), stages=tuple(stages),
         spike_mismatch=int(sum(s.spike_mismatch for s in stages)),
@@ -121,8 +158,7 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
         prediction_agreement=float((lava_pred == torch_pred).float().mean()),
         hybrid_top1=float((lava_pred == labels).float().mean()),
         torch_top1=float((torch_pred == labels).float().mean()),
-        lava_steps_per_second=(round(hybrid.lava_steps / hybrid.lava_seconds, 2) if hybrid.lava_seconds
-                               else None),
+        lava_steps_per_second=round(lava_steps / lava_seconds, 2) if lava_seconds else None,
         checkpoint_matches=digest == manifest.checkpoint_sha256, run_dir=str(run_dir))
     write_simulation_report(report, export_dir / REPORT_NAME)
     return report

@@ -56,6 +56,8 @@ class VerificationResult:
     layer_rates: tuple[float, ...]
     max_drive: int
     steps_per_second: float
+    layer_spikes: tuple[int, ...] = ()  # the reference's spikes per layer (rates = spikes / neuron-steps)
+    layer_neuron_steps: tuple[int, ...] = ()
 
     @property
     def exact(self) -> bool:
@@ -129,8 +131,34 @@ def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory
         stage=record.index, layers=record.layers, clips=run.clips, time_steps=run.time_steps,
         spike_mismatch=_mismatch(run.output, ref.spikes[-1]), layer_mismatch=per_layer,
         model_mismatch=_mismatch(run.output, model_out), max_abs_error=None,
-        layer_rates=tuple(float(s.mean()) for s in ref.spikes), max_drive=ref.max_drive,
-        steps_per_second=run.steps_per_second,
+        layer_rates=tuple(int(s.sum()) / s.numel() for s in ref.spikes), max_drive=ref.max_drive,
+        steps_per_second=run.steps_per_second, layer_spikes=tuple(int(s.sum()) for s in ref.spikes),
+        layer_neuron_steps=tuple(s.numel() for s in ref.spikes),
+    )
+
+
+def merge_results(parts: Sequence[VerificationResult]) -> VerificationResult:
+    """One stage's results on disjoint sets of clips, as one result on all of them: counts add up,
+    rates are recomputed from the added spike counts (so they equal a single run's), the drive is
+    the largest; the speed is the steps of all parts over their summed run time."""
+    first = parts[0]
+    if any(p.stage != first.stage or p.layers != first.layers for p in parts):
+        raise ValueError("results of different stages cannot be merged")
+    spikes = tuple(map(sum, zip(*(p.layer_spikes for p in parts), strict=True)))
+    steps = tuple(map(sum, zip(*(p.layer_neuron_steps for p in parts), strict=True)))
+    seconds = sum(p.clips * p.time_steps / p.steps_per_second for p in parts
+                  if 0 < p.steps_per_second < float("inf"))
+    return VerificationResult(
+        stage=first.stage, layers=first.layers, clips=sum(p.clips for p in parts),
+        time_steps=first.time_steps, spike_mismatch=sum(p.spike_mismatch for p in parts),
+        layer_mismatch=tuple(map(sum, zip(*(p.layer_mismatch for p in parts), strict=True))),
+        model_mismatch=sum(p.model_mismatch for p in parts),
+        max_abs_error=None if all(p.max_abs_error is None for p in parts)
+        else max(p.max_abs_error or 0.0 for p in parts),
+        layer_rates=tuple(a / b for a, b in zip(spikes, steps, strict=True)),
+        max_drive=max(p.max_drive for p in parts),
+        steps_per_second=sum(p.clips * p.time_steps for p in parts) / seconds if seconds else 0.0,
+        layer_spikes=spikes, layer_neuron_steps=steps,
     )
 
 

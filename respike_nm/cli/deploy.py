@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     sim.add_argument("export_dir", type=Path)
     sim.add_argument("--run", type=Path, help="the trained run (default: the one it was exported from)")
     sim.add_argument("--clips", type=positive_int, default=8, help="test clips to run (default 8)")
+    sim.add_argument("--workers", type=positive_int, default=1,
+                     help="processes to split the clips over, each with its own Lava networks (default 1)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=run_simulate)
 
@@ -112,7 +114,7 @@ def run_simulate(args) -> int:
     from respike_nm.records import to_data
     from respike_nm.train.loop import CHECKPOINT
 
-    report = simulate_export(args.export_dir, args.run, args.clips)
+    report = simulate_export(args.export_dir, args.run, args.clips, args.workers)
     if not report.checkpoint_matches:
         print(f"respike-nm: warning: {Path(report.run_dir) / CHECKPOINT} is not the checkpoint this export "
               "was made from (sha256 differs); results compare against the given run", file=sys.stderr)
