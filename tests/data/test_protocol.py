@@ -157,14 +157,13 @@ def test_crop_size_resize_equals_torchvision_resize_then_centre_crop():
     # 64x96 -> Resize(32) = 32x48 exactly (factor 2), CenterCrop(32) at column round(16 / 2) = 8. The
     # squares' edges lie at 4 mod 8, so the crop's edges (columns 16 and 80 of the input) cut through
     # the middle of squares: every output pixel's filter support there is one colour, and cropping
-    # before or after resizing gives the same bytes inside; in the edge columns the uint8 resampler's
-    # fixed-point weights, renormalised over the cut support, may round a constant 1 away.
+    # before or after resizing gives the same picture; torchvision (on a CPU that does not report
+    # "AVX2", its float path) and our native uint8 resampler round differently by at most 1.
     clip = _blocks(64, 96, 8, 4)
     ref = T.Compose([T.Resize(32, antialias=True), T.CenterCrop(32)])
     expected = ref(torch.as_tensor(clip).permute(0, 3, 1, 2))
     got = ClipTransform(32, train=False, crop_fraction=1.0)(clip)
     assert got.shape == (2, 3, 32, 32)
-    assert torch.equal(got[..., 1:-1], expected[..., 1:-1])
     assert (got.int() - expected.int()).abs().max() <= 1
     # hand arithmetic: output pixel (r, c) is centred on input (2r + 1, 16 + 2c + 1) and its bilinear
     # antialias filter (scale 2) reaches 2 input pixels either side; where those all lie in one square
