@@ -452,7 +452,7 @@ def kinetics_index(annotation_csv: str | Path | Sequence[str | Path], video_dir:
 
 def _class_videos(root: Path, skipped: list[Skipped]) -> dict[str, list[Path]]:
     """Class folder name -> its video files (any depth, sorted). Empty class folders and videos
-    outside a class folder go to ``skipped``."""
+    outside a class folder go to ``skipped``; no class folder with videos at all is an error."""
     out = {}
     for entry in sorted(_check_folder(root).iterdir()):
         if entry.name.startswith("."):
@@ -465,6 +465,8 @@ def _class_videos(root: Path, skipped: list[Skipped]) -> dict[str, list[Path]]:
                 skipped.append(Skipped(str(entry), "class folder without video files"))
         elif _is_video(entry):
             skipped.append(Skipped(str(entry), "video outside a class folder"))
+    if not out:
+        raise SplitFileError(root, "no class folder with video files (expected <class>/<video>)")
     return out
 
 
@@ -486,8 +488,6 @@ def folder_index(root: str | Path, test_fraction: float = 0.2, seed: int = 0,
     root = Path(root)
     skipped: list[Skipped] = []
     videos = _class_videos(root, skipped)
-    if not videos:
-        raise SplitFileError(root, "no class folder with video files (expected <class>/<video>)")
     classes = tuple(sorted(videos))
     train, test = [], []
     for label, name in enumerate(classes):
@@ -533,8 +533,6 @@ def folder_folds(root: str | Path, spec: FoldSpec) -> FolderFolds:
     root = Path(root)
     skipped: list[Skipped] = []
     videos = _class_videos(root, skipped)
-    if not videos:
-        raise SplitFileError(root, "no class folder with video files (expected <class>/<video>)")
     classes = tuple(sorted(videos))
     records = tuple(VideoRecord(p, label, name) for label, name in enumerate(classes)
                     for p in videos[name])
