@@ -35,7 +35,7 @@ import torch
 from respike_nm.data.errors import DataError, VideoDecodeError
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.transforms import ClipTransform, normalize
-from respike_nm.data.video import VIDEO_EXTENSIONS, _open, _rgb, find_videos
+from respike_nm.data.video import VIDEO_EXTENSIONS, _open, _rgb, find_videos, open_container
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # normalised [1, T, 3, S, S] -> logits [1, classes]
 Progress = Callable[[Iterable, str, int], Iterable]
@@ -151,15 +151,7 @@ def _device_format(text: str) -> str:
 
 
 def _open_live(name: str, target: str, fmt: str | None = None, timeout: float | None = None) -> OpenedSource:
-    try:
-        container = av.open(target, format=fmt, timeout=timeout, metadata_errors="ignore")
-    except av.FFmpegError as exc:
-        raise VideoDecodeError(name, f"cannot open ({exc.strerror or exc})") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VideoDecodeError(name, f"cannot open ({exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoDecodeError(name, "has no video stream")
+    container = open_container(name, target, "cannot open", format=fmt, timeout=timeout)
     return OpenedSource(name, container, live=True)
 
 

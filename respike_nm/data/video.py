@@ -37,15 +37,22 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VideoDecodeError(path, "is a directory, not a video file")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(path, "file is empty")
+    return open_container(path, str(path))
+
+
+def open_container(name, target: str, unreadable: str = "not a readable video container",
+                   **options) -> av.container.InputContainer:
+    """``av.open(target, **options)`` with a video stream, or :class:`VideoDecodeError` naming
+    ``name``: ``unreadable`` when FFmpeg refuses it, "cannot open" for other errors."""
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(target, metadata_errors="ignore", **options)
     except av.FFmpegError as exc:
-        raise VideoDecodeError(path, f"not a readable video container ({exc.strerror or exc})") from None
+        raise VideoDecodeError(name, f"{unreadable} ({exc.strerror or exc})") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VideoDecodeError(path, f"cannot open ({exc})") from None
+        raise VideoDecodeError(name, f"cannot open ({exc})") from None
     if not container.streams.video:
         container.close()
-        raise VideoDecodeError(path, "has no video stream")
+        raise VideoDecodeError(name, "has no video stream")
     return container
 
 
