@@ -22,8 +22,7 @@ def _folds(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from respike_nm.config import PRESETS
-    from respike_nm.models import list_models
+    from respike_nm.cli.train import add_config_options
 
     cv = sub.add_parser(
         "crossval", help="cross-validate on a folder dataset, holding subjects out",
@@ -33,9 +32,7 @@ def add_parser(sub) -> None:
                     "OUT/crossval.json: per-fold accuracies, their mean and sample std, and the fold "
                     "of every file.",
     )
-    cv.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML file (default: tiny; with "
-                                     "--resume, the first fold run's own config)")
-    cv.add_argument("--model", default="hybrid", choices=list_models())
+    add_config_options(cv, "the first fold run's own config")
     cv.add_argument("--dataset", default="folder", choices=["folder"], help="the dataset (folder only)")
     cv.add_argument("--data-root", help="overrides data.data_root: ROOT/<class>/<video files>")
     cv.add_argument("--folds", type=_folds, metavar="K|loso",

@@ -9,10 +9,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 
-def add_parser(sub) -> None:
+def add_config_options(parser, on_resume: str) -> None:
+    """``--config`` and ``--model``, as every command that trains takes them (:func:`resolve_config`)."""
     from respike_nm.config import PRESETS
     from respike_nm.models import list_models
 
+    parser.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML file (default: tiny; "
+                                         f"with --resume, {on_resume})")
+    parser.add_argument("--model", default="hybrid", choices=list_models())
+
+
+def add_parser(sub) -> None:
     tr = sub.add_parser(
         "train", help="train the hybrid model or a baseline",
         description="Train ReSpike (hybrid), or its key-frame-only (ann) or residual-only (snn) "
@@ -20,9 +27,7 @@ def add_parser(sub) -> None:
                     "per epoch), RUN_DIR/checkpoint.pt (every epoch, atomically) and "
                     "RUN_DIR/summary.json. Under torchrun, trains with DistributedDataParallel.",
     )
-    tr.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML file (default: tiny; with "
-                                     "--resume, the run's own config)")
-    tr.add_argument("--model", default="hybrid", choices=list_models())
+    add_config_options(tr, "the run's own config")
     tr.add_argument("--dataset", help="overrides data.dataset")
     tr.add_argument("--data-root", help="overrides data.data_root")
     tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
