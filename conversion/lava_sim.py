@@ -11,7 +11,10 @@ The network is always stopped, also on error.
 
 Conv synapses run on :class:`~conversion.proc_models.PyConvModelFixedFast` (same outputs as Lava's
 ``PyConvModelFixed``, vectorised) unless ``stock_conv=True``; it is chosen through the run config's
-``exception_proc_model_map``, Lava's own extension point.
+``exception_proc_model_map``, Lava's own extension point. With ``protocol="async"`` (the default) the
+source, conv, neuron and tap processes run the same models' ``run_spk`` under Lava's ``AsyncProtocol``
+(:func:`conversion.proc_models.asynchronous`): no per-step barrier, the same spikes, about twice the
+steps per second (bench/lava_sim.py); ``protocol="loihi"`` keeps the Loihi protocol's phases.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ import numpy as np
 from lava.lib.dl.netx.hdf5 import Network
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.conv.models import PyConvModelFixed
 from lava.proc.conv.process import Conv
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.io.source import RingBuffer as SourceBuffer
+from lava.proc.lif.process import LIFReset
 from tqdm import tqdm
 
+from conversion import proc_models
 from conversion.layout import clips_to_xyct, xyct_to_clips
 from conversion.manifest import StageManifest
 from conversion.proc_models import PyConvModelFixedFast
@@ -55,7 +61,8 @@ class LavaRunResult:
 
     ``layer_spikes``: one ``uint8 [N, C, H, W, T]`` per recorded layer (all layers, or only the last
     one); ``recorded``: their layer indices. ``steps``: Lava steps run. ``setup_seconds``: compile
-    and process start; ``run_seconds``: the run itself. ``stock_conv``: Lava's own Conv model ran.
+    and process start; ``run_seconds``: the run itself. ``stock_conv``: Lava's own Conv model ran;
+    ``protocol``: ``"async"`` or ``"loihi"`` (:func:`run_config`).
     """
 
     layer_spikes: tuple[np.ndarray, ...]
@@ -66,6 +73,7 @@ class LavaRunResult:
     setup_seconds: float
     run_seconds: float
     stock_conv: bool = False
+    protocol: str = "async"
 
     @property
     def output(self) -> np.ndarray:
@@ -78,13 +86,16 @@ class LavaRunResult:
 
 
 def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_message_bits: int,
-              reset_offset: int = 1, all_layers: bool = True, stock_conv: bool = False) -> LavaRunResult:
+              reset_offset: int = 1, all_layers: bool = True, stock_conv: bool = False,
+              protocol: str = "async") -> LavaRunResult:
     """Run ``graded`` (``int [N, C, H, W, T]``, the integers ``round(S x)``) through the network in ``hdf5``.
 
     ``time_steps`` must equal ``T``; all ``N`` clips run back to back in one Lava run, each from
     fresh state. ``all_layers``: record every layer (one tap each) or only the output.
     ``stock_conv``: Lava's scipy Conv model instead of ours (for comparisons and benchmarks).
+    ``protocol``: ``"async"`` (no per-step barrier, same spikes) or ``"loihi"`` (:func:`run_config`).
     """
+    cfg = run_config(stock_conv, protocol)  # a bad protocol fails before any process starts
     graded = _checked_input(graded, time_steps, input_message_bits)
     clips = graded.shape[0]
     net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
@@ -104,7 +115,7 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
     with stopping.deferred():  # a signal stops the network after the current chunk, then is raised
         try:
             t0 = time.perf_counter()
-            net.create_runtime(run_cfg=run_config(stock_conv))
+            net.create_runtime(run_cfg=cfg)
             setup, run = time.perf_counter() - t0, 0.0
             with tqdm(total=steps, desc=f"Lava {Path(hdf5).stem}", unit="step", file=sys.stderr,
                       leave=False, disable=None) as bar:  # shown on a terminal only
@@ -123,26 +134,41 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
             net.stop()
     spikes = tuple(_aligned(r, i + reset_offset, clips, time_steps)
                    for i, r in zip(recorded, raw, strict=True))
-    return LavaRunResult(spikes, recorded, clips, time_steps, steps, setup, run, stock_conv)
+    return LavaRunResult(spikes, recorded, clips, time_steps, steps, setup, run, stock_conv, protocol)
 
 
-def run_config(stock_conv: bool = False) -> Loihi2SimCfg:
+PROTOCOLS = ("async", "loihi")
+
+
+def run_config(stock_conv: bool = False, protocol: str = "async") -> Loihi2SimCfg:
     """Lava's fixed-point simulation config, with our vectorised Conv model unless ``stock_conv``.
 
-    Extractor's models carry no tag, so its Loihi-protocol model is named explicitly.
+    ``protocol="loihi"``: every process on the Loihi protocol (Extractor's models carry no tag, so its
+    Loihi-protocol model is named explicitly). ``"async"``: the ring-buffer source, the conv synapses,
+    the LIFReset neurons and the taps on their ``AsyncProtocol`` twins
+    (:func:`conversion.proc_models.asynchronous`), any other process on the Loihi protocol.
     """
-    models = {Extractor: PyLoihiExtractorModel}
-    if not stock_conv:
-        models[Conv] = PyConvModelFixedFast
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    conv = PyConvModelFixed if stock_conv else PyConvModelFixedFast
+    if protocol == "loihi":
+        models = {Extractor: PyLoihiExtractorModel, Conv: conv}
+    else:
+        models = {Extractor: proc_models.PyLoihiExtractorModelAsync,
+                  SourceBuffer: proc_models.PySendModelFixedAsync,
+                  LIFReset: proc_models.PyLifResetModelBitAccAsync,
+                  Conv: proc_models.PyConvModelFixedAsync if stock_conv
+                  else proc_models.PyConvModelFixedFastAsync}
     return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
 
 
 def run_manifest_stage(directory: str | Path, stage: StageManifest, graded: np.ndarray,
-                       all_layers: bool = True, stock_conv: bool = False) -> LavaRunResult:
+                       all_layers: bool = True, stock_conv: bool = False,
+                       protocol: str = "async") -> LavaRunResult:
     """:func:`run_stage` with the settings recorded in ``stage`` (HDF5 relative to ``directory``)."""
     return run_stage(Path(directory) / stage.hdf5, graded, time_steps=stage.time_steps,
                      input_message_bits=stage.input_message_bits, reset_offset=stage.reset_offset,
-                     all_layers=all_layers, stock_conv=stock_conv)
+                     all_layers=all_layers, stock_conv=stock_conv, protocol=protocol)
 
 
 def _checked_input(graded: np.ndarray, time_steps: int, bits: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""A vectorised fixed-point process model for Lava's ``Conv``, chosen via ``exception_proc_model_map``.
+"""Process models chosen via the run config's ``exception_proc_model_map``: a vectorised fixed-point
+model for Lava's ``Conv``, and asynchronous twins of the Loihi-protocol models a stage network runs.
 
 Lava 0.10's ``PyConvModelFixed`` loops ``scipy.signal.convolve2d`` over every (out, in) channel pair.
 :class:`PyConvModelFixedFast` keeps its ports, variables, decorations and step order (send last step's
@@ -9,12 +10,26 @@ convolution (kernel flipped), zero padding, stride and dilation per axis, binary
 the sum wrapped to the model's 24-bit precision (its ``clamp_precision``). Lava sums in float64 and casts
 to int32, so the two agree wherever a sum fits int32 (beyond that Lava's cast is undefined).
 ``groups != 1`` falls back to Lava's own computation. numpy only: torch in Lava's forked workers hangs.
+
+:func:`asynchronous` gives a Loihi-protocol model an ``AsyncProtocol`` twin that runs the same
+``run_spk`` once per step, without the runtime service's per-step barrier (a phase command to every
+process and a reply from each: two of the three messages a layer's process handled per step). A stage
+network is a feed-forward chain whose every process sends before it receives (the synapse sends last
+step's ``a_buf``), so blocking channels alone keep each message at its step: the spikes are those of the
+Loihi-protocol run, bit for bit (tests/conversion/test_fast_conv.py). ``time_step`` counts steps across
+runs as the Loihi protocol's does (LIFReset's resets and the source's indexing read it). Learning and
+pre/post-management phases do not exist in this mode, so only models without guards are wrapped.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from lava.magma.core.model.py.model import PyAsyncProcessModel, PyLoihiProcessModel
+from lava.magma.core.sync.protocols.async_protocol import AsyncProtocol
 from lava.proc.conv.models import PyConvModelFixed
+from lava.proc.io.extractor import PyLoihiExtractorModel
+from lava.proc.io.source import PySendModelFixed
+from lava.proc.lif.models import PyLifResetModelBitAcc
 from numpy.lib.stride_tricks import sliding_window_view
 
 _FLOAT64_EXACT = 1 << (np.finfo(np.float64).nmant + 1)  # every integer below this is a float64
@@ -69,3 +84,31 @@ class PyConvModelFixedFast(PyConvModelFixed):
 
 def _pair(v: np.ndarray) -> tuple[int, int]:
     return int(v[0]), int(v[1])
+
+
+def asynchronous(model: type[PyLoihiProcessModel]) -> type[PyAsyncProcessModel]:
+    """An ``AsyncProtocol`` model for ``model``'s process: its ports, variables, tags and ``run_spk``,
+    run once per step with ``time_step`` counted as the Loihi protocol counts it."""
+    guards = [g for g in ("pre_guard", "lrn_guard", "post_guard")
+              if getattr(model, g) is not getattr(PyLoihiProcessModel, g)]
+    if guards:
+        raise TypeError(f"{model.__name__} has management phases ({', '.join(guards)}); it needs the "
+                        "Loihi protocol")
+
+    def run_async(self) -> None:
+        for _ in range(self.num_steps):
+            self.time_step += 1
+            self.run_spk()
+
+    # the protocol as a class attribute: Lava's @implements refuses to change an inherited one
+    name = f"{model.__name__}Async"
+    return type(name, (PyAsyncProcessModel, model), {
+        "implements_protocol": AsyncProtocol, "run_async": run_async, "__module__": __name__,
+        "__qualname__": name, "__doc__": f"``{model.__name__}`` without the per-step barrier."})
+
+
+PyConvModelFixedFastAsync = asynchronous(PyConvModelFixedFast)
+PyConvModelFixedAsync = asynchronous(PyConvModelFixed)
+PyLifResetModelBitAccAsync = asynchronous(PyLifResetModelBitAcc)
+PySendModelFixedAsync = asynchronous(PySendModelFixed)
+PyLoihiExtractorModelAsync = asynchronous(PyLoihiExtractorModel)

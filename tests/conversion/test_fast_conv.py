@@ -2,7 +2,7 @@
 
 The numpy tests compare :func:`conversion.proc_models.conv_xyc` with Lava's ``lava.proc.conv.utils.conv``
 (scipy, per channel pair) and with a per-tap loop; the Lava tests run the same network once with Lava's
-model and once with ours. Networks are tiny and always stopped.
+model and once with ours, on the Loihi protocol and asynchronously. Networks are tiny and always stopped.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lava.lib.dl.netx.hdf5 import Network
+from lava.magma.core.model.py.model import PyAsyncProcessModel
 from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.sync.protocols.async_protocol import AsyncProtocol
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.conv import utils
 from lava.proc.conv.models import PyConvModelFixed
 from lava.proc.conv.process import Conv
+from lava.proc.io.sink import PyReadFixed
 from lava.proc.io.sink import RingBuffer as SinkBuffer
 from lava.proc.io.source import RingBuffer as SourceBuffer
 from test_export_lava import graded_clips, random_stack
@@ -21,7 +25,7 @@ from test_export_lava import graded_clips, random_stack
 from conversion import lava_sim
 from conversion.export import export_stage
 from conversion.lava_sim import run_config, run_stage
-from conversion.proc_models import PyConvModelFixedFast, conv_xyc
+from conversion.proc_models import PyConvModelFixedFast, asynchronous, conv_xyc
 from conversion.verify import reference_stage
 from respike_nm.models.fixed_point import graded_integers
 
@@ -82,14 +86,30 @@ def test_conv_is_exact_beyond_float64():
 
 def test_run_config_selects_our_model():
     conv = Conv(weight=np.ones((2, 3, 3, 1), dtype=np.int32), input_shape=(4, 4, 1))
-    assert run_config().select(conv, [PyConvModelFixed]) is PyConvModelFixedFast
-    assert run_config(stock_conv=True).select(conv, [PyConvModelFixed]) is PyConvModelFixed
+    assert run_config(protocol="loihi").select(conv, [PyConvModelFixed]) is PyConvModelFixedFast
+    assert run_config(stock_conv=True, protocol="loihi").select(conv, [PyConvModelFixed]) is PyConvModelFixed
     for attr in ("implements_process", "implements_protocol", "required_resources", "tags"):
         assert getattr(PyConvModelFixedFast, attr) == getattr(PyConvModelFixed, attr), attr
+    for stock, base in ((False, PyConvModelFixedFast), (True, PyConvModelFixed)):
+        model = run_config(stock_conv=stock).select(conv, [PyConvModelFixed])  # async is the default
+        assert issubclass(model, base) and issubclass(model, PyAsyncProcessModel)
+        assert model.implements_protocol is AsyncProtocol and base.implements_protocol is LoihiProtocol
+        assert model.run_spk is base.run_spk and model.weight is base.weight  # same step, same types
+        assert (model.implements_process, model.tags) == (base.implements_process, base.tags)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        run_config(protocol="sync")
+
+
+def test_asynchronous_refuses_models_with_management_phases():
+    """Lava's Read process reads a Var in the post-management phase, which the asynchronous loop never
+    runs."""
+    with pytest.raises(TypeError, match="post_guard"):
+        asynchronous(PyReadFixed)
 
 
 def _run_conv(stream: np.ndarray, weight: np.ndarray, stock: bool, **conv_args) -> np.ndarray:
-    """Source -> Conv -> sink for ``stream (x, y, c, steps)``; the sink's ``(x', y', c', steps)``."""
+    """Source -> Conv -> sink for ``stream (x, y, c, steps)``; the sink's ``(x', y', c', steps)``.
+    ``stock``: Lava's own models on the Loihi protocol; else ours, source and conv asynchronous."""
     steps = stream.shape[-1]
     conv = Conv(weight=weight, input_shape=stream.shape[:3], **conv_args)
     source = SourceBuffer(data=stream)
@@ -97,7 +117,8 @@ def _run_conv(stream: np.ndarray, weight: np.ndarray, stock: bool, **conv_args) 
     source.s_out.connect(conv.s_in)
     conv.a_out.connect(sink.a_in)
     try:
-        conv.run(condition=RunSteps(num_steps=steps), run_cfg=run_config(stock_conv=stock))
+        cfg = run_config(stock_conv=stock, protocol="loihi" if stock else "async")
+        conv.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
         return sink.data.get()
     finally:
         conv.stop()
@@ -146,22 +167,26 @@ def test_exported_stage_same_spikes_with_both_models(tmp_path, seed, shape, chan
     record = export_stage(layers, tmp_path / "stage.net", input_shape=shape, time_steps=steps)
     x = graded_clips(seed, 2, shape, steps)
     graded = graded_integers(x, layers[0].quant, record.input_scale).numpy()
-    runs = [run_stage(tmp_path / "stage.net", graded, time_steps=steps, stock_conv=stock,
-                      input_message_bits=record.input_message_bits) for stock in (True, False)]
+    # Lava's own models on the Loihi protocol; our conv on it; ours with every process asynchronous
+    runs = [run_stage(tmp_path / "stage.net", graded, time_steps=steps, stock_conv=stock, protocol=protocol,
+                      input_message_bits=record.input_message_bits)
+            for stock, protocol in ((True, "loihi"), (False, "loihi"), (False, "async"))]
     reference = reference_stage(layers, x, record.input_scale).spikes
     net = Network(net_config=str(tmp_path / "stage.net"), input_message_bits=record.input_message_bits)
     bits = [int(layer.synapse.num_message_bits.init) for layer in net.layers]
     assert bits[0] > 0 and bits[1:] == [0] * (len(bits) - 1)  # graded into the first conv, binary after
-    assert [r.stock_conv for r in runs] == [True, False]
+    assert [(r.stock_conv, r.protocol) for r in runs] == [(True, "loihi"), (False, "loihi"), (False, "async")]
     for i, expected in enumerate(reference):
-        np.testing.assert_array_equal(runs[1].layer_spikes[i], runs[0].layer_spikes[i])
-        np.testing.assert_array_equal(runs[1].layer_spikes[i], expected.numpy().astype(np.uint8))
+        for run in runs[1:]:
+            np.testing.assert_array_equal(run.layer_spikes[i], runs[0].layer_spikes[i])
+        np.testing.assert_array_equal(runs[0].layer_spikes[i], expected.numpy().astype(np.uint8))
         assert 0.01 < expected.float().mean() < 0.9  # every layer spikes, but not everywhere
 
 
 @pytest.mark.lava
 def test_run_in_chunks_equals_reference(tmp_path, monkeypatch):
-    """Spikes read out every 2 steps (small tap buffers) are the reference's, clips back to back."""
+    """Spikes read out every 2 steps (small tap buffers) are the reference's, clips back to back; the
+    asynchronous processes keep counting steps across runs (T = 3 is not a multiple of 2)."""
     shape, steps = (3, 6, 8), 3
     layers = random_stack(14, shape[0], (4, 6), (1, 2))
     record = export_stage(layers, tmp_path / "stage.net", input_shape=shape, time_steps=steps)
