@@ -1,11 +1,14 @@
-"""Lava simulation speed: Lava's stock Conv process model against ours, and the PyTorch reference.
+"""Lava simulation speed: Lava's own process models, ours on the Loihi protocol, ours asynchronous, and
+the PyTorch reference.
 
 Cases: the `tiny` config's hybrid (its SNN branch exported to netx; a trained run with ``--run``,
 else seeded random weights scaled so every layer spikes), and the three stage sizes of DESIGN.md §2
 "Speed" (3x10x14 -> 8 -> 12, 16x32x48 -> 32 -> 64, 32x64x96 -> 64 -> 64; 3x3 convs, stride 1, T' = 3).
-Each case runs the same input with both Conv models side by side in this process, counts the spikes (all
-layers) in which ours differs from the stock model and from the quantized PyTorch reference
-(conversion/verify.py), and times that reference on the same clips.
+Each case runs the same input three ways side by side in this process: "stock" (Lava's own models,
+scipy Conv, Loihi protocol), "loihi" (our vectorised Conv, Loihi protocol) and "async" (our Conv, every
+process on its AsyncProtocol twin: what `simulate` runs), counts the spikes (all layers) in which ours
+differ from the stock run and from the quantized PyTorch reference (conversion/verify.py), and times that
+reference on the same clips.
 Writes bench/results/lava_sim.json and .png.
 
 Usage: python bench/lava_sim.py [--run RUN_DIR] [--clips N] [--repeat R]
@@ -45,14 +48,19 @@ DESIGN_STAGES = [("3x10x14->8->12", (3, 10, 14), (8, 12), 100),
 TIME_STEPS = 3
 
 
+# mode: (stock_conv, protocol)
+MODES = {"stock": (True, "loihi"), "loihi": (False, "loihi"), "async": (False, "async")}
+
+
 @dataclass(frozen=True)
 class SpeedCase:
-    """One stage network, both Conv models and the reference on the same clips.
+    """One stage network, three ways of running it in Lava and the reference, on the same clips.
 
     ``*_steps_per_s``: Lava steps (clips x T' + pipeline flush) per second of ``net.run``;
     ``*_clip_steps_per_s``: clip time steps (clips x T') per second, comparable with
-    ``torch_clip_steps_per_s`` (the quantized PyTorch reference, all clips batched, CPU).
-    Mismatches: differing spikes summed over all layers.
+    ``torch_clip_steps_per_s`` (the quantized PyTorch reference, all clips batched, CPU);
+    ``*_vs_torch``: the reference's time over that run's. Mismatches: differing spikes summed over
+    all layers.
     """
 
     name: str
@@ -62,17 +70,20 @@ class SpeedCase:
     time_steps: int
     lava_steps: int
     stock_steps_per_s: float
-    fast_steps_per_s: float
-    speedup: float
+    loihi_steps_per_s: float
+    async_steps_per_s: float
     stock_clip_steps_per_s: float
-    fast_clip_steps_per_s: float
+    loihi_clip_steps_per_s: float
+    async_clip_steps_per_s: float
     torch_clip_steps_per_s: float
-    fast_vs_torch: float
-    mismatch_fast_vs_stock: int
-    mismatch_fast_vs_reference: int
+    loihi_vs_torch: float
+    async_vs_torch: float
+    async_vs_loihi: float
+    mismatch_loihi_vs_stock: int
+    mismatch_async_vs_stock: int
+    mismatch_async_vs_reference: int
     layer_rates: tuple[float, ...]
-    stock_setup_s: float
-    fast_setup_s: float
+    setup_s: dict[str, float]
 
 
 _T0 = time.perf_counter()
@@ -82,49 +93,52 @@ def log(msg: str) -> None:
     print(f"[lava_sim {time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
+def _mismatch(a: LavaRunResult, b: LavaRunResult) -> int:
+    return int(sum(np.count_nonzero(x != y) for x, y in zip(a.layer_spikes, b.layer_spikes, strict=True)))
+
+
 def measure(name: str, layers: list[SpikingConv], record: StageManifest, hdf5: Path,
             x: torch.Tensor, repeat: int) -> SpeedCase:
-    """Run stage ``layers`` (exported as ``record`` at ``hdf5``) on ``x [N, C, H, W, T]`` three ways.
+    """Run stage ``layers`` (exported as ``record`` at ``hdf5``) on ``x [N, C, H, W, T]`` four ways.
 
     Each way runs ``repeat`` times, interleaved; the fastest run counts (the machine is shared).
     """
     graded = graded_integers(x, layers[0].quant, record.input_scale).numpy()
-    runs: dict[bool, LavaRunResult] = {}
+    runs: dict[str, LavaRunResult] = {}
+    torch_s = float("inf")
     for k in range(repeat):
-        for stock in (True, False):
-            log(f"{name}: Lava, {'stock' if stock else 'our'} Conv model, {graded.shape[0]} clips, "
-                f"run {k + 1}/{repeat}")
-            run = run_stage(hdf5, graded, time_steps=record.time_steps, stock_conv=stock,
+        for mode, (stock, protocol) in MODES.items():
+            log(f"{name}: Lava, {mode}, {graded.shape[0]} clips, run {k + 1}/{repeat}")
+            run = run_stage(hdf5, graded, time_steps=record.time_steps, stock_conv=stock, protocol=protocol,
                             input_message_bits=record.input_message_bits)
             log(f"  setup {run.setup_seconds:.1f} s, {run.steps} steps in {run.run_seconds:.2f} s")
-            if stock in runs and not all(np.array_equal(a, b) for a, b in
-                                         zip(run.layer_spikes, runs[stock].layer_spikes, strict=True)):
+            if mode in runs and _mismatch(run, runs[mode]):
                 raise RuntimeError(f"{name}: two Lava runs of the same input differ")
-            if stock not in runs or run.run_seconds < runs[stock].run_seconds:
-                runs[stock] = run
-    torch_s = float("inf")
-    for _ in range(repeat):
+            if mode not in runs or run.run_seconds < runs[mode].run_seconds:
+                runs[mode] = run
         t0 = time.perf_counter()
         ref = reference_stage(layers, x, record.input_scale).spikes
         torch_s = min(torch_s, time.perf_counter() - t0)
-    stock, fast = runs[True], runs[False]
+    stock, loihi, fast = runs["stock"], runs["loihi"], runs["async"]
     clip_steps = stock.clips * stock.time_steps
-    ours = [s.astype(bool) for s in fast.layer_spikes]
     return SpeedCase(
         name=name, input_shape=tuple(record.input_shape), channels=tuple(s[0] for s in record.layer_shapes),
         clips=stock.clips, time_steps=stock.time_steps, lava_steps=stock.steps,
-        stock_steps_per_s=round(stock.steps_per_second, 2), fast_steps_per_s=round(fast.steps_per_second, 2),
-        speedup=round(fast.steps_per_second / stock.steps_per_second, 2),
+        stock_steps_per_s=round(stock.steps_per_second, 2),
+        loihi_steps_per_s=round(loihi.steps_per_second, 2),
+        async_steps_per_s=round(fast.steps_per_second, 2),
         stock_clip_steps_per_s=round(clip_steps / stock.run_seconds, 2),
-        fast_clip_steps_per_s=round(clip_steps / fast.run_seconds, 2),
+        loihi_clip_steps_per_s=round(clip_steps / loihi.run_seconds, 2),
+        async_clip_steps_per_s=round(clip_steps / fast.run_seconds, 2),
         torch_clip_steps_per_s=round(clip_steps / torch_s, 2),
-        fast_vs_torch=round(torch_s / fast.run_seconds, 3),
-        mismatch_fast_vs_stock=int(sum(np.count_nonzero(a != b.astype(bool))
-                                       for a, b in zip(ours, stock.layer_spikes, strict=True))),
-        mismatch_fast_vs_reference=int(sum(np.count_nonzero(a != (r.numpy() > 0))
-                                           for a, r in zip(ours, ref, strict=True))),
+        loihi_vs_torch=round(torch_s / loihi.run_seconds, 3),
+        async_vs_torch=round(torch_s / fast.run_seconds, 3),
+        async_vs_loihi=round(loihi.run_seconds / fast.run_seconds, 2),
+        mismatch_loihi_vs_stock=_mismatch(loihi, stock), mismatch_async_vs_stock=_mismatch(fast, stock),
+        mismatch_async_vs_reference=int(sum(np.count_nonzero(a.astype(bool) != (r.numpy() > 0))
+                                            for a, r in zip(fast.layer_spikes, ref, strict=True))),
         layer_rates=tuple(round(float(r.mean()), 4) for r in ref),
-        stock_setup_s=round(stock.setup_seconds, 2), fast_setup_s=round(fast.setup_seconds, 2),
+        setup_s={mode: round(run.setup_seconds, 2) for mode, run in runs.items()},
     )
 
 
@@ -209,11 +223,13 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     _write_atomic(RESULTS / "lava_sim.json", json.dumps(out, indent=2) + "\n")
     _plot(cases, RESULTS / "lava_sim.png")
-    print("| stage | stock Lava steps/s | ours steps/s | speed-up | PyTorch ref. clip-steps/s | mismatches |")
-    print("|---|---|---|---|---|---|")
+    print("| stage | stock Lava steps/s | ours, Loihi protocol | ours, async | PyTorch ref. clip-steps/s | "
+          "async / PyTorch | mismatches |")
+    print("|---|---|---|---|---|---|---|")
     for c in cases:
-        print(f"| {c.name} | {c.stock_steps_per_s:g} | {c.fast_steps_per_s:g} | {c.speedup:g}x | "
-              f"{c.torch_clip_steps_per_s:g} | {c.mismatch_fast_vs_stock} / {c.mismatch_fast_vs_reference} |")
+        print(f"| {c.name} | {c.stock_steps_per_s:g} | {c.loihi_steps_per_s:g} | {c.async_steps_per_s:g} | "
+              f"{c.torch_clip_steps_per_s:g} | {c.async_vs_torch:g} | {c.mismatch_loihi_vs_stock} / "
+              f"{c.mismatch_async_vs_stock} / {c.mismatch_async_vs_reference} |")
     return 0
 
 
@@ -229,15 +245,16 @@ def _plot(cases: list[SpeedCase], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [("Lava, stock Conv", "stock_clip_steps_per_s", "#b55"),
-              ("Lava, our Conv", "fast_clip_steps_per_s", "#4a7"),
+    series = [("Lava's models, Loihi protocol", "stock_clip_steps_per_s", "#b55"),
+              ("our Conv, Loihi protocol", "loihi_clip_steps_per_s", "#db4"),
+              ("our Conv, async", "async_clip_steps_per_s", "#4a7"),
               ("PyTorch reference", "torch_clip_steps_per_s", "#57a")]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
     xs = np.arange(len(cases))
     for k, (label, field, color) in enumerate(series):
-        ax.bar(xs + (k - 1) * 0.27, [getattr(c, field) for c in cases], 0.27, label=label, color=color)
+        ax.bar(xs + (k - 1.5) * 0.2, [getattr(c, field) for c in cases], 0.2, label=label, color=color)
     ax.set_yscale("log")
-    ax.set_xticks(xs, [c.name for c in cases], fontsize=7)
+    ax.set_xticks(xs, [c.name.replace(" (", "\n(") for c in cases], fontsize=7)
     ax.set_ylabel("clip time steps / s")
     ax.set_title("Lava fixed-point simulation speed (same spikes), 2 CPU cores", fontsize=9)
     ax.legend(fontsize=7)
