@@ -99,8 +99,9 @@ def _simulate_shard(export_dir: Path, run_dir: Path, video: torch.Tensor):
     manifest = check_export(export_dir)
     model, _, _ = load_run(run_dir, quantize=True)
     model.eval()
-    stages = verify_model(model, manifest, export_dir, video)
-    hybrid = hybrid_logits(model, manifest, export_dir, video)
+    runs: dict = {}
+    stages = verify_model(model, manifest, export_dir, video, runs)
+    hybrid = hybrid_logits(model, manifest, export_dir, video, known=runs)
     return stages, hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
 
 
@@ -143,8 +144,9 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     model.eval()
     video, labels = test_clips(cfg, clips)
     if workers == 1:
-        stages = verify_model(model, manifest, export_dir, video)
-        hybrid = hybrid_logits(model, manifest, export_dir, video)
+        runs: dict = {}  # the verified runs: the hybrid reuses those whose input it reproduces exactly
+        stages = verify_model(model, manifest, export_dir, video, runs)
+        hybrid = hybrid_logits(model, manifest, export_dir, video, known=runs)
         logits, lava_steps, lava_seconds = hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
     else:
         stages, logits, lava_steps, lava_seconds = _run_shards(export_dir, run_dir, video, workers)

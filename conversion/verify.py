@@ -113,11 +113,12 @@ def model_stage(layers: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, ...]:
 
 
 def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory: str | Path, x: Tensor,
-                 all_layers: bool = True) -> VerificationResult:
+                 all_layers: bool = True, runs: dict | None = None) -> VerificationResult:
     """Run the exported stage ``record`` (HDF5 in ``directory``) in Lava on ``x`` and compare.
 
     ``x``: the stage's graded input ``[N, C, H, W, T]`` in input units (N clips, run back to back),
-    on the layers' device. Puts the layers in eval mode.
+    on the layers' device. Puts the layers in eval mode. ``runs``: if given, the Lava run is kept
+    there as ``runs[stage] = (graded input, LavaRunResult)`` (for :class:`conversion.hybrid.LavaStageRunner`).
     """
     for layer in layers:
         layer.eval()
@@ -125,6 +126,8 @@ def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory
     model_out = model_stage(layers, x)[-1]
     graded = graded_integers(x, layers[0].quant, record.input_scale).cpu().numpy()
     run = run_manifest_stage(directory, record, graded, all_layers=all_layers)
+    if runs is not None:
+        runs[record.index] = (graded, run)
     per_layer = tuple(_mismatch(spikes, ref.spikes[i])
                       for i, spikes in zip(run.recorded, run.layer_spikes, strict=True))
     return VerificationResult(
@@ -178,11 +181,12 @@ def stage_inputs(model: nn.Module, video: Tensor) -> list[Tensor]:
 
 
 def verify_model(model: nn.Module, manifest: ExportManifest, directory: str | Path,
-                 video: Tensor) -> list[VerificationResult]:
-    """Verify every stage of an :func:`~conversion.export.export_model` export on ``video``."""
+                 video: Tensor, runs: dict | None = None) -> list[VerificationResult]:
+    """Verify every stage of an :func:`~conversion.export.export_model` export on ``video``
+    (``runs``: see :func:`verify_stage`)."""
     stages = cut_stages(model)
     inputs = stage_inputs(model, video)
-    return [verify_stage(stage.layers, record, directory, x)
+    return [verify_stage(stage.layers, record, directory, x, runs=runs)
             for stage, record, x in zip(stages, manifest.stages, inputs, strict=True)]
 
 

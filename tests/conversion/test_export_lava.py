@@ -15,6 +15,7 @@ import torch
 from lava.lib.dl.netx.hdf5 import Network
 
 from conversion.export import ExportError, cut_stages, export_model, export_stage, stage_blocks
+from conversion.hybrid import hybrid_logits
 from conversion.lava_sim import run_stage
 from conversion.manifest import (
     FORMAT_VERSION,
@@ -161,6 +162,33 @@ def test_model_export_and_verify(tmp_path):
     assert all(not any(r.layer_mismatch) for r in results)
     assert results[0].clips == 2 and results[0].time_steps == 3
     assert all(0.01 < rate < 0.9 for r in results for rate in r.layer_rates), [r.layer_rates for r in results]
+
+
+@pytest.mark.lava
+def test_hybrid_reuses_verified_runs_only_on_identical_input(tmp_path):
+    """The hybrid runner takes a verified stage's Lava output when its own graded input is identical
+    (the Lava run is exact, so every stage's input is reproduced) and runs Lava itself otherwise;
+    its logits are those of a hybrid that runs every stage afresh."""
+    model, g = seeded_multiscale_hybrid()
+    with torch.no_grad():
+        for p in model.fusion.parameters():
+            if p.dim() == 4:
+                p.normal_(0, 0.5, generator=g)
+    manifest = export_model(model, tmp_path, frame_shape=(12, 20))
+    video = torch.randn(1, 8, 3, 12, 20, generator=torch.Generator().manual_seed(3))
+    runs: dict = {}
+    assert [r.spike_mismatch for r in verify_model(model, manifest, tmp_path, video, runs)] == [0, 0, 0]
+    fresh = hybrid_logits(model, manifest, tmp_path, video)
+    reused = hybrid_logits(model, manifest, tmp_path, video, known=runs)
+    assert (fresh.reused, reused.reused) == (0, 3)
+    torch.testing.assert_close(reused.logits, fresh.logits, rtol=0, atol=0)
+    assert reused.lava_steps == fresh.lava_steps == sum(run.steps for _, run in runs.values())
+    graded, run = runs[1]
+    changed = graded.copy()
+    changed.flat[0] += 1  # one input integer differs: that stage must run again
+    partly = hybrid_logits(model, manifest, tmp_path, video, known={**runs, 1: (changed, run)})
+    assert partly.reused == 2
+    torch.testing.assert_close(partly.logits, fresh.logits, rtol=0, atol=0)
 
 
 def test_exported_hdf5_reads_back_with_netx(tmp_path):
