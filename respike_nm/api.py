@@ -18,13 +18,18 @@ from respike_nm.train.loop import load_run
 
 def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bits_source: str, *,
               targets: list[HwProfile] | None = None, host: str = "h100", memory: str = "cmos45nm",
-              precision: str = "fp32", clips: int = 8, batch: int = 4, progress=None) -> EnergyReport:
+              precision: str = "fp32", clips: int = 8, batch: int = 4, progress=None,
+              workers: int = 1) -> EnergyReport:
     """Count a trained hybrid (rebuilt quantized: what would be deployed) on ``clips`` test clips,
     ``batch`` at a time, price the four plans (:func:`~respike_nm.energy.report.energy_report`) and
     write the report into the new folder ``out`` (temporary folder, then rename). ``progress``: wraps
-    the list of batches (e.g. ``tqdm``)."""
+    the list of batches (e.g. ``tqdm``; one process only). ``workers > 1``: the batches split into
+    that many contiguous shards, counted by forked processes and added
+    (:func:`~respike_nm.energy.counters.merge_logs`): the report equals one process's."""
     if batch < 1:
         raise ValueError(f"the batch must be at least 1 clip, got {batch}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     run_dir = Path(run_dir)
     targets = targets if targets is not None else [load_profile(n) for n in builtin_profiles()]
     host_p, memory_p = load_profile(host), load_profile(memory)
@@ -34,13 +39,51 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     model.eval()
     video, _ = test_clips(cfg, clips)
     batches = [video[i:i + batch] for i in range(0, len(video), batch)]
-    if progress is not None:
+    counts = None
+    if workers > 1 and len(batches) > 1:
+        counts = _count_sharded(model, batches, workers)
+    elif progress is not None:
         batches = progress(batches)
     report = energy_report(model, batches, str(run_dir.resolve()), graded_bits, graded_bits_source, targets,
-                           host_p, memory_p, precision)
+                           host_p, memory_p, precision, counts=counts)
     with atomic_dir(out, "report folder") as tmp:
         write_report(report, tmp)
     return report
+
+
+_SHARD_MODEL = None  # the model a forked counting worker inherits
+
+
+def _count_shard(batches):
+    import torch
+
+    from respike_nm.energy.counters import count_log
+
+    torch.set_num_threads(1)
+    return count_log(_SHARD_MODEL, batches)
+
+
+def _count_sharded(model, batches, workers: int):
+    """:class:`~respike_nm.energy.counters.ClipCounts` of ``batches`` counted by ``workers`` forked
+    processes on contiguous shards of whole batches (the same batches as one process runs)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from respike_nm.energy.counters import clip_counts, merge_logs
+
+    global _SHARD_MODEL
+    size = -(-len(batches) // min(workers, len(batches)))
+    shards = [batches[i:i + size] for i in range(0, len(batches), size)]
+    _SHARD_MODEL = model
+    try:
+        with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_count_shard, shards))
+    finally:
+        _SHARD_MODEL = None
+    shapes = {p[2] for p in parts}
+    if len(shapes) != 1:
+        raise ValueError(f"expected clips of one size, got {sorted(shapes)}")
+    return clip_counts(model, merge_logs([p[0] for p in parts]), sum(p[1] for p in parts), parts[0][2])
 
 
 def describe_model(cfg, kind: str) -> dict:

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--export", type=Path, help="an export folder: graded messages at its manifest's "
                    f"width (default: {GRADED_REFERENCE}'s graded-spike width, an upper bound)")
     p.add_argument("--batch", type=positive_int, default=4, help="clips per forward pass (default 4)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="count the batches in this many processes (same report; default 1)")
     p.add_argument("--json", action="store_true", help="print energy.json instead of the table")
     p.set_defaults(func=run_energy)
 
@@ -63,7 +65,7 @@ def run_energy(args) -> int:
     bits, bits_source = graded_bits(args.export)
     report = price_run(args.run_dir, args.out, bits, bits_source, targets=targets, host=args.host,
                        memory=args.memory_profile, precision=args.precision, clips=args.clips,
-                       batch=args.batch, progress=_bar)
+                       batch=args.batch, progress=_bar, workers=args.workers)
     rate = snn_firing_rate(report.counts.layers)
     if rate is not None and rate < SILENT_RATE:
         print(f"respike-nm: warning: the SNN is near-silent ({rate:.2e} spikes per neuron update, below "

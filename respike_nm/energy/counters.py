@@ -328,8 +328,10 @@ class ClipCounts:
         return self.frames // self.stride
 
 
-def count_clips(model: nn.Module, batches: Iterable[torch.Tensor]) -> ClipCounts:
-    """Run ``model`` (a ReSpike) on batches of normalised clips ``[B, T, 3, H, W]`` under the counters."""
+def count_log(model: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[OpLog, int, tuple[int, ...]]:
+    """``(log, clips, clip shape [T, 3, H, W])``: totals of ``model`` on batches of normalised clips
+    ``[B, T, 3, H, W]`` under the counters (not yet per clip: logs of disjoint clips add exactly,
+    :func:`merge_logs`)."""
     clips, shape = 0, None
     with count_ops(model) as log:
         for video in batches:
@@ -339,8 +341,40 @@ def count_clips(model: nn.Module, batches: Iterable[torch.Tensor]) -> ClipCounts
             clips, shape = clips + video.shape[0], video.shape[1:]
     if shape is None:
         raise ValueError("no clips to count")
+    return log, clips, tuple(shape)
+
+
+_SUMMED = [f.name for f in fields(LayerCount)
+           if f.name not in {"name", "branch", "op", "active_known", "params", "out_shape"}]
+
+
+def merge_logs(logs: list[OpLog]) -> OpLog:
+    """One log of the clips of all ``logs`` (same model, disjoint clips): counts added per layer, in
+    the first log's layer order. Every count is an integer in float64, so the sum is exact."""
+    merged = OpLog()
+    for log in logs:
+        for name, c in log.layers.items():
+            if name not in merged.layers:
+                merged.layers[name] = replace(c)
+            else:
+                m = merged.layers[name]
+                for f in _SUMMED:
+                    setattr(m, f, getattr(m, f) + getattr(c, f))
+                m.op = "graded" if "graded" in (m.op, c.op) else m.op
+        merged.snn_stage_shapes.update(log.snn_stage_shapes)
+        merged.ann_stage_shapes.update(log.ann_stage_shapes)
+    return merged
+
+
+def clip_counts(model: nn.Module, log: OpLog, clips: int, shape: tuple[int, ...]) -> ClipCounts:
+    """:class:`ClipCounts` of ``clips`` clips of ``shape [T, 3, H, W]`` counted into ``log``."""
     t, _, h, w = shape
     spec = model.spec
     return ClipCounts(clips, t, spec.stride, (h, w), per_clip(log, clips), dict(log.snn_stage_shapes),
                       dict(log.ann_stage_shapes), spec.snn.arch, spec.fusion, spec.fused_stages,
                       tuple(spec.fusion_stages), spec.num_classes)
+
+
+def count_clips(model: nn.Module, batches: Iterable[torch.Tensor]) -> ClipCounts:
+    """Run ``model`` (a ReSpike) on batches of normalised clips ``[B, T, 3, H, W]`` under the counters."""
+    return clip_counts(model, *count_log(model, batches))

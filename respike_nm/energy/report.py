@@ -231,10 +231,11 @@ def read_energy_report(path: str | Path) -> EnergySummary:
 
 def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, graded_bits_source: str,
                   targets: list[HwProfile], host: HwProfile, memory: HwProfile,
-                  precision: str = "fp32") -> EnergyReport:
+                  precision: str = "fp32", counts: ClipCounts | None = None) -> EnergyReport:
     """Count ``model`` (a quantized hybrid, eval mode) on ``batches`` of normalised clips and price the
     four plans: a and d on every GPU/CMOS profile in ``targets``, b and c on ``host`` with every
-    neuromorphic profile in ``targets``; the memory term and traffic with ``memory``'s figures."""
+    neuromorphic profile in ``targets``; the memory term and traffic with ``memory``'s figures.
+    ``counts``: already counted (``batches`` is then not run)."""
     for key in (MEMORY_KEY, TRANSFER_KEY):
         if key not in memory.costs:
             raise ProfileError(f"{memory.path}: costs.{key} missing (needed by the memory term and traffic)")
@@ -244,7 +245,7 @@ def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, gra
         mac_figure(h, precision)  # fail before the model runs
     if model.snn is None or model.ann is None:
         raise ValueError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
-    counts = count_clips(model, batches)
+    counts = counts if counts is not None else count_clips(model, batches)
     plans = plan_counts(counts, graded_bits)
     rows = []
     for p in plans:

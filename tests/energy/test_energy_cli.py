@@ -118,3 +118,39 @@ def test_bad_profile_and_existing_folder_are_one_line_errors(run, tmp_path, caps
     out.mkdir()
     assert main(["energy", str(run), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_workers_give_the_same_report(run, tmp_path):
+    """--workers 2 counts two shards of whole batches in forked processes; the added counts, and so
+    every figure of energy.json, equal one process's. 5 clips in batches of 2: shards of 2+2 and 1."""
+    reports = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert main(["energy", str(run), "--clips", "5", "--batch", "2", "--targets", TARGETS,
+                     "--workers", str(workers), "--out", str(out)]) == 0
+        reports[workers] = json.loads((out / "energy.json").read_text())
+    assert reports[2] == reports[1]
+    assert reports[1]["geometry"]["clips"] == 5
+    layers = reports[1]["counts"]["layers"]
+    assert sum(c["spikes_out"] for c in layers if c["branch"] == "snn") > 0  # the SNN's spikes were added
+
+
+def test_logs_of_disjoint_batches_add_up_to_one_log(run):
+    """merge_logs of two shards' totals equals the totals of counting both in one pass, layer by
+    layer (and differs from either shard alone)."""
+    from respike_nm.energy.counters import count_log, merge_logs
+    from respike_nm.train.builder import test_clips
+
+    model, cfg, _ = load_run(run, quantize=True)
+    model.eval()
+    video, _ = test_clips(cfg, 5)
+    batches = [video[:2], video[2:4], video[4:]]
+    whole, clips, shape = count_log(model, batches)
+    first, second = count_log(model, batches[:2]), count_log(model, batches[2:])
+    assert (first[1] + second[1], first[2]) == (clips, shape) == (5, shape)
+    merged = merge_logs([first[0], second[0]])
+    assert list(merged.layers) == list(whole.layers)
+    assert merged.layers == whole.layers
+    assert merged.layers != first[0].layers
+    assert merged.snn_stage_shapes == whole.snn_stage_shapes
+    assert merged.ann_stage_shapes == whole.ann_stage_shapes
