@@ -14,9 +14,11 @@ to int32, so the two agree wherever a sum fits int32 (beyond that Lava's cast is
 :func:`asynchronous` gives a Loihi-protocol model an ``AsyncProtocol`` twin that runs the same
 ``run_spk`` once per step, without the runtime service's per-step barrier (a phase command to every
 process and a reply from each: two of the three messages a layer's process handled per step). A stage
-network is a feed-forward chain whose every process sends before it receives (the synapse sends last
-step's ``a_buf``), so blocking channels alone keep each message at its step: the spikes are those of the
-Loihi-protocol run, bit for bit (tests/conversion/test_fast_conv.py). ``time_step`` counts steps across
+network is a feed-forward chain (no recurrent connection), so a process's n-th message in is its input
+of step n however far its neighbours run ahead, and the synapse still sends last step's ``a_buf``
+before it receives (the one step of synaptic delay): blocking channels alone keep each message at its
+step, and the spikes are those of the Loihi-protocol run, bit for bit
+(tests/conversion/test_fast_conv.py). ``time_step`` counts steps across
 runs as the Loihi protocol's does (LIFReset's resets and the source's indexing read it). Learning and
 pre/post-management phases do not exist in this mode, so only models without guards are wrapped.
 """
