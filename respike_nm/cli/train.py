@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from respike_nm.cli import positive_int
+
 
 def add_config_options(parser, on_resume: str) -> None:
     """``--config`` and ``--model``, as every command that trains takes them (:func:`resolve_config`)."""
@@ -49,6 +51,8 @@ def add_parser(sub) -> None:
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--quantized", choices=["as-trained", "on", "off"], default="as-trained",
                     help="evaluate with SNN quantization as trained, forced on, or off")
+    ev.add_argument("--workers", type=positive_int, default=1,
+                    help="evaluate on the CPU in this many processes (same result; default 1)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=run_eval)
 
@@ -131,7 +135,7 @@ def run_eval(args) -> int:
     from respike_nm.train.loop import evaluate_run
 
     quantize = {"as-trained": None, "on": True, "off": False}[args.quantized]
-    ev = evaluate_run(args.run_dir, quantize, progress=_progress(False))
+    ev = evaluate_run(args.run_dir, quantize, progress=_progress(False), workers=args.workers)
     res = ev.result
     if args.json:
         print(json.dumps(ev.to_dict(), indent=2))

@@ -28,7 +28,7 @@ from respike_nm.atomic import TEMP_GLOB, leftover_temps, write_text_atomic
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.data.transforms import normalize
-from respike_nm.models.activity import record_activity
+from respike_nm.models.activity import ActivityLog, LayerActivity, record_activity
 from respike_nm.models.snn import set_fake_quant
 from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
@@ -69,7 +69,23 @@ def _topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
     return (logits.topk(k, dim=-1).indices == labels.unsqueeze(-1)).any(dim=-1)
 
 
-@torch.no_grad()
+@dataclass
+class EvalTotals:
+    """What :func:`evaluate` adds up over batches, kept so that the totals of consecutive runs over
+    disjoint batches merge (:func:`merge_eval_totals`) into exactly the totals of one run over all of
+    them: each batch's loss and each video's logit rows in batch order, integer counts, the activity."""
+
+    batch_losses: list[float] = field(default_factory=list)
+    c1: int = 0
+    c5: int = 0
+    clips: int = 0
+    failed: int = 0
+    rows: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # video -> [classes] per batch
+    counts: dict[int, int] = field(default_factory=dict)  # video -> clips
+    labels: dict[int, int] = field(default_factory=dict)
+    activity: ActivityLog | None = None
+
+
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
              progress: Progress = no_progress, activity: bool = True) -> EvalResult:
     """Evaluate on ``loader`` (batches of ``[B, K, T, 3, H, W]`` uint8 clips with their videos' indices).
@@ -78,17 +94,19 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
     same video index averaged, whether they came as the K clips of one sample (``tiled``) or as
     samples of one clip each, in any batches (``all``: a video's windows are separate items).
     """
+    return eval_result(eval_totals(model, loader, device, progress, activity))
+
+
+@torch.no_grad()
+def eval_totals(model: nn.Module, loader: DataLoader, device: torch.device,
+                progress: Progress = no_progress, activity: bool = True) -> EvalTotals:
+    """The totals of :func:`evaluate` on ``loader``."""
     model.eval()
-    c1 = c5 = 0
-    clips = failed = 0
-    loss = 0.0
-    sums: dict[int, torch.Tensor] = {}  # video index -> summed logits [classes]
-    counts: dict[int, int] = {}
-    video_label: dict[int, int] = {}
+    t = EvalTotals()
     ctx = record_activity(model) if activity else nullcontext()
     with ctx as log:
         for batch in progress(loader, "eval", len(loader)):
-            failed += batch.failed
+            t.failed += batch.failed
             if not len(batch.label):
                 continue
             video = normalize(batch.video.to(device))
@@ -97,25 +115,60 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
             k = logits.shape[1]
             clip_labels = labels.repeat_interleave(k)
             flat = logits.reshape(-1, logits.shape[-1])
-            loss += float(nn.functional.cross_entropy(flat, clip_labels, reduction="sum"))
-            c1 += int(_topk(flat, clip_labels, 1).sum())
-            c5 += int(_topk(flat, clip_labels, 5).sum())
-            clips += flat.shape[0]
+            t.batch_losses.append(float(nn.functional.cross_entropy(flat, clip_labels, reduction="sum")))
+            t.c1 += int(_topk(flat, clip_labels, 1).sum())
+            t.c5 += int(_topk(flat, clip_labels, 5).sum())
+            t.clips += flat.shape[0]
             for v, label, row in zip(batch.index.tolist(), batch.label.tolist(), logits.sum(dim=1).cpu(),
                                      strict=True):
-                sums[v] = sums[v] + row if v in sums else row
-                counts[v] = counts.get(v, 0) + k
-                video_label[v] = label
-    rates = log.rates() if activity else {}
+                t.rows.setdefault(v, []).append(row)
+                t.counts[v] = t.counts.get(v, 0) + k
+                t.labels[v] = label
+    t.activity = log if activity else None
+    return t
+
+
+def merge_eval_totals(parts: list[EvalTotals]) -> EvalTotals:
+    """The totals of ``parts`` (runs over consecutive, disjoint batches, in order) as one run's."""
+    t = EvalTotals()
+    for part in parts:
+        t.batch_losses += part.batch_losses
+        t.c1, t.c5 = t.c1 + part.c1, t.c5 + part.c5
+        t.clips, t.failed = t.clips + part.clips, t.failed + part.failed
+        for v, rows in part.rows.items():
+            t.rows.setdefault(v, []).extend(rows)
+            t.counts[v] = t.counts.get(v, 0) + part.counts[v]
+            t.labels[v] = part.labels[v]
+        if part.activity is not None:
+            t.activity = t.activity or ActivityLog()
+            for name, a in part.activity.layers.items():
+                m = t.activity.layers.setdefault(name, LayerActivity())
+                m.spikes, m.neuron_steps = m.spikes + a.spikes, m.neuron_steps + a.neuron_steps
+                m.shape = a.shape
+    return t
+
+
+def eval_result(t: EvalTotals) -> EvalResult:
+    """Accuracies and loss from :class:`EvalTotals` (sums taken in batch order)."""
+    loss = 0.0
+    for value in t.batch_losses:
+        loss += value
     v1 = v5 = 0
-    if sums:
-        ids = sorted(sums)
-        mean = torch.stack([sums[v] / counts[v] for v in ids])
-        vlabels = torch.tensor([video_label[v] for v in ids])
+    if t.rows:
+        ids = sorted(t.rows)
+        means = []
+        for v in ids:
+            total = t.rows[v][0]
+            for row in t.rows[v][1:]:
+                total = total + row
+            means.append(total / t.counts[v])
+        vlabels = torch.tensor([t.labels[v] for v in ids])
+        mean = torch.stack(means)
         v1, v5 = int(_topk(mean, vlabels, 1).sum()), int(_topk(mean, vlabels, 5).sum())
-    videos = len(sums)
-    return EvalResult(c1 / max(clips, 1), c5 / max(clips, 1), v1 / max(videos, 1), v5 / max(videos, 1),
-                      loss / max(clips, 1), clips, videos, failed, rates)
+    videos, clips = len(t.rows), t.clips
+    rates = t.activity.rates() if t.activity is not None else {}
+    return EvalResult(t.c1 / max(clips, 1), t.c5 / max(clips, 1), v1 / max(videos, 1), v5 / max(videos, 1),
+                      loss / max(clips, 1), clips, videos, t.failed, rates)
 
 
 def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
@@ -456,13 +509,50 @@ class RunEvaluation:
 
 
 def evaluate_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None,
-                 progress: Progress = no_progress) -> RunEvaluation:
-    """Evaluate a run's checkpoint on its test set (``quantize`` None: as it was trained)."""
+                 progress: Progress = no_progress, workers: int = 1) -> RunEvaluation:
+    """Evaluate a run's checkpoint on its test set (``quantize`` None: as it was trained).
+
+    ``workers > 1`` (CPU): the test set's batches split into that many contiguous shards of whole
+    batches, evaluated by forked processes and merged (:func:`merge_eval_totals`): the result equals
+    one process's."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     device = device or default_device()
     model, cfg, ck = load_run(run_dir, quantize=quantize, device=device)
     _, test, _, _ = build_datasets(cfg, progress)
-    loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips,
-                        num_workers=cfg.data.num_workers)
-    res = evaluate(model, loader, device, progress)
+    batch = cfg.train.batch_size
+    batches = -(-len(test) // batch)
+    loaders = cfg.data.num_workers
+    if workers > 1 and batches > 1 and device.type == "cpu":
+        per = -(-batches // min(workers, batches)) * batch  # items per shard, whole batches
+        shards = [range(i, min(i + per, len(test))) for i in range(0, len(test), per)]
+        res = eval_result(merge_eval_totals(_eval_sharded(model, test, shards, batch, loaders)))
+    else:
+        loader = DataLoader(test, batch_size=batch, collate_fn=collate_clips, num_workers=loaders)
+        res = evaluate(model, loader, device, progress)
     return RunEvaluation(str(run_dir), ck.kind, ck.epoch, cfg.quant.enabled if quantize is None else quantize,
                          res)
+
+
+_SHARD: dict = {}  # what a forked evaluation worker inherits
+
+
+def _eval_shard(index: int) -> EvalTotals:
+    torch.set_num_threads(1)
+    model, test, shards, batch, num_workers = _SHARD["args"]
+    loader = DataLoader(torch.utils.data.Subset(test, shards[index]), batch_size=batch,
+                        collate_fn=collate_clips, num_workers=num_workers)
+    return eval_totals(model, loader, torch.device("cpu"))
+
+
+def _eval_sharded(model, test, shards, batch: int, num_workers: int) -> list[EvalTotals]:
+    """:class:`EvalTotals` of each shard of ``test``, each in its own forked process, in shard order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _SHARD["args"] = (model, test, shards, batch, num_workers)
+    try:
+        with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_eval_shard, range(len(shards))))
+    finally:
+        _SHARD.clear()
