@@ -52,7 +52,7 @@ class LavaStageRunner:
         record = self.manifest.stages[stage.index]
         graded = graded_integers(x, self.spec, record.input_scale).cpu().numpy()
         seen, run = self.known.get(stage.index, (None, None))
-        if seen is not None and seen.shape == graded.shape and np.array_equal(seen, graded):
+        if seen is not None and np.array_equal(seen, graded):  # False for another shape
             self.reused += 1
         else:
             run = run_manifest_stage(self.directory, record, graded, all_layers=False)

@@ -23,6 +23,7 @@ from conversion.mapping import MAPPING_NAME, MappingReport, map_export, write_ma
 from conversion.netx_check import check_export
 from conversion.verify import VerificationResult, merge_results, verify_model
 from respike_nm.atomic import atomic_dir, write_text_atomic
+from respike_nm.forked import fork_map
 from respike_nm.hardware import HwProfile
 from respike_nm.records import from_data, to_data
 from respike_nm.train.builder import test_clips
@@ -93,29 +94,20 @@ def export_run(run_dir: str | Path, out: str | Path, profiles: list[HwProfile] |
     return ExportResult(out, manifest, mapping)
 
 
-def _simulate_shard(export_dir: Path, run_dir: Path, video: torch.Tensor):
-    """One worker's part of :func:`simulate_export`: its own model and Lava networks on its clips."""
-    torch.set_num_threads(1)
-    manifest = check_export(export_dir)
-    model, _, _ = load_run(run_dir, quantize=True)
-    model.eval()
+def _verify_and_run(model, manifest: ExportManifest, export_dir: Path, video: torch.Tensor):
+    """``(stages, logits, lava steps, lava seconds)``: every stage verified in Lava on ``video``, then
+    the hybrid with its SNN in Lava, reusing the verified runs whose input it reproduces exactly."""
     runs: dict = {}
     stages = verify_model(model, manifest, export_dir, video, runs)
     hybrid = hybrid_logits(model, manifest, export_dir, video, known=runs)
     return stages, hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
 
 
-def _run_shards(export_dir: Path, run_dir: Path, video: torch.Tensor, workers: int):
-    """``(stages, logits, lava steps, lava seconds)`` of ``video`` split into ``workers`` contiguous
-    shards, each in its own process with its own Lava networks (stopped by the worker), merged in
-    clip order. The workers are forked: Lava sets the start method to ``fork`` when it is imported,
-    so a spawned worker could not import it."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+def _run_shards(model, manifest: ExportManifest, export_dir: Path, video: torch.Tensor, workers: int):
+    """:func:`_verify_and_run` on ``video`` split into ``workers`` contiguous shards, each in its own
+    forked process with its own Lava networks (stopped by the worker), merged in clip order."""
     shards = [s for s in torch.tensor_split(video, workers) if len(s)]
-    with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
-        parts = list(pool.map(_simulate_shard, [export_dir] * len(shards), [run_dir] * len(shards), shards))
+    parts = fork_map(lambda shard: _verify_and_run(model, manifest, export_dir, shard), shards)
     stages = [merge_results(list(per_stage)) for per_stage in zip(*(p[0] for p in parts), strict=True)]
     logits = torch.cat([p[1] for p in parts])
     return stages, logits, sum(p[2] for p in parts), sum(p[3] for p in parts)
@@ -144,12 +136,9 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     model.eval()
     video, labels = test_clips(cfg, clips)
     if workers == 1:
-        runs: dict = {}  # the verified runs: the hybrid reuses those whose input it reproduces exactly
-        stages = verify_model(model, manifest, export_dir, video, runs)
-        hybrid = hybrid_logits(model, manifest, export_dir, video, known=runs)
-        logits, lava_steps, lava_seconds = hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
+        stages, logits, lava_steps, lava_seconds = _verify_and_run(model, manifest, export_dir, video)
     else:
-        stages, logits, lava_steps, lava_seconds = _run_shards(export_dir, run_dir, video, workers)
+        stages, logits, lava_steps, lava_seconds = _run_shards(model, manifest, export_dir, video, workers)
     with torch.no_grad():
         torch_pred = model(video).argmax(-1)
     lava_pred = logits.argmax(-1)

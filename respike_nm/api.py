@@ -51,35 +51,15 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     return report
 
 
-_SHARD_MODEL = None  # the model a forked counting worker inherits
-
-
-def _count_shard(batches):
-    import torch
-
-    from respike_nm.energy.counters import count_log
-
-    torch.set_num_threads(1)
-    return count_log(_SHARD_MODEL, batches)
-
-
 def _count_sharded(model, batches, workers: int):
     """:class:`~respike_nm.energy.counters.ClipCounts` of ``batches`` counted by ``workers`` forked
     processes on contiguous shards of whole batches (the same batches as one process runs)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from respike_nm.energy.counters import clip_counts, count_log, merge_logs
+    from respike_nm.forked import fork_map
 
-    from respike_nm.energy.counters import clip_counts, merge_logs
-
-    global _SHARD_MODEL
     size = -(-len(batches) // min(workers, len(batches)))
     shards = [batches[i:i + size] for i in range(0, len(batches), size)]
-    _SHARD_MODEL = model
-    try:
-        with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_count_shard, shards))
-    finally:
-        _SHARD_MODEL = None
+    parts = fork_map(lambda shard: count_log(model, shard), shards)
     shapes = {p[2] for p in parts}
     if len(shapes) != 1:
         raise ValueError(f"expected clips of one size, got {sorted(shapes)}")

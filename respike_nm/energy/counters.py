@@ -65,9 +65,12 @@ class LayerCount:
 
     def scaled(self, factor: float) -> LayerCount:
         """Every count multiplied by ``factor`` (shapes and parameters unchanged)."""
-        keep = {"name", "branch", "op", "active_known", "params", "out_shape"}
-        return replace(self, **{f.name: getattr(self, f.name) * factor
-                                for f in fields(self) if f.name not in keep})
+        return replace(self, **{f: getattr(self, f) * factor for f in _COUNT_FIELDS})
+
+
+# the fields of a LayerCount that count operations (the rest: identity, shape, parameters)
+_COUNT_FIELDS = tuple(f.name for f in fields(LayerCount)
+                      if f.name not in {"name", "branch", "op", "active_known", "params", "out_shape"})
 
 
 @dataclass
@@ -344,10 +347,6 @@ def count_log(model: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[OpLog,
     return log, clips, tuple(shape)
 
 
-_SUMMED = [f.name for f in fields(LayerCount)
-           if f.name not in {"name", "branch", "op", "active_known", "params", "out_shape"}]
-
-
 def merge_logs(logs: list[OpLog]) -> OpLog:
     """One log of the clips of all ``logs`` (same model, disjoint clips): counts added per layer, in
     the first log's layer order. Every count is an integer in float64, so the sum is exact."""
@@ -358,7 +357,7 @@ def merge_logs(logs: list[OpLog]) -> OpLog:
                 merged.layers[name] = replace(c)
             else:
                 m = merged.layers[name]
-                for f in _SUMMED:
+                for f in _COUNT_FIELDS:
                     setattr(m, f, getattr(m, f) + getattr(c, f))
                 m.op = "graded" if "graded" in (m.op, c.op) else m.op
         merged.snn_stage_shapes.update(log.snn_stage_shapes)

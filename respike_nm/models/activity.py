@@ -29,6 +29,14 @@ class ActivityLog:
     def rates(self) -> dict[str, float]:
         return {name: round(a.rate, 6) for name, a in self.layers.items()}
 
+    def add(self, other: ActivityLog) -> None:
+        """Add ``other``'s counts (the same model on other samples) into this log."""
+        for name, a in other.layers.items():
+            mine = self.layers.setdefault(name, LayerActivity())
+            mine.spikes += a.spikes
+            mine.neuron_steps += a.neuron_steps
+            mine.shape = a.shape
+
 
 def spiking_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     from respike_nm.models.neurons import CubaLIF

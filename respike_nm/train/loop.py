@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from respike_nm.atomic import TEMP_GLOB, leftover_temps, write_text_atomic
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.data.transforms import normalize
-from respike_nm.models.activity import ActivityLog, LayerActivity, record_activity
+from respike_nm.forked import fork_map
+from respike_nm.models.activity import ActivityLog, record_activity
 from respike_nm.models.snn import set_fake_quant
 from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
@@ -141,18 +142,13 @@ def merge_eval_totals(parts: list[EvalTotals]) -> EvalTotals:
             t.labels[v] = part.labels[v]
         if part.activity is not None:
             t.activity = t.activity or ActivityLog()
-            for name, a in part.activity.layers.items():
-                m = t.activity.layers.setdefault(name, LayerActivity())
-                m.spikes, m.neuron_steps = m.spikes + a.spikes, m.neuron_steps + a.neuron_steps
-                m.shape = a.shape
+            t.activity.add(part.activity)
     return t
 
 
 def eval_result(t: EvalTotals) -> EvalResult:
     """Accuracies and loss from :class:`EvalTotals` (sums taken in batch order)."""
-    loss = 0.0
-    for value in t.batch_losses:
-        loss += value
+    loss = sum(t.batch_losses, 0.0)  # in batch order, as one pass adds them
     v1 = v5 = 0
     if t.rows:
         ids = sorted(t.rows)
@@ -526,33 +522,15 @@ def evaluate_run(run_dir: str | Path, quantize: bool | None = None, device: torc
     if workers > 1 and batches > 1 and device.type == "cpu":
         per = -(-batches // min(workers, batches)) * batch  # items per shard, whole batches
         shards = [range(i, min(i + per, len(test))) for i in range(0, len(test), per)]
-        res = eval_result(merge_eval_totals(_eval_sharded(model, test, shards, batch, loaders)))
+
+        def shard(items: range) -> EvalTotals:
+            loader = DataLoader(Subset(test, items), batch_size=batch, collate_fn=collate_clips,
+                                num_workers=loaders)
+            return eval_totals(model, loader, torch.device("cpu"))
+
+        res = eval_result(merge_eval_totals(fork_map(shard, shards)))
     else:
         loader = DataLoader(test, batch_size=batch, collate_fn=collate_clips, num_workers=loaders)
         res = evaluate(model, loader, device, progress)
     return RunEvaluation(str(run_dir), ck.kind, ck.epoch, cfg.quant.enabled if quantize is None else quantize,
                          res)
-
-
-_SHARD: dict = {}  # what a forked evaluation worker inherits
-
-
-def _eval_shard(index: int) -> EvalTotals:
-    torch.set_num_threads(1)
-    model, test, shards, batch, num_workers = _SHARD["args"]
-    loader = DataLoader(torch.utils.data.Subset(test, shards[index]), batch_size=batch,
-                        collate_fn=collate_clips, num_workers=num_workers)
-    return eval_totals(model, loader, torch.device("cpu"))
-
-
-def _eval_sharded(model, test, shards, batch: int, num_workers: int) -> list[EvalTotals]:
-    """:class:`EvalTotals` of each shard of ``test``, each in its own forked process, in shard order."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    _SHARD["args"] = (model, test, shards, batch, num_workers)
-    try:
-        with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_eval_shard, range(len(shards))))
-    finally:
-        _SHARD.clear()
