@@ -159,7 +159,53 @@ def run_config(stock_conv: bool = False, protocol: str = "async") -> Loihi2SimCf
                   LIFReset: proc_models.PyLifResetModelBitAccAsync,
                   Conv: proc_models.PyConvModelFixedAsync if stock_conv
                   else proc_models.PyConvModelFixedFastAsync}
-    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=ModelsByClass(models))
+    cfg.exception_proc_model_map.config = cfg, (stock_conv, protocol)
+    return cfg
+
+
+_SELECTED: dict[tuple, type] = {}  # (config key, process class) -> the model Lava selected
+
+
+class ModelsByClass(dict):
+    """The run config's ``exception_proc_model_map``, ``{process class: model}`` as Lava documents
+    it, which also answers for a process *instance*: with the model Lava's own selection picks for
+    its class (``ProcGroupDiGraphs._find_proc_models``, then the config's ``select``), found once
+    per class and configuration in this Python process.
+
+    Lava's compiler looks each process instance up in this map before it searches for the models of
+    its class, and that search imports every module beside the class's own, again for every process
+    of every compile (about 0.2 s of a stage network's set-up here). The choice is the one the
+    compiler would make, so the networks and their spikes are the same.
+    """
+
+    config: tuple | None = None  # (run config, key of what it selects); set by run_config
+
+    def _model_of(self, proc) -> type | None:
+        from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
+        from lava.magma.core.process.process import AbstractProcess
+
+        if not isinstance(proc, AbstractProcess) or self.config is None:
+            return None
+        cfg, key = self.config
+        cls = type(proc)
+        if (key, cls) not in _SELECTED:
+            if dict.__contains__(self, cls):
+                _SELECTED[key, cls] = dict.__getitem__(self, cls)
+            else:
+                _SELECTED[key, cls] = cfg.select(proc, ProcGroupDiGraphs._find_proc_models(proc))
+        return _SELECTED[key, cls]
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or self._model_of(key) is not None
+
+    def __getitem__(self, key):
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        model = self._model_of(key)
+        if model is None:
+            raise KeyError(key)
+        return model
 
 
 def run_manifest_stage(directory: str | Path, stage: StageManifest, graded: np.ndarray,

@@ -200,3 +200,40 @@ def test_run_in_chunks_equals_reference(tmp_path, monkeypatch):
     for ours, expected in zip(run.layer_spikes, reference, strict=True):
         np.testing.assert_array_equal(ours, expected.numpy().astype(np.uint8))
         assert 0.01 < expected.float().mean() < 0.9
+
+
+def test_models_by_class_selects_what_lavas_search_selects(tmp_path, monkeypatch):
+    """The run config's map answers for process instances with the model Lava's own search and
+    selection pick for every process of a stage network (leaves after the hierarchical blocks are
+    expanded), and after one network it answers without searching again."""
+    from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs, find_processes
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    shape, steps = (3, 6, 8), 3
+    record = export_stage(random_stack(3, shape[0], (4, 6), (1, 2)), tmp_path / "stage.net",
+                          input_shape=shape, time_steps=steps)
+    searches = []
+    search = ProcGroupDiGraphs._find_proc_models
+    monkeypatch.setattr(ProcGroupDiGraphs, "_find_proc_models",
+                        staticmethod(lambda proc: searches.append(type(proc)) or search(proc)))
+
+    def models(cfg) -> list[tuple[str, str]]:
+        net = Network(net_config=str(tmp_path / "stage.net"), input_message_bits=record.input_message_bits,
+                      reset_interval=steps)
+        source = SourceBuffer(data=np.zeros((*net.inp.shape, 2), dtype=np.int32))
+        source.s_out.connect(net.inp)
+        leaves = ProcGroupDiGraphs._map_proc_to_model(find_processes(source), cfg, [])  # as the compiler
+        return sorted((type(p).__name__, m.__qualname__) for p, m in leaves.items())  # the order may differ
+
+    for protocol in ("async", "loihi"):
+        cfg = run_config(protocol=protocol)
+        plain = Loihi2SimCfg(select_tag="fixed_pt",
+                             exception_proc_model_map=dict(cfg.exception_proc_model_map))  # class keys only
+        searches.clear()
+        expected = models(plain)
+        assert len(searches) == len(expected) + 1  # Lava searched for every leaf and the network
+        assert models(cfg) == expected
+        searches.clear()
+        assert models(run_config(protocol=protocol)) == expected and searches == []  # answered by class
+        names = [name for name, _ in expected]
+        assert names.count("Conv") == 2 and names.count("LIFReset") == 2 and "RingBuffer" in names
