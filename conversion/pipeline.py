@@ -25,6 +25,7 @@ from conversion.verify import VerificationResult, merge_results, verify_model
 from respike_nm.atomic import atomic_dir, write_text_atomic
 from respike_nm.forked import fork_map
 from respike_nm.hardware import HwProfile
+from respike_nm.ranks import gather, launch, part
 from respike_nm.records import from_data, to_data
 from respike_nm.train.builder import test_clips
 from respike_nm.train.loop import CHECKPOINT, load_run
@@ -94,36 +95,65 @@ def export_run(run_dir: str | Path, out: str | Path, profiles: list[HwProfile] |
     return ExportResult(out, manifest, mapping)
 
 
-def _verify_and_run(model, manifest: ExportManifest, export_dir: Path, video: torch.Tensor):
-    """``(stages, logits, lava steps, lava seconds)``: every stage verified in Lava on ``video``, then
-    the hybrid with its SNN in Lava, reusing the verified runs whose input it reproduces exactly."""
+def _verify_and_run(model, manifest: ExportManifest, export_dir: Path, video: torch.Tensor) -> _ShardRun:
+    """Every stage verified in Lava on ``video``, then the hybrid with its SNN in Lava, reusing the
+    verified runs whose input it reproduces exactly, and the PyTorch model's predictions."""
     runs: dict = {}
     stages = verify_model(model, manifest, export_dir, video, runs)
     hybrid = hybrid_logits(model, manifest, export_dir, video, known=runs)
-    return stages, hybrid.logits, hybrid.lava_steps, hybrid.lava_seconds
+    with torch.no_grad():
+        torch_pred = model(video).argmax(-1)
+    return _ShardRun(stages, hybrid.logits, torch_pred, hybrid.lava_steps, hybrid.lava_seconds)
 
 
-def _run_shards(model, manifest: ExportManifest, export_dir: Path, video: torch.Tensor, workers: int):
-    """:func:`_verify_and_run` on ``video`` split into ``workers`` contiguous shards, each in its own
-    forked process with its own Lava networks (stopped by the worker), merged in clip order."""
+@dataclass(frozen=True)
+class _ShardRun:
+    """What :func:`_verify_and_run` finds on some consecutive clips; :func:`_merged` adds shards."""
+
+    stages: list[VerificationResult]
+    logits: torch.Tensor  # the hybrid's, its SNN in Lava
+    torch_pred: torch.Tensor
+    lava_steps: int
+    lava_seconds: float
+
+
+def _merged(parts: list[_ShardRun]) -> _ShardRun:
+    """Shards of consecutive clips, in order, as one run over all of them."""
+    if len(parts) == 1:
+        return parts[0]
+    stages = [merge_results(list(per_stage)) for per_stage in zip(*(p.stages for p in parts), strict=True)]
+    return _ShardRun(stages,
+                     torch.cat([p.logits for p in parts]), torch.cat([p.torch_pred for p in parts]),
+                     sum(p.lava_steps for p in parts), sum(p.lava_seconds for p in parts))
+
+
+def _run_clips(model, manifest: ExportManifest, export_dir: Path, video: torch.Tensor,
+               workers: int) -> _ShardRun | None:
+    """:func:`_verify_and_run` on ``video``, split into ``workers`` contiguous shards when > 1, each in
+    its own forked process with its own Lava networks (stopped by the worker), merged in clip order."""
+    if not len(video):
+        return None
+    if workers == 1:
+        return _verify_and_run(model, manifest, export_dir, video)
     shards = [s for s in torch.tensor_split(video, workers) if len(s)]
-    parts = fork_map(lambda shard: _verify_and_run(model, manifest, export_dir, shard), shards)
-    stages = [merge_results(list(per_stage)) for per_stage in zip(*(p[0] for p in parts), strict=True)]
-    logits = torch.cat([p[1] for p in parts])
-    return stages, logits, sum(p[2] for p in parts), sum(p[3] for p in parts)
+    return _merged(fork_map(lambda shard: _verify_and_run(model, manifest, export_dir, shard), shards))
 
 
 def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
-                    clips: int = 8, workers: int = 1) -> SimulationReport:
+                    clips: int = 8, workers: int = 1) -> SimulationReport | None:
     """Check ``export_dir``, run every stage network and the hybrid in Lava on ``clips`` test clips
     of the run (default: the one the export was made from), compare with the quantized PyTorch model
     and write ``verify.json``. A failure before the comparison leaves an existing report untouched.
 
     ``workers > 1`` splits the clips into that many contiguous shards, each run by its own process
     with its own Lava networks; the merged report equals a single process's except for the speeds
-    (clips are independent: every stage network is reset between them)."""
+    (clips are independent: every stage network is reset between them). Under ``torchrun`` each rank
+    runs its contiguous part of the clips (split further over its ``workers``); rank 0 merges all
+    ranks' results, writes the report and returns it, the other ranks return ``None``
+    (:mod:`respike_nm.ranks`)."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+    where = launch()
     export_dir = Path(export_dir)
     manifest = check_export(export_dir)  # before netx reads a file
     if run_dir is None:
@@ -135,21 +165,20 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     model, cfg, _ = load_run(run_dir, quantize=True)
     model.eval()
     video, labels = test_clips(cfg, clips)
-    if workers == 1:
-        stages, logits, lava_steps, lava_seconds = _verify_and_run(model, manifest, export_dir, video)
-    else:
-        stages, logits, lava_steps, lava_seconds = _run_shards(model, manifest, export_dir, video, workers)
-    with torch.no_grad():
-        torch_pred = model(video).argmax(-1)
-    lava_pred = logits.argmax(-1)
+    mine = part(range(len(video)), where.rank, where.world)
+    parts = gather(_run_clips(model, manifest, export_dir, video[mine.start:mine.stop], workers), where)
+    if not where.main:
+        return None
+    run = _merged([p for p in parts if p is not None])
+    lava_pred = run.logits.argmax(-1)
     report = SimulationReport(
-        clips=int(len(labels)), stages=tuple(stages),
-        spike_mismatch=int(sum(s.spike_mismatch for s in stages)),
-        model_mismatch=int(sum(s.model_mismatch for s in stages)),
-        prediction_agreement=float((lava_pred == torch_pred).float().mean()),
+        clips=int(len(labels)), stages=tuple(run.stages),
+        spike_mismatch=int(sum(s.spike_mismatch for s in run.stages)),
+        model_mismatch=int(sum(s.model_mismatch for s in run.stages)),
+        prediction_agreement=float((lava_pred == run.torch_pred).float().mean()),
         hybrid_top1=float((lava_pred == labels).float().mean()),
-        torch_top1=float((torch_pred == labels).float().mean()),
-        lava_steps_per_second=round(lava_steps / lava_seconds, 2) if lava_seconds else None,
+        torch_top1=float((run.torch_pred == labels).float().mean()),
+        lava_steps_per_second=round(run.lava_steps / run.lava_seconds, 2) if run.lava_seconds else None,
         checkpoint_matches=digest == manifest.checkpoint_sha256, run_dir=str(run_dir))
     write_simulation_report(report, export_dir / REPORT_NAME)
     return report

@@ -19,18 +19,26 @@ from respike_nm.train.loop import load_run
 def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bits_source: str, *,
               targets: list[HwProfile] | None = None, host: str = "h100", memory: str = "cmos45nm",
               precision: str = "fp32", clips: int = 8, batch: int = 4, progress=None,
-              workers: int = 1) -> EnergyReport:
+              workers: int = 1) -> EnergyReport | None:
     """Count a trained hybrid (rebuilt quantized: what would be deployed) on ``clips`` test clips,
     ``batch`` at a time, price the four plans (:func:`~respike_nm.energy.report.energy_report`) and
     write the report into the new folder ``out`` (temporary folder, then rename). ``progress``: wraps
     the list of batches (e.g. ``tqdm``; one process only). ``workers > 1``: the batches split into
     that many contiguous shards, counted by forked processes and added
-    (:func:`~respike_nm.energy.counters.merge_logs`): the report equals one process's."""
+    (:func:`~respike_nm.energy.counters.merge_logs`): the report equals one process's.
+
+    Under ``torchrun`` each rank counts its contiguous part of the batches (split further over its
+    ``workers``); rank 0 adds all ranks' counts, writes the report and returns it, the other ranks
+    write nothing and return ``None`` (:mod:`respike_nm.ranks`)."""
+    from respike_nm.energy.counters import clip_counts, count_log, merge_logs
+    from respike_nm.ranks import gather, launch, part
+
     if batch < 1:
         raise ValueError(f"the batch must be at least 1 clip, got {batch}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     run_dir = Path(run_dir)
+    where = launch()
     targets = targets if targets is not None else [load_profile(n) for n in builtin_profiles()]
     host_p, memory_p = load_profile(host), load_profile(memory)
     if Path(out).exists():
@@ -38,12 +46,21 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     model, cfg, _ = load_run(run_dir, quantize=True)
     model.eval()
     video, _ = test_clips(cfg, clips)
-    batches = [video[i:i + batch] for i in range(0, len(video), batch)]
-    counts = None
+    batches = part([video[i:i + batch] for i in range(0, len(video), batch)], where.rank, where.world)
     if workers > 1 and len(batches) > 1:
-        counts = _count_sharded(model, batches, workers)
-    elif progress is not None:
-        batches = progress(batches)
+        mine = _count_sharded(model, batches, workers)
+    elif batches:
+        mine = count_log(model, progress(batches) if progress is not None and where.world == 1 else batches)
+    else:
+        mine = None  # more ranks than batches
+    parts = gather(mine, where)
+    if not where.main:
+        return None
+    parts = [p for p in parts if p is not None]
+    if len({p[2] for p in parts}) != 1:
+        raise ValueError(f"expected clips of one size, got {sorted({p[2] for p in parts})}")
+    log = parts[0][0] if len(parts) == 1 else merge_logs([p[0] for p in parts])
+    counts = clip_counts(model, log, sum(p[1] for p in parts), parts[0][2])
     report = energy_report(model, batches, str(run_dir.resolve()), graded_bits, graded_bits_source, targets,
                            host_p, memory_p, precision, counts=counts)
     with atomic_dir(out, "report folder") as tmp:
@@ -52,18 +69,18 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
 
 
 def _count_sharded(model, batches, workers: int):
-    """:class:`~respike_nm.energy.counters.ClipCounts` of ``batches`` counted by ``workers`` forked
-    processes on contiguous shards of whole batches (the same batches as one process runs)."""
-    from respike_nm.energy.counters import clip_counts, count_log, merge_logs
+    """``(log, clips, clip shape)`` of ``batches`` counted by ``workers`` forked processes on
+    contiguous shards of whole batches (the same batches as one process runs), logs added."""
+    from respike_nm.energy.counters import count_log, merge_logs
     from respike_nm.forked import fork_map
+    from respike_nm.ranks import part
 
-    size = -(-len(batches) // min(workers, len(batches)))
-    shards = [batches[i:i + size] for i in range(0, len(batches), size)]
-    parts = fork_map(lambda shard: count_log(model, shard), shards)
+    n = min(workers, len(batches))
+    parts = fork_map(lambda shard: count_log(model, shard), [part(batches, i, n) for i in range(n)])
     shapes = {p[2] for p in parts}
     if len(shapes) != 1:
         raise ValueError(f"expected clips of one size, got {sorted(shapes)}")
-    return clip_counts(model, merge_logs([p[0] for p in parts]), sum(p[1] for p in parts), parts[0][2])
+    return merge_logs([p[0] for p in parts]), sum(p[1] for p in parts), parts[0][2]
 
 
 def describe_model(cfg, kind: str) -> dict:

@@ -115,6 +115,8 @@ def run_simulate(args) -> int:
     from respike_nm.train.loop import CHECKPOINT
 
     report = simulate_export(args.export_dir, args.run, args.clips, args.workers)
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     if not report.checkpoint_matches:
         print(f"respike-nm: warning: {Path(report.run_dir) / CHECKPOINT} is not the checkpoint this export "
               "was made from (sha256 differs); results compare against the given run", file=sys.stderr)

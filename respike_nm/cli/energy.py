@@ -66,6 +66,8 @@ def run_energy(args) -> int:
     report = price_run(args.run_dir, args.out, bits, bits_source, targets=targets, host=args.host,
                        memory=args.memory_profile, precision=args.precision, clips=args.clips,
                        batch=args.batch, progress=_bar, workers=args.workers)
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     rate = snn_firing_rate(report.counts.layers)
     if rate is not None and rate < SILENT_RATE:
         print(f"respike-nm: warning: the SNN is near-silent ({rate:.2e} spikes per neuron update, below "

@@ -136,6 +136,8 @@ def run_eval(args) -> int:
 
     quantize = {"as-trained": None, "on": True, "off": False}[args.quantized]
     ev = evaluate_run(args.run_dir, quantize, progress=_progress(False), workers=args.workers)
+    if ev is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     res = ev.result
     if args.json:
         print(json.dumps(ev.to_dict(), indent=2))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -31,6 +30,7 @@ from respike_nm.data.transforms import normalize
 from respike_nm.forked import fork_map
 from respike_nm.models.activity import ActivityLog, record_activity
 from respike_nm.models.snn import set_fake_quant
+from respike_nm.ranks import gather, launch, part
 from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
 
@@ -132,17 +132,17 @@ def eval_totals(model: nn.Module, loader: DataLoader, device: torch.device,
 def merge_eval_totals(parts: list[EvalTotals]) -> EvalTotals:
     """The totals of ``parts`` (runs over consecutive, disjoint batches, in order) as one run's."""
     t = EvalTotals()
-    for part in parts:
-        t.batch_losses += part.batch_losses
-        t.c1, t.c5 = t.c1 + part.c1, t.c5 + part.c5
-        t.clips, t.failed = t.clips + part.clips, t.failed + part.failed
-        for v, rows in part.rows.items():
+    for shard in parts:
+        t.batch_losses += shard.batch_losses
+        t.c1, t.c5 = t.c1 + shard.c1, t.c5 + shard.c5
+        t.clips, t.failed = t.clips + shard.clips, t.failed + shard.failed
+        for v, rows in shard.rows.items():
             t.rows.setdefault(v, []).extend(rows)
-            t.counts[v] = t.counts.get(v, 0) + part.counts[v]
-            t.labels[v] = part.labels[v]
-        if part.activity is not None:
+            t.counts[v] = t.counts.get(v, 0) + shard.counts[v]
+            t.labels[v] = shard.labels[v]
+        if shard.activity is not None:
             t.activity = t.activity or ActivityLog()
-            t.activity.add(part.activity)
+            t.activity.add(shard.activity)
     return t
 
 
@@ -195,11 +195,6 @@ def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-
-
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def default_device(local_rank: int = 0) -> torch.device:
@@ -315,7 +310,8 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
            overwrite: bool = False, progress: Progress = no_progress) -> _Session:
     """Process group, datasets, model (seeded), optimizer, schedule, and the checkpoint to resume.
     Nothing is written before all of these exist, so a failed start leaves no folder behind."""
-    world, rank, local_rank = _dist_info()
+    where = launch()
+    world, rank, local_rank = where.world, where.rank, where.local_rank
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = device or default_device(local_rank)
@@ -505,32 +501,43 @@ class RunEvaluation:
 
 
 def evaluate_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None,
-                 progress: Progress = no_progress, workers: int = 1) -> RunEvaluation:
+                 progress: Progress = no_progress, workers: int = 1) -> RunEvaluation | None:
     """Evaluate a run's checkpoint on its test set (``quantize`` None: as it was trained).
 
     ``workers > 1`` (CPU): the test set's batches split into that many contiguous shards of whole
     batches, evaluated by forked processes and merged (:func:`merge_eval_totals`): the result equals
-    one process's."""
+    one process's. Under ``torchrun`` each rank evaluates its contiguous part of the batches (split
+    further over its ``workers``); rank 0 merges all ranks' totals and returns the evaluation, the
+    other ranks return ``None`` (:mod:`respike_nm.ranks`)."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    device = device or default_device()
+    where = launch()
+    device = device or default_device(where.local_rank)
     model, cfg, ck = load_run(run_dir, quantize=quantize, device=device)
     _, test, _, _ = build_datasets(cfg, progress)
     batch = cfg.train.batch_size
-    batches = -(-len(test) // batch)
+    mine = part(range(-(-len(test) // batch)), where.rank, where.world)  # this rank's batches
+    items = range(mine.start * batch, min(mine.stop * batch, len(test)))
     loaders = cfg.data.num_workers
-    if workers > 1 and batches > 1 and device.type == "cpu":
-        per = -(-batches // min(workers, batches)) * batch  # items per shard, whole batches
-        shards = [range(i, min(i + per, len(test))) for i in range(0, len(test), per)]
 
-        def shard(items: range) -> EvalTotals:
-            loader = DataLoader(Subset(test, items), batch_size=batch, collate_fn=collate_clips,
-                                num_workers=loaders)
-            return eval_totals(model, loader, torch.device("cpu"))
+    def totals(items: range, on: torch.device, bar: Progress = no_progress) -> EvalTotals:
+        loader = DataLoader(Subset(test, items), batch_size=batch, collate_fn=collate_clips,
+                            num_workers=loaders)
+        return eval_totals(model, loader, on, bar)
 
-        res = eval_result(merge_eval_totals(fork_map(shard, shards)))
+    if not items:  # more ranks than batches
+        local = None
+    elif workers > 1 and len(mine) > 1 and device.type == "cpu":
+        n = min(workers, len(mine))
+        shards = [range(b.start * batch, min(b.stop * batch, len(test)))
+                  for b in (part(mine, i, n) for i in range(n))]
+        local = merge_eval_totals(fork_map(lambda shard: totals(shard, torch.device("cpu")), shards))
     else:
-        loader = DataLoader(test, batch_size=batch, collate_fn=collate_clips, num_workers=loaders)
-        res = evaluate(model, loader, device, progress)
+        local = totals(items, device, progress if where.world == 1 else no_progress)
+    parts = gather(local, where)
+    if not where.main:
+        return None
+    parts = [p for p in parts if p is not None]
+    res = eval_result(parts[0] if len(parts) == 1 else merge_eval_totals(parts))  # [] if no test clips
     return RunEvaluation(str(run_dir), ck.kind, ck.epoch, cfg.quant.enabled if quantize is None else quantize,
                          res)
