@@ -53,8 +53,9 @@ class ClipTransform:
         h, w = frames.shape[1:3]
         if self.train:
             with torch.random.fork_rng(devices=[]):
-                if seed is not None:
-                    torch.manual_seed(seed)
+                if seed is not None:  # the CPU generator only, as fork_rng(devices=[]) restores only it
+                    torch.random.default_generator.manual_seed(seed)  # (torch.manual_seed would also
+                    # queue a lazy CUDA seeding, recording a stack trace, on every clip)
                 top, left, ch, cw = T.RandomResizedCrop.get_params(
                     thwc_to_tchw(frames), self.scale, self.ratio)
                 do_flip = self.flip and bool(torch.rand(()) < 0.5)

@@ -121,11 +121,10 @@ def read_sampled(
     if num_frames <= 0:
         try:
             num_frames = sum(1 for p in container.demux(container.streams.video[0]) if p.size)
+            container.seek(0)  # back to the first packet: cheaper than opening the file again
         except av.FFmpegError as exc:
             container.close()
             raise VideoDecodeError(path, f"cannot read packets ({exc.strerror or exc})") from None
-        container.close()
-        container = _open(path)
     indices = np.asarray(choose(max(num_frames, 1)), dtype=np.int64)
     frames, meta = _decode(path, container, indices.reshape(-1).tolist(), short_side)
     return frames.reshape(*indices.shape, *frames.shape[1:]), meta

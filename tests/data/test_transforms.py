@@ -58,3 +58,25 @@ def test_train_flip_mirrors_the_frames():
     ref = no_flip(clip, seed=0)
     seen = {torch.equal(flip(clip, seed=s), ref.flip(-1)) for s in range(12)}
     assert seen == {True, False}  # some seeds flip, some do not
+
+
+def test_train_seed_means_torchvisions_crop_under_torch_manual_seed():
+    """``seed`` gives the crop and flip that torchvision's RandomResizedCrop.get_params and one
+    ``torch.rand`` draw give after ``torch.manual_seed(seed)`` (so runs seeded before keep their
+    data), and the caller's random state is left as it was."""
+    from respike_nm.data.transforms import resize_uint8
+
+    clip = _clip(h=48, w=64)
+    tf = ClipTransform(24, train=True)
+    video = torch.as_tensor(clip).permute(0, 3, 1, 2)
+    for seed in range(8):
+        torch.manual_seed(1000 + seed)
+        before = torch.rand(3)
+        torch.manual_seed(1000 + seed)
+        got = tf(clip, seed=seed)
+        assert torch.equal(torch.rand(3), before)  # the global generator untouched
+        torch.manual_seed(seed)
+        top, left, h, w = T.RandomResizedCrop.get_params(video, tf.scale, tf.ratio)
+        flip = bool(torch.rand(()) < 0.5)
+        expected = resize_uint8(video[:, :, top:top + h, left:left + w].contiguous(), 24)
+        assert torch.equal(got, expected.flip(-1) if flip else expected)
