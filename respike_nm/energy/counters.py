@@ -98,15 +98,17 @@ def fanout_events(active: torch.Tensor, weight_shape: tuple[int, ...], stride, p
     return F.conv2d(per_group, ones, None, stride, padding, dilation, groups)
 
 
-def conv_ops(conv: nn.Conv2d, x: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+def conv_ops(conv: nn.Conv2d, x: torch.Tensor,
+             active: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
     """``(effective, dense, events [N, groups, H', W'])`` operations of ``conv`` on ``x [N, C, H, W]``.
 
     Dense counts every weight at every output position, zero padding included (as every MAC counter
-    does); effective counts only the nonzero inputs inside the frame."""
+    does); effective counts only the nonzero inputs inside the frame. ``active``: ``x != 0`` as
+    float32, if known."""
     geo = (tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups)
     per_out = conv.out_channels // conv.groups
     # float32 is exact here: each count is at most k*k*C_in/groups (< 2^24); the total is summed in float64
-    events = fanout_events((x != 0).to(torch.float32), *geo)
+    events = fanout_events((x != 0).to(torch.float32) if active is None else active, *geo)
     dense = events.numel() // conv.groups * conv.weight[0].numel() * conv.out_channels  # padding included
     return float(events.sum(dtype=torch.float64)) * per_out, float(dense), events
 
@@ -134,16 +136,21 @@ def reach(weight_shape: tuple[int, ...], stride, padding, dilation, h: int, w: i
 def conv_macs(conv: nn.Conv2d, x: torch.Tensor, nonzero: torch.Tensor | None = None) -> tuple[float, float]:
     """``(effective, dense)`` MACs of ``conv`` on ``x [N, C, H, W]`` as :func:`conv_ops` counts them,
     without the per-output events: each nonzero input times the output positions it reaches
-    (:func:`reach`) times the output channels of its group; ``nonzero``: ``x != 0`` if known."""
-    nz = (x != 0) if nonzero is None else nonzero
+    (:func:`reach`) times the output channels of its group; ``nonzero``: the ``[H, W]`` count of
+    nonzero inputs per position (over clips and channels), if known."""
     n, c, h, w = x.shape
-    per_pos = nz.sum(dim=(0, 1), dtype=torch.float64)  # every group's inputs reach its own outputs
+    per_pos = nonzero_per_position(x) if nonzero is None else nonzero  # every group's inputs reach its outputs
     fan = reach(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, h, w).to(x.device)
     effective = float((per_pos * fan).sum()) * (conv.out_channels // conv.groups)
     (kh, kw), (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
     oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     dense = n * oh * ow * conv.weight[0].numel() * conv.out_channels  # padding included
     return effective, float(dense)
+
+
+def nonzero_per_position(x: torch.Tensor) -> torch.Tensor:
+    """``float64 [H, W]``: the nonzero elements of ``x [N, C, H, W]`` at each position."""
+    return (x != 0).sum(dim=(0, 1), dtype=torch.float64)
 
 
 def linear_ops(lin: nn.Linear, x: torch.Tensor, nonzero: int | None = None) -> tuple[float, float]:
@@ -176,11 +183,11 @@ def _count_mac(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> Non
 
     e = log.entry(name, _branch(name), "mac")
     if isinstance(module, nn.Conv2d):
-        nz = x != 0
-        nonzero = int(nz.sum())
+        per_pos = nonzero_per_position(x)
+        nonzero = int(per_pos.sum())  # exact: integers in float64
         # a convolution that pads inside its forward (TensorFlow "same") is counted on the padded input
         padded = same_padded(module, x)
-        eff, dense = conv_macs(module, padded, nz if padded is x else None)
+        eff, dense = conv_macs(module, padded, per_pos if padded is x else None)
     else:
         nonzero = int(torch.count_nonzero(x))
         eff, dense = linear_ops(module, x, nonzero)
@@ -203,12 +210,13 @@ def _count_matmul(log: OpLog, name: str, module: nn.Module, args, kwargs) -> Non
 
 def _count_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> None:
     """An SNN ConvBN on ``x [N*T, C, H, W]``: synops (binary input) or MACs (graded input)."""
-    nonzero = int(torch.count_nonzero(x))
-    graded = not _is_binary(x, nonzero)
+    active = (x != 0).to(torch.float32)
+    nonzero = int(active.sum(dtype=torch.float64))
+    graded = not torch.equal(x, active) if x.dtype == torch.float32 else not _is_binary(x, nonzero)
     e = log.entry(_layer_key(name), "snn", "graded" if graded else "synop")
     if graded:
         e.op = "graded"
-    eff, dense, events = conv_ops(module.conv, x)
+    eff, dense, events = conv_ops(module.conv, x, active)
     if graded:
         e.effective_macs += eff
         e.dense_macs += dense
