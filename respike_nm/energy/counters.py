@@ -139,7 +139,7 @@ def conv_macs(conv: nn.Conv2d, x: torch.Tensor, nonzero: torch.Tensor | None = N
     (:func:`reach`) times the output channels of its group; ``nonzero``: the ``[H, W]`` count of
     nonzero inputs per position (over clips and channels), if known."""
     n, c, h, w = x.shape
-    per_pos = nonzero_per_position(x) if nonzero is None else nonzero  # every group's inputs reach its outputs
+    per_pos = nonzero_per_position(x) if nonzero is None else nonzero  # each group reaches its own outputs
     fan = reach(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, h, w).to(x.device)
     effective = float((per_pos * fan).sum()) * (conv.out_channels // conv.groups)
     (kh, kw), (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
