@@ -68,18 +68,21 @@ def export(tmp_path_factory):
 
 
 @pytest.mark.lava
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, code):
+def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, code, workers):
+    """The signal goes to the command's process alone (as ``kill PID`` sends it); with workers, the
+    command passes it on to them, and each stops its own Lava networks."""
     before = set(os.listdir(SHM))
     proc = subprocess.Popen([sys.executable, "-m", "respike_nm.cli.main", "simulate", str(export),
-                             "--clips", "200"], cwd=ROOT, start_new_session=True,
+                             "--clips", "200", "--workers", str(workers)], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: set[int] = set()
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             seen |= _descendants(proc.pid)
-            if len(seen) >= 3 and set(os.listdir(SHM)) - before:  # Lava is running
+            if len(seen) >= 3 * workers and set(os.listdir(SHM)) - before:  # Lava is running
                 break
             time.sleep(0.2)
         assert proc.poll() is None, f"simulate ended before the signal: {proc.communicate()[1][-2000:]}"
@@ -99,3 +102,4 @@ def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, 
         time.sleep(0.2)
     assert not left, f"processes left running: {sorted(left)}"
     assert not set(os.listdir(SHM)) - before, "shared-memory segments left in /dev/shm"
+    assert not (export / "verify.json").exists()  # no report from a stopped run
