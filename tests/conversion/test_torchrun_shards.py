@@ -77,6 +77,12 @@ def test_eval_and_energy_on_two_ranks_equal_one_process(run, tmp_path, capsys):
     one, two = (json.loads((tmp_path / d / "energy.json").read_text()) for d in ("one", "two"))
     assert two == one and one["geometry"]["clips"] == 5
     assert sum(c["spikes_out"] for c in one["counts"]["layers"] if c["branch"] == "snn") > 0
+    # one batch for two ranks: rank 1 has nothing to count and sends nothing
+    single = ["energy", str(run), "--clips", "2", "--batch", "2", "--targets", "h100,loihi"]
+    assert main([*single, "--out", str(tmp_path / "one1")]) == 0
+    _torchrun(*single, "--out", str(tmp_path / "two1"))
+    one, two = (json.loads((tmp_path / d / "energy.json").read_text()) for d in ("one1", "two1"))
+    assert two == one and one["geometry"]["clips"] == 2
 
 
 def _without_speeds(obj):
