@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from conversion.lava_sim import run_manifest_stage
+from conversion.lava_sim import StageNetwork, run_manifest_stage
 from conversion.manifest import ExportManifest
 from respike_nm.models.deploy import StageSpec
 from respike_nm.models.fixed_point import graded_integers
@@ -43,9 +43,11 @@ class LavaStageRunner:
     deterministic and starts every clip from reset state, so this is the output it would give.
     """
 
-    def __init__(self, manifest: ExportManifest, directory: str | Path, spec, known: dict | None = None):
+    def __init__(self, manifest: ExportManifest, directory: str | Path, spec, known: dict | None = None,
+                 networks: dict[int, StageNetwork] | None = None):
         self.manifest, self.directory, self.spec = manifest, Path(directory), spec
         self.known = known or {}
+        self.networks = networks  # running stage networks to use instead of a run per call
         self.steps, self.seconds, self.reused = 0, 0.0, 0
 
     def __call__(self, stage: StageSpec, x: Tensor) -> Tensor:
@@ -54,6 +56,13 @@ class LavaStageRunner:
         seen, run = self.known.get(stage.index, (None, None))
         if seen is not None and np.array_equal(seen, graded):  # False for another shape
             self.reused += 1
+        elif self.networks is not None:
+            net = self.networks[stage.index]
+            steps, seconds = net.steps, net.run_seconds
+            out = net(graded)
+            self.steps += net.steps - steps
+            self.seconds += net.run_seconds - seconds
+            return torch.from_numpy(out).to(x.dtype)
         else:
             run = run_manifest_stage(self.directory, record, graded, all_layers=False)
         self.steps, self.seconds = self.steps + run.steps, self.seconds + run.run_seconds
@@ -75,18 +84,63 @@ class HybridClassifier:
     """``video [B, T, 3, H, W]`` (normalised) -> logits, with the SNN stages run in Lava: the
     classifier of streaming prediction (:mod:`respike_nm.predict`) for ``predict --lava``.
 
-    Each call runs every stage network once (network built, run over the window's T' steps per key
-    frame, stopped), so a call costs Lava's set-up of each stage; ``calls``, ``lava_steps`` and
-    ``lava_seconds`` (the runs themselves, set-up excluded) add up over calls.
+    ``live=True`` (default): every stage network is built and started on the first call and kept
+    running (:class:`~conversion.lava_sim.StageNetwork`), so later calls cost only their Lava steps;
+    :meth:`close` (or the ``with`` block) stops them. ``live=False``: each call builds, runs and
+    stops every network (:func:`~conversion.lava_sim.run_stage`). Both give the same logits.
+    ``calls``, ``lava_steps``, ``lava_seconds`` (the runs, set-up excluded) and ``setup_seconds``
+    add up over calls.
     """
 
-    def __init__(self, model: nn.Module, manifest: ExportManifest, directory: str | Path):
+    def __init__(self, model: nn.Module, manifest: ExportManifest, directory: str | Path, live: bool = True):
         self.model, self.manifest, self.directory = model, manifest, Path(directory)
-        self.calls, self.lava_steps, self.lava_seconds = 0, 0, 0.0
+        self.live, self.networks = live, None
+        self.calls, self.lava_steps, self.lava_seconds, self.setup_seconds = 0, 0, 0.0, 0.0
 
+    def _start(self) -> dict[int, StageNetwork]:
+        networks: dict[int, StageNetwork] = {}
+        try:
+            for record in self.manifest.stages:
+                networks[record.index] = StageNetwork(
+                    self.directory / record.hdf5, time_steps=record.time_steps,
+                    input_message_bits=record.input_message_bits, reset_offset=record.reset_offset)
+                self.setup_seconds += networks[record.index].setup_seconds
+        except BaseException:
+            for net in networks.values():
+                net.close()
+            raise
+        return networks
+
+    @torch.no_grad()
     def __call__(self, video: Tensor) -> Tensor:
-        result = hybrid_logits(self.model, self.manifest, self.directory, video)
+        if not self.live:
+            result = hybrid_logits(self.model, self.manifest, self.directory, video)
+            logits, steps, seconds = result.logits, result.lava_steps, result.lava_seconds
+        else:
+            if self.networks is None:
+                self.networks = self._start()
+            self.model.eval()
+            runner = LavaStageRunner(self.manifest, self.directory, self.model.spec.snn.quant,
+                                     networks=self.networks)
+            try:
+                logits = self.model(video, stage_runner=runner)
+            except BaseException:
+                self.close()
+                raise
+            steps, seconds = runner.steps, runner.seconds
         self.calls += 1
-        self.lava_steps += result.lava_steps
-        self.lava_seconds += result.lava_seconds
-        return result.logits
+        self.lava_steps += steps
+        self.lava_seconds += seconds
+        return logits
+
+    def close(self) -> None:
+        """Stop the running stage networks (idempotent; a later call starts them again)."""
+        networks, self.networks = self.networks, None
+        for net in (networks or {}).values():
+            net.close()
+
+    def __enter__(self) -> HybridClassifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

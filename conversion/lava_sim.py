@@ -36,6 +36,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv.models import PyConvModelFixed
 from lava.proc.conv.process import Conv
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.lif.process import LIFReset
 from tqdm import tqdm
@@ -137,24 +138,109 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
     return LavaRunResult(spikes, recorded, clips, time_steps, steps, setup, run, stock_conv, protocol)
 
 
+class StageNetwork:
+    """A stage network kept running between calls (``predict --lava``): built and started once, then
+    each call injects clips ``int [N, C, H, W, T]`` and returns the last layer's spikes
+    ``uint8 [N, C, H, W, T]``, bit for bit those of :func:`run_stage` on the same clips.
+
+    A call feeds its clips back to back, then zero clips until the last clip's spikes have left the
+    pipeline (the run_stage flush, rounded up to whole clips), so every call starts on a clip
+    boundary of netx's reset schedule: the stream of all calls is one long run_stage stream, every
+    clip from fresh state (the chunked-run test covers runs split at any step). Input goes in
+    through an ``Injector`` (Lava's channel into a running network), spikes come out of an
+    ``Extractor`` tap; both, like every process, on the asynchronous models. :meth:`close` (or the
+    ``with`` block) stops the network; a signal during a call stops it after the current chunk.
+    """
+
+    def __init__(self, hdf5: str | Path, *, time_steps: int, input_message_bits: int, reset_offset: int = 1,
+                 stock_conv: bool = False):
+        cfg = run_config(stock_conv, "async")
+        self.hdf5, self.time_steps, self.bits = Path(hdf5), time_steps, input_message_bits
+        self.reset_offset = reset_offset
+        net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
+                      reset_interval=time_steps, reset_offset=reset_offset)
+        self.delay = len(net.layers) - 1 + reset_offset  # the last layer's tap lag, as in run_stage
+        self.tail = -(-self.delay // time_steps)  # zero clips after a call's clips
+        shape = net.layers[-1].out.shape
+        self.chunk = max(1, min(STOP_POLL_STEPS, TAP_BYTES // (8 * int(np.prod(shape)))))
+        self.injector = Injector(shape=net.inp.shape, buffer_size=self.chunk)
+        self.injector.out_port.connect(net.inp)
+        self.tap = Extractor(shape=shape, buffer_size=self.chunk)
+        net.layers[-1].out.connect(self.tap.in_port)
+        self.net, self.steps, self.run_seconds, self._open = net, 0, 0.0, False
+        t0 = time.perf_counter()
+        with stopping.deferred():
+            try:
+                net.create_runtime(run_cfg=cfg)
+                self._open = True
+            except BaseException:
+                net.stop()
+                raise
+        self.setup_seconds = time.perf_counter() - t0
+
+    def __call__(self, graded: np.ndarray) -> np.ndarray:
+        if not self._open:
+            raise RuntimeError(f"{self.hdf5}: the stage network was stopped")
+        graded = _checked_input(graded, self.time_steps, self.bits)
+        clips = graded.shape[0]
+        steps = (clips + self.tail) * self.time_steps
+        stream = np.zeros((*self.injector.out_port.shape, steps), dtype=np.int32)
+        stream[..., :clips * self.time_steps] = clips_to_xyct(graded)
+        raw = np.zeros((*self.tap.in_port.shape, steps), dtype=np.uint8)
+        with stopping.deferred():
+            try:
+                for start in range(0, steps, self.chunk):
+                    n = min(self.chunk, steps - start)
+                    for t in range(start, start + n):
+                        self.injector.send(stream[..., t])
+                    t0 = time.perf_counter()
+                    self.net.run(condition=RunSteps(num_steps=n))
+                    self.run_seconds += time.perf_counter() - t0
+                    for t in range(start, start + n):
+                        raw[..., t] = self.tap.receive()
+                    if stopping.requested():
+                        break
+            except BaseException:
+                self.close()
+                raise
+            if stopping.requested():
+                self.close()  # then the signal is raised as the block ends
+        self.steps += steps
+        return _aligned(raw, self.delay, clips, self.time_steps)
+
+    def close(self) -> None:
+        """Stop the network (every Lava process ends, its shared memory is released); idempotent."""
+        if self._open:
+            self._open = False
+            self.net.stop()
+
+    def __enter__(self) -> StageNetwork:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 PROTOCOLS = ("async", "loihi")
 
 
 def run_config(stock_conv: bool = False, protocol: str = "async") -> Loihi2SimCfg:
     """Lava's fixed-point simulation config, with our vectorised Conv model unless ``stock_conv``.
 
-    ``protocol="loihi"``: every process on the Loihi protocol (Extractor's models carry no tag, so its
-    Loihi-protocol model is named explicitly). ``"async"``: the ring-buffer source, the conv synapses,
-    the LIFReset neurons and the taps on their ``AsyncProtocol`` twins
+    ``protocol="loihi"``: every process on the Loihi protocol (the Extractor's and Injector's models
+    carry no tag, so their Loihi-protocol models are named explicitly). ``"async"``: the ring-buffer
+    source, the injector, the conv synapses, the LIFReset neurons and the taps on their
+    ``AsyncProtocol`` twins
     (:func:`conversion.proc_models.asynchronous`), any other process on the Loihi protocol.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     conv = PyConvModelFixed if stock_conv else PyConvModelFixedFast
     if protocol == "loihi":
-        models = {Extractor: PyLoihiExtractorModel, Conv: conv}
+        models = {Extractor: PyLoihiExtractorModel, Injector: PyLoihiInjectorModel, Conv: conv}
     else:
         models = {Extractor: proc_models.PyLoihiExtractorModelAsync,
+                  Injector: proc_models.PyLoihiInjectorModelAsync,
                   SourceBuffer: proc_models.PySendModelFixedAsync,
                   LIFReset: proc_models.PyLifResetModelBitAccAsync,
                   Conv: proc_models.PyConvModelFixedAsync if stock_conv

@@ -30,6 +30,7 @@ from lava.magma.core.model.py.model import PyAsyncProcessModel, PyLoihiProcessMo
 from lava.magma.core.sync.protocols.async_protocol import AsyncProtocol
 from lava.proc.conv.models import PyConvModelFixed
 from lava.proc.io.extractor import PyLoihiExtractorModel
+from lava.proc.io.injector import PyLoihiInjectorModel
 from lava.proc.io.source import PySendModelFixed
 from lava.proc.lif.models import PyLifResetModelBitAcc
 from numpy.lib.stride_tricks import sliding_window_view
@@ -114,3 +115,5 @@ PyConvModelFixedAsync = asynchronous(PyConvModelFixed)
 PyLifResetModelBitAccAsync = asynchronous(PyLifResetModelBitAcc)
 PySendModelFixedAsync = asynchronous(PySendModelFixed)
 PyLoihiExtractorModelAsync = asynchronous(PyLoihiExtractorModel)
+# Lava's own asynchronous injector counts its steps from 1 for every run, so a second run never ends
+PyLoihiInjectorModelAsync = asynchronous(PyLoihiInjectorModel)

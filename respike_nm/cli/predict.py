@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="JSON lines: one object per window and per source")
     p.add_argument("--lava", type=Path, metavar="EXPORT_DIR",
                    help="run the SNN branch in Lava from this export (respike-nm export RUN_DIR --out DIR); "
-                        "the predictions are then the quantized model's, about 2 s per window for tiny")
+                        "the predictions are then the quantized model's; the stage networks start with the "
+                        "first window and keep running until the last")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_predict)
 
@@ -69,6 +70,9 @@ def run_predict(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         print("respike-nm: stdout closed; stopped", file=sys.stderr)
         return SIGPIPE_EXIT
+    finally:
+        if hasattr(classify, "close"):  # the Lava path's running stage networks
+            classify.close()
     return 2 if failed else 0
 
 

@@ -237,3 +237,30 @@ def test_models_by_class_selects_what_lavas_search_selects(tmp_path, monkeypatch
         assert models(run_config(protocol=protocol)) == expected and searches == []  # answered by class
         names = [name for name, _ in expected]
         assert names.count("Conv") == 2 and names.count("LIFReset") == 2 and "RingBuffer" in names
+
+
+@pytest.mark.lava
+def test_a_running_stage_network_gives_run_stages_spikes_call_after_call(tmp_path):
+    """StageNetwork keeps one network running: calls of 2, 1 and 3 clips (with the zero clips it
+    appends to each) give the last layer's spikes of run_stage on the same clips and of the PyTorch
+    reference, every clip from reset state, whatever came before it."""
+    from conversion.lava_sim import StageNetwork
+
+    shape, steps = (3, 6, 8), 3
+    layers = random_stack(21, shape[0], (4, 6, 5), (1, 2, 1))
+    record = export_stage(layers, tmp_path / "stage.net", input_shape=shape, time_steps=steps)
+    x = graded_clips(21, 6, shape, steps)
+    graded = graded_integers(x, layers[0].quant, record.input_scale).numpy()
+    reference = reference_stage(layers, x, record.input_scale).spikes[-1].numpy().astype(np.uint8)
+    assert 0.01 < reference.mean() < 0.9
+    with StageNetwork(tmp_path / "stage.net", time_steps=steps,
+                      input_message_bits=record.input_message_bits) as net:
+        assert net.delay == 3 and net.tail == 1  # 3 layers: the last spike 3 steps late, one zero clip
+        outs = [net(graded[a:b]) for a, b in ((0, 2), (2, 3), (3, 6))]
+        assert net.steps == (2 + 1 + 1 + 1 + 3 + 1) * steps
+    np.testing.assert_array_equal(np.concatenate(outs), reference)
+    once = run_stage(tmp_path / "stage.net", graded[3:6], time_steps=steps,
+                     input_message_bits=record.input_message_bits, all_layers=False)
+    np.testing.assert_array_equal(outs[2], once.output)
+    with pytest.raises(RuntimeError, match="stopped"):
+        net(graded[:1])

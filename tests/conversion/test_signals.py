@@ -8,6 +8,7 @@ is gone and that no segment it created remains in /dev/shm.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -103,3 +104,43 @@ def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, 
     assert not left, f"processes left running: {sorted(left)}"
     assert not set(os.listdir(SHM)) - before, "shared-memory segments left in /dev/shm"
     assert not (export / "verify.json").exists()  # no report from a stopped run
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_predict_lava_stops_its_running_networks(export, tmp_path, sig, code):
+    """predict --lava keeps three stage networks running between windows; a signal in a Lava run
+    or between windows stops them all."""
+    from test_predict import _video
+
+    video = _video(tmp_path / "long.avi", 400)
+    before = set(os.listdir(SHM))
+    run = json.loads((export / "manifest.json").read_text())["run_dir"]
+    proc = subprocess.Popen([sys.executable, "-m", "respike_nm.cli.main", "predict", run, str(video),
+                             "--lava", str(export), "--quiet"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen |= _descendants(proc.pid)
+            if len(seen) >= 20 and set(os.listdir(SHM)) - before:  # the three networks are running
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"predict ended before the signal: {proc.communicate()[1][-2000:]}"
+        time.sleep(1.0)
+        seen |= _descendants(proc.pid)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err and "window" in out  # it was predicting
+    for _ in range(50):
+        left = {p for p in seen if _alive(p)}
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, f"processes left running: {sorted(left)}"
+    assert not set(os.listdir(SHM)) - before, "shared-memory segments left in /dev/shm"
