@@ -173,9 +173,19 @@ class StageNetwork:
             try:
                 net.create_runtime(run_cfg=cfg)
                 self._open = True
+                # one zero clip: Lava's stop() hangs on a runtime that never ran, and a clip keeps
+                # every later call on a clip boundary
+                for _ in range(time_steps):
+                    self.injector.send(np.zeros(self.injector.out_port.shape))
+                net.run(condition=RunSteps(num_steps=time_steps))
+                for _ in range(time_steps):
+                    self.tap.receive()
             except BaseException:
+                self._open = False
                 net.stop()
                 raise
+            if stopping.requested():
+                self.close()  # then the signal is raised as the block ends
         self.setup_seconds = time.perf_counter() - t0
 
     def __call__(self, graded: np.ndarray) -> np.ndarray:

@@ -264,3 +264,7 @@ def test_a_running_stage_network_gives_run_stages_spikes_call_after_call(tmp_pat
     np.testing.assert_array_equal(outs[2], once.output)
     with pytest.raises(RuntimeError, match="stopped"):
         net(graded[:1])
+    # closed before any call (predict stopped during the first window's start): stops, no hang
+    idle = StageNetwork(tmp_path / "stage.net", time_steps=steps,
+                        input_message_bits=record.input_message_bits)
+    idle.close()
