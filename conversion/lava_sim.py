@@ -108,7 +108,7 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
     source.s_out.connect(net.inp)
     recorded = tuple(range(len(net.layers))) if all_layers else (len(net.layers) - 1,)
     shapes = [net.layers[i].out.shape for i in recorded]
-    chunk = max(1, min(steps, STOP_POLL_STEPS, TAP_BYTES // (8 * max(int(np.prod(sh)) for sh in shapes))))
+    chunk = min(steps, _chunk_steps(shapes))
     taps = [Extractor(shape=sh, buffer_size=chunk) for sh in shapes]
     for i, tap in zip(recorded, taps, strict=True):
         net.layers[i].out.connect(tap.in_port)
@@ -156,13 +156,12 @@ class StageNetwork:
                  stock_conv: bool = False):
         cfg = run_config(stock_conv, "async")
         self.hdf5, self.time_steps, self.bits = Path(hdf5), time_steps, input_message_bits
-        self.reset_offset = reset_offset
         net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
                       reset_interval=time_steps, reset_offset=reset_offset)
         self.delay = len(net.layers) - 1 + reset_offset  # the last layer's tap lag, as in run_stage
         self.tail = -(-self.delay // time_steps)  # zero clips after a call's clips
         shape = net.layers[-1].out.shape
-        self.chunk = max(1, min(STOP_POLL_STEPS, TAP_BYTES // (8 * int(np.prod(shape)))))
+        self.chunk = _chunk_steps([shape])
         self.injector = Injector(shape=net.inp.shape, buffer_size=self.chunk)
         self.injector.out_port.connect(net.inp)
         self.tap = Extractor(shape=shape, buffer_size=self.chunk)
@@ -311,6 +310,12 @@ def run_manifest_stage(directory: str | Path, stage: StageManifest, graded: np.n
     return run_stage(Path(directory) / stage.hdf5, graded, time_steps=stage.time_steps,
                      input_message_bits=stage.input_message_bits, reset_offset=stage.reset_offset,
                      all_layers=all_layers, stock_conv=stock_conv, protocol=protocol)
+
+
+def _chunk_steps(shapes) -> int:
+    """Steps per ``net.run`` chunk: a stop request is answered within one, and the taps' buffers of
+    ``shapes`` (float64 arrays, one per step) stay below ``TAP_BYTES``."""
+    return max(1, min(STOP_POLL_STEPS, TAP_BYTES // (8 * max(int(np.prod(sh)) for sh in shapes))))
 
 
 def _checked_input(graded: np.ndarray, time_steps: int, bits: int) -> np.ndarray:

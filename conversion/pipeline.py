@@ -25,7 +25,7 @@ from conversion.verify import VerificationResult, merge_results, verify_model
 from respike_nm.atomic import atomic_dir, write_text_atomic
 from respike_nm.forked import fork_map
 from respike_nm.hardware import HwProfile
-from respike_nm.ranks import gather, launch, part
+from respike_nm.ranks import gather, launch, part, split
 from respike_nm.records import from_data, to_data
 from respike_nm.train.builder import test_clips
 from respike_nm.train.loop import CHECKPOINT, load_run
@@ -135,8 +135,8 @@ def _run_clips(model, manifest: ExportManifest, export_dir: Path, video: torch.T
         return None
     if workers == 1:
         return _verify_and_run(model, manifest, export_dir, video)
-    shards = [s for s in torch.tensor_split(video, workers) if len(s)]
-    return _merged(fork_map(lambda shard: _verify_and_run(model, manifest, export_dir, shard), shards))
+    return _merged(fork_map(lambda shard: _verify_and_run(model, manifest, export_dir, shard),
+                            split(video, workers)))
 
 
 def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,

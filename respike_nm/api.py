@@ -30,7 +30,7 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     Under ``torchrun`` each rank counts its contiguous part of the batches (split further over its
     ``workers``); rank 0 adds all ranks' counts, writes the report and returns it, the other ranks
     write nothing and return ``None`` (:mod:`respike_nm.ranks`)."""
-    from respike_nm.energy.counters import clip_counts, count_log, merge_logs
+    from respike_nm.energy.counters import clip_counts, count_log
     from respike_nm.ranks import gather, launch, part
 
     if batch < 1:
@@ -56,11 +56,7 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     parts = gather(mine, where)
     if not where.main:
         return None
-    parts = [p for p in parts if p is not None]
-    if len({p[2] for p in parts}) != 1:
-        raise ValueError(f"expected clips of one size, got {sorted({p[2] for p in parts})}")
-    log = parts[0][0] if len(parts) == 1 else merge_logs([p[0] for p in parts])
-    counts = clip_counts(model, log, sum(p[1] for p in parts), parts[0][2])
+    counts = clip_counts(model, *_added([p for p in parts if p is not None]))
     report = energy_report(model, batches, str(run_dir.resolve()), graded_bits, graded_bits_source, targets,
                            host_p, memory_p, precision, counts=counts)
     with atomic_dir(out, "report folder") as tmp:
@@ -71,16 +67,23 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
 def _count_sharded(model, batches, workers: int):
     """``(log, clips, clip shape)`` of ``batches`` counted by ``workers`` forked processes on
     contiguous shards of whole batches (the same batches as one process runs), logs added."""
-    from respike_nm.energy.counters import count_log, merge_logs
+    from respike_nm.energy.counters import count_log
     from respike_nm.forked import fork_map
-    from respike_nm.ranks import part
+    from respike_nm.ranks import split
 
-    n = min(workers, len(batches))
-    parts = fork_map(lambda shard: count_log(model, shard), [part(batches, i, n) for i in range(n)])
+    return _added(fork_map(lambda shard: count_log(model, shard), split(batches, workers)))
+
+
+def _added(parts):
+    """``(log, clips, clip shape)`` of consecutive shards' counts, added
+    (:func:`~respike_nm.energy.counters.merge_logs`); the clips must all have one shape."""
+    from respike_nm.energy.counters import merge_logs
+
     shapes = {p[2] for p in parts}
     if len(shapes) != 1:
         raise ValueError(f"expected clips of one size, got {sorted(shapes)}")
-    return merge_logs([p[0] for p in parts]), sum(p[1] for p in parts), parts[0][2]
+    log = parts[0][0] if len(parts) == 1 else merge_logs([p[0] for p in parts])
+    return log, sum(p[1] for p in parts), parts[0][2]
 
 
 def describe_model(cfg, kind: str) -> dict:

@@ -60,6 +60,12 @@ def part(items: Sequence[Any], rank: int, parts: int) -> Sequence[Any]:
     return items[start:start + size + (rank < extra)]
 
 
+def split(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
+    """``items`` in ``parts`` contiguous slices (:func:`part`), none empty: at most ``len(items)``."""
+    n = min(parts, len(items))
+    return [part(items, i, n) for i in range(n)]
+
+
 def gather(totals: Any, where: Launch) -> list | None:
     """Every rank's ``totals`` in rank order on rank 0 (``None`` on the others); ``[totals]`` when
     not launched. A collective: every rank must call it, once per command."""

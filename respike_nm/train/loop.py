@@ -30,7 +30,7 @@ from respike_nm.data.transforms import normalize
 from respike_nm.forked import fork_map
 from respike_nm.models.activity import ActivityLog, record_activity
 from respike_nm.models.snn import set_fake_quant
-from respike_nm.ranks import gather, launch, part
+from respike_nm.ranks import gather, launch, part, split
 from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
 
@@ -517,23 +517,21 @@ def evaluate_run(run_dir: str | Path, quantize: bool | None = None, device: torc
     _, test, _, _ = build_datasets(cfg, progress)
     batch = cfg.train.batch_size
     mine = part(range(-(-len(test) // batch)), where.rank, where.world)  # this rank's batches
-    items = range(mine.start * batch, min(mine.stop * batch, len(test)))
     loaders = cfg.data.num_workers
 
-    def totals(items: range, on: torch.device, bar: Progress = no_progress) -> EvalTotals:
+    def totals(batches: range, on: torch.device, bar: Progress = no_progress) -> EvalTotals:
+        items = range(batches.start * batch, min(batches.stop * batch, len(test)))
         loader = DataLoader(Subset(test, items), batch_size=batch, collate_fn=collate_clips,
                             num_workers=loaders)
         return eval_totals(model, loader, on, bar)
 
-    if not items:  # more ranks than batches
+    if not mine:  # more ranks than batches
         local = None
     elif workers > 1 and len(mine) > 1 and device.type == "cpu":
-        n = min(workers, len(mine))
-        shards = [range(b.start * batch, min(b.stop * batch, len(test)))
-                  for b in (part(mine, i, n) for i in range(n))]
-        local = merge_eval_totals(fork_map(lambda shard: totals(shard, torch.device("cpu")), shards))
+        cpu = torch.device("cpu")
+        local = merge_eval_totals(fork_map(lambda shard: totals(shard, cpu), split(mine, workers)))
     else:
-        local = totals(items, device, progress if where.world == 1 else no_progress)
+        local = totals(mine, device, progress if where.world == 1 else no_progress)
     parts = gather(local, where)
     if not where.main:
         return None

@@ -68,34 +68,30 @@ def export(tmp_path_factory):
     return base / "export"
 
 
-@pytest.mark.lava
-@pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, code, workers):
-    """The signal goes to the command's process alone (as ``kill PID`` sends it); with workers, the
-    command passes it on to them, and each stops its own Lava networks."""
+def _signal_while_lava_runs(args: list[str], sig: int, processes: int) -> tuple[int, str, str]:
+    """Run ``respike-nm ARGS`` in its own session; once it has ``processes`` descendants and a new
+    /dev/shm segment (Lava is running), send ``sig`` to the command alone (as ``kill PID`` does).
+    Returns its exit code, stdout and stderr, after checking that every descendant seen has ended
+    and no segment it created is left."""
     before = set(os.listdir(SHM))
-    proc = subprocess.Popen([sys.executable, "-m", "respike_nm.cli.main", "simulate", str(export),
-                             "--clips", "200", "--workers", str(workers)], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "respike_nm.cli.main", *args], cwd=ROOT,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: set[int] = set()
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             seen |= _descendants(proc.pid)
-            if len(seen) >= 3 * workers and set(os.listdir(SHM)) - before:  # Lava is running
+            if len(seen) >= processes and set(os.listdir(SHM)) - before:
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, f"simulate ended before the signal: {proc.communicate()[1][-2000:]}"
+        assert proc.poll() is None, f"{args[0]} ended before the signal: {proc.communicate()[1][-2000:]}"
         time.sleep(1.0)
         seen |= _descendants(proc.pid)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == code, err[-2000:]
-    assert "Traceback" not in err
     for _ in range(50):
         left = {p for p in seen if _alive(p)}
         if not left:
@@ -103,6 +99,19 @@ def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, 
         time.sleep(0.2)
     assert not left, f"processes left running: {sorted(left)}"
     assert not set(os.listdir(SHM)) - before, "shared-memory segments left in /dev/shm"
+    return proc.returncode, out, err
+
+
+@pytest.mark.lava
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_simulate_leaves_no_process_and_no_segment(export, sig, code, workers):
+    """The signal goes to the command's process alone (as ``kill PID`` sends it); with workers, the
+    command passes it on to them, and each stops its own Lava networks."""
+    args = ["simulate", str(export), "--clips", "200", "--workers", str(workers)]
+    rc, _, err = _signal_while_lava_runs(args, sig, 3 * workers)
+    assert rc == code, err[-2000:]
+    assert "Traceback" not in err
     assert not (export / "verify.json").exists()  # no report from a stopped run
 
 
@@ -114,33 +123,8 @@ def test_a_signal_during_predict_lava_stops_its_running_networks(export, tmp_pat
     from test_predict import _video
 
     video = _video(tmp_path / "long.avi", 400)
-    before = set(os.listdir(SHM))
     run = json.loads((export / "manifest.json").read_text())["run_dir"]
-    proc = subprocess.Popen([sys.executable, "-m", "respike_nm.cli.main", "predict", run, str(video),
-                             "--lava", str(export), "--quiet"], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen: set[int] = set()
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            seen |= _descendants(proc.pid)
-            if len(seen) >= 20 and set(os.listdir(SHM)) - before:  # the three networks are running
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"predict ended before the signal: {proc.communicate()[1][-2000:]}"
-        time.sleep(1.0)
-        seen |= _descendants(proc.pid)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == code, err[-2000:]
+    rc, out, err = _signal_while_lava_runs(["predict", run, str(video), "--lava", str(export), "--quiet"],
+                                           sig, 20)  # the three networks are running
+    assert rc == code, err[-2000:]
     assert "Traceback" not in err and "window" in out  # it was predicting
-    for _ in range(50):
-        left = {p for p in seen if _alive(p)}
-        if not left:
-            break
-        time.sleep(0.2)
-    assert not left, f"processes left running: {sorted(left)}"
-    assert not set(os.listdir(SHM)) - before, "shared-memory segments left in /dev/shm"

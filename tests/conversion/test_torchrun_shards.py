@@ -12,13 +12,12 @@ import sys
 import pytest
 from conftest import SMALL_TRAIN
 from test_cli_deploy import _liven
+from test_simulate_workers import _without_speeds
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.ranks import Launch, launch, part
+from respike_nm.ranks import Launch, launch, part, split
 from respike_nm.train.loop import train
-
-SPEEDS = ("steps_per_second", "lava_steps_per_second")
 
 
 @pytest.mark.parametrize("items, parts", [(0, 2), (1, 3), (5, 2), (7, 3), (12, 4), (3, 5)])
@@ -27,6 +26,7 @@ def test_parts_are_contiguous_and_cover_every_item_once(items, parts):
     assert sum(slices, []) == list(range(items))  # in order, each item once
     sizes = [len(s) for s in slices]
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    assert [list(s) for s in split(range(items), parts)] == [s for s in slices if s]  # no empty shard
 
 
 def test_launch_reads_torchruns_environment(monkeypatch):
@@ -83,14 +83,6 @@ def test_eval_and_energy_on_two_ranks_equal_one_process(run, tmp_path, capsys):
     _torchrun(*single, "--out", str(tmp_path / "two1"))
     one, two = (json.loads((tmp_path / d / "energy.json").read_text()) for d in ("one1", "two1"))
     assert two == one and one["geometry"]["clips"] == 2
-
-
-def _without_speeds(obj):
-    if isinstance(obj, dict):
-        return {k: _without_speeds(v) for k, v in obj.items() if k not in SPEEDS}
-    if isinstance(obj, list):
-        return [_without_speeds(v) for v in obj]
-    return obj
 
 
 @pytest.mark.lava
