@@ -7,13 +7,13 @@ command merges them exactly as it merges its ``--workers``' shards (the parts ar
 the merge equals one process's pass) and writes or prints the result; the other ranks write and
 print nothing. ``--workers`` splits a rank's part further over forked processes on its machine.
 
-The totals travel as pickled objects over a ``gloo`` process group (CPU, any machine), created here
-if the launch did not create one.
+The totals travel pickled through the launch's key-value store (TCP, any machine).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -68,16 +68,25 @@ def split(items: Sequence[Any], parts: int) -> list[Sequence[Any]]:
 
 def gather(totals: Any, where: Launch) -> list | None:
     """Every rank's ``totals`` in rank order on rank 0 (``None`` on the others); ``[totals]`` when
-    not launched. A collective: every rank must call it, once per command."""
+    not launched. A collective: every rank must call it, once per command.
+
+    Through the launch's key-value store (``torch.distributed.rendezvous("env://")``, the store a
+    process group would use), not a process group: each rank sets its pickled totals, rank 0 (whose
+    process serves the store) reads them all, so no rank waits for another to leave. A gloo group
+    did not end cleanly here: destroying it hung when a peer had gone, and leaving it to the
+    interpreter's exit sometimes aborted a rank ("terminate called without an active exception").
+    A process group that already exists (the launch set one up) is used instead."""
     if where.world == 1:
         return [totals]
     import torch.distributed as dist
 
-    group = None
-    if not dist.is_initialized():  # left for the process's exit: destroying it can hang on a peer gone
-        dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
-    else:
+    if dist.is_initialized():
         group = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
-    out = [None] * where.world if where.main else None
-    dist.gather_object(totals, out, dst=0, group=group)
-    return out
+        out = [None] * where.world if where.main else None
+        dist.gather_object(totals, out, dst=0, group=group)
+        return out
+    store, rank, world = next(dist.rendezvous("env://", timeout=GATHER_TIMEOUT))
+    store.set(f"respike-nm/totals/{rank}", pickle.dumps(totals))
+    if not where.main:
+        return None
+    return [pickle.loads(store.get(f"respike-nm/totals/{r}")) for r in range(world)]  # get waits for each
