@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from respike_nm.cli import positive_int
+
 
 def _folds(text: str) -> int:
     """``K`` (>= 2) or ``loso`` (one fold per group: leave one subject out, data.folds=-1)."""
@@ -41,7 +43,7 @@ def add_parser(sub) -> None:
     cv.add_argument("--group-pattern", metavar="REGEX",
                     help="data.group_pattern: searched in each file name, its first capture group (or "
                          r"the match) is the subject, e.g. 'P(\d+)' for PS7A2P1T3.avi")
-    cv.add_argument("--group-divisor", type=int, metavar="N",
+    cv.add_argument("--group-divisor", type=positive_int, metavar="N",
                     help="data.group_divisor: the subject is the captured integer // N (weizmann4: 8)")
     cv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
@@ -49,8 +51,8 @@ def add_parser(sub) -> None:
     cv.add_argument("--resume", action="store_true",
                     help="continue OUT: finished folds are read back, an interrupted one continues from "
                          "its checkpoint")
-    cv.add_argument("--dry-run", action="store_true", help="print the folds (groups, class counts); train "
-                                                           "nothing")
+    cv.add_argument("--dry-run", action="store_true",
+                    help="check as the run does, print the folds (groups, class counts); train nothing")
     cv.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     cv.add_argument("--json", action="store_true", help="print crossval.json at the end")
     cv.set_defaults(func=run_crossval_cmd)
@@ -97,11 +99,11 @@ def _dry_run(folds) -> int:
 
 def run_crossval_cmd(args) -> int:
     from respike_nm.cli.train import _progress
-    from respike_nm.train.crossval import RESULT, plan, run_crossval
+    from respike_nm.train.crossval import RESULT, prepare, run_crossval
 
     cfg = _resolve(args)
     if args.dry_run:
-        return _dry_run(plan(cfg))
+        return _dry_run(prepare(cfg, args.out, args.resume))
 
     def on_fold(i, k, folds):
         groups = ", ".join(folds.test_groups(i))

@@ -103,11 +103,20 @@ def file_groups(paths: Sequence[Path], spec: FoldSpec, root: str | Path) -> tupl
     return tuple(g for g in groups if g is not None)
 
 
+def check_classes(class_names: Sequence[str], root: str | Path) -> None:
+    """Refuse fewer than two classes (a :class:`FoldError` naming ``root``): a classifier, and so every
+    fold's run, needs at least two."""
+    if len(class_names) < 2:
+        raise FoldError(root, f"{len(class_names)} class(es) ({', '.join(class_names) or 'none'}); "
+                              "a classifier needs at least 2")
+
+
 def fold_count(spec: FoldSpec, labels: Sequence[int], groups: Sequence[str] | None,
                class_names: Sequence[str], root: str | Path) -> int:
     """The number of folds ``spec`` asks for, checked against the data: at most the number of
     groups, or (without groups) the size of the smallest class, so that every fold tests every
-    class."""
+    class; at least two classes (:func:`check_classes`)."""
+    check_classes(class_names, root)
     if groups is not None:
         n_groups = len(set(groups))
         k = n_groups if spec.folds == ONE_PER_GROUP else spec.folds

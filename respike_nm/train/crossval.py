@@ -96,6 +96,14 @@ def plan(cfg: Config) -> FolderFolds:
     return folder_folds(source.root, source.folds)
 
 
+def prepare(cfg: Config, out: str | Path, resume: bool = False) -> FolderFolds:
+    """:func:`plan`, then :func:`check_crossval_dir`: every check a cross-validation makes before its
+    first fold trains, so that a dry run refuses what the run would refuse."""
+    folds = plan(cfg)
+    check_crossval_dir(Path(out), resume)  # the fold runs create out: a failed first start leaves nothing
+    return folds
+
+
 def fold_config(cfg: Config, fold: int) -> Config:
     """``cfg`` with ``data.fold`` set; the name says which fold."""
     return dataclasses.replace(cfg, name=f"{cfg.name}-fold{fold}",
@@ -142,8 +150,7 @@ def run_crossval(cfg: Config, kind: str, out: str | Path, resume: bool = False,
     ``out/crossval.json`` (module docstring). ``on_fold(i, k, folds)`` is called before fold ``i``
     trains (or is read back), ``on_fold_done(row)`` after; ``on_epoch`` goes to :func:`train`."""
     out = Path(out)
-    folds = plan(cfg)
-    check_crossval_dir(out, resume)  # the fold runs create out: a failed first start leaves nothing
+    folds = prepare(cfg, out, resume)
     rows = []
     for i in range(folds.k):
         if on_fold:

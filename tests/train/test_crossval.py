@@ -97,3 +97,30 @@ def test_crossval_bad_pattern_is_one_line_and_writes_nothing(gestures, tmp_path,
                "--out", str(out)])
     assert rc == 2 and not out.exists()
     assert re.search(r"does not match 8 of 8 file names: PS7A1P1T1.mov", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("case", ["one class", "used folder"])
+def test_crossval_dry_run_refuses_what_the_run_refuses(gestures, tmp_path, capsys, case):
+    out = tmp_path / "cv"
+    if case == "one class":
+        root = tmp_path / "one"
+        root.mkdir()
+        (gestures / "raise").rename(root / "raise")  # 4 videos of one class
+    else:
+        root = gestures
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+    args = ["crossval", "--data-root", str(root), "--folds", "2", "--out", str(out), "--quiet",
+            *sum((["--set", s] for s in FAST), [])]
+    lines = []
+    for extra in (["--dry-run"], []):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr()
+        assert err.out == "" and len(err.err.strip().splitlines()) == 1
+        lines.append(err.err)
+    assert lines[0] == lines[1]  # the same refusal, word for word
+    if case == "one class":
+        assert f"{root}: 1 class(es) (raise); a classifier needs at least 2" in lines[0]
+        assert not out.exists()
+    else:
+        assert "is not empty" in lines[0] and [p.name for p in out.iterdir()] == ["notes.txt"]
