@@ -10,6 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from respike_nm import stopping
+from respike_nm.cli import positive_int
 from respike_nm.data.errors import DataError
 
 
@@ -26,7 +28,7 @@ def add_parser(sub) -> None:
                     "residual energy (mean squared residual, normalised units).",
     )
     ins.add_argument("paths", nargs="*", type=Path, help="video files or folders")
-    ins.add_argument("--synthetic", type=int, default=0, metavar="N",
+    ins.add_argument("--synthetic", type=_count, default=0, metavar="N",
                      help="also inspect N synthetic-motion clips (one per class, in order)")
     _add_clip_args(ins)
     ins.add_argument("--out", type=Path, help="write a PNG strip per clip into this folder")
@@ -40,26 +42,40 @@ def add_parser(sub) -> None:
     )
     cache.add_argument("--dataset", required=True, choices=[d for d in DATASETS if d != "cache"])
     cache.add_argument("--data-root", type=Path, help="dataset folder (not for synthetic-motion)")
-    cache.add_argument("--split", type=int, default=1, help="official split number (UCF/HMDB)")
-    cache.add_argument("--seed", type=int, default=0, help="folder split / synthetic seed")
+    cache.add_argument("--split", type=positive_int, default=1, help="official split number (UCF/HMDB)")
+    cache.add_argument("--seed", type=_count, default=0, help="folder split / synthetic seed")
     cache.add_argument("--frame-size", default="128x170", metavar="HxW",
                        help="stored frame size for video datasets (default 128x170)")
-    cache.add_argument("--max-frames", type=int, help="keep at most this many frames per video")
+    cache.add_argument("--max-frames", type=positive_int, help="keep at most this many frames per video")
     cache.add_argument("--compression", default="lzf", choices=["lzf", "gzip"])
-    cache.add_argument("--out", type=Path, required=True, help="the .h5 file to write")
+    cache.add_argument("--out", type=Path, required=True, help="the .h5 file to write (new)")
+    cache.add_argument("--overwrite", action="store_true",
+                       help="replace the clip cache already at --out (never any other file)")
     cache.add_argument("--json", action="store_true", help="print the summary as JSON")
     cache.set_defaults(func=run_cache)
 
 
 def _add_clip_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, default=16, help="T, frames per clip (default 16)")
-    p.add_argument("--stride", type=int, default=4, help="s, frames per key-frame group (default 4)")
-    p.add_argument("--size", type=int, default=112, help="crop side in pixels (default 112)")
+    p.add_argument("--frames", type=positive_int, default=16, help="T, frames per clip (default 16)")
+    p.add_argument("--stride", type=positive_int, default=4,
+                   help="s, frames per key-frame group (default 4)")
+    p.add_argument("--size", type=positive_int, default=112, help="crop side in pixels (default 112)")
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
 
 
 def run_inspect(args) -> int:
     from respike_nm.data.figures import save_strip
-    from respike_nm.data.inspect import inspect_synthetic, inspect_video, slug
+    from respike_nm.data.inspect import inspect_synthetic, inspect_video, strip_name
     from respike_nm.data.records import ClipSpec, check_divisible
     from respike_nm.data.video import find_videos
 
@@ -79,8 +95,7 @@ def run_inspect(args) -> int:
             continue
         row = report.to_dict()
         if args.out:
-            name = slug("_".join(path.parts[-3:]))  # class folder + file, readable and unique enough
-            row["strip"] = str(save_strip(parts, args.out / f"{name}.png", title=str(path)))
+            row["strip"] = str(save_strip(parts, args.out / f"{strip_name(path)}.png", title=str(path)))
         clips.append(row)
     if args.synthetic:
         clips.extend(inspect_synthetic(args.synthetic, spec, args.out))
@@ -117,9 +132,10 @@ def _frame_size(text: str) -> tuple[int, int]:
 
 
 def run_cache(args) -> int:
-    from respike_nm.data.cache import write_cache
+    from respike_nm.data.cache import check_cache_out, write_cache
     from respike_nm.data.factory import DataSource, cache_source
 
+    check_cache_out(args.out, args.overwrite)  # before the index is built and the bar drawn
     source = DataSource(args.dataset, args.data_root, args.split, args.seed)
     classes, n, items, skipped = cache_source(source, args.max_frames)
     if source.synthetic is not None:
@@ -134,8 +150,10 @@ def run_cache(args) -> int:
             bar.update(1)
 
     try:
-        summary = write_cache(args.out, progress(items), classes, args.dataset, size,
-                              args.compression, skipped=skipped)
+        with stopping.deferred():  # a signal is noted, polled between videos, never raised inside HDF5
+            summary = write_cache(args.out, progress(items), classes, args.dataset, size,
+                                  args.compression, skipped=skipped, overwrite=args.overwrite,
+                                  stop=stopping.requested)
     finally:
         bar.close()
     out = {"path": summary.path, "videos": summary.videos, "frames": summary.frames,

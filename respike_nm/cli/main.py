@@ -17,6 +17,7 @@ import sys
 import traceback
 
 from respike_nm import __version__, stopping
+from respike_nm.cli import check_paths
 from respike_nm.cli import crossval as crossval_cmd
 from respike_nm.cli import data as data_cmd
 from respike_nm.cli import demo as demo_cmd
@@ -63,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if debug:  # what third-party imports print (respike_nm.lavadl) shows only on request
+        logging.getLogger("respike_nm.lavadl").setLevel(logging.DEBUG)
     try:
+        check_paths(args)  # before any command imports torch: a wrong path answers at once
         with stopping.install():
             return int(args.func(args) or 0)
     except (*USER_ERRORS, *PATH_ERRORS) as exc:

@@ -12,11 +12,15 @@ Layout (format ``respike-nm-clip-cache``, version 1)::
     attrs: format, format_version, dataset, classes (JSON), frame_size (H, W), skipped (JSON)
 
 All videos are resized to one frame size (aspect ratio not kept) so frames stack in one array.
-The file is written under a temporary name beside the target and renamed only when complete.
+The file is written under a temporary name beside the target and renamed only when complete; a
+full disk or a signal drops it. An existing target is replaced only on request, and only when it is
+a clip cache (its ``format`` attribute), never a user's other file.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -85,6 +89,92 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return tchw_to_thwc(video).contiguous().numpy()
 
 
+def is_clip_cache(path: str | Path) -> bool:
+    """Whether ``path`` is a regular HDF5 file with this format's marker (any version)."""
+    path = Path(path)
+    try:
+        if not (path.is_file() and h5py.is_hdf5(path)):
+            return False
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT
+    except OSError:
+        return False
+
+
+def check_cache_out(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an ``out`` whose replacement would lose something (``ValueError`` naming it): a folder,
+    any existing file unless ``overwrite``, and even then anything but a clip cache."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; the cache is one .h5 file")
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise ValueError(f"{out}: already exists; pass --overwrite to replace the clip cache there")
+    if not is_clip_cache(out):
+        raise ValueError(f"{out}: is not a clip cache (an HDF5 file marked {FORMAT!r}); "
+                         "not replacing it, choose another --out")
+
+
+class CacheStopped(Exception):
+    """:func:`write_cache`'s ``stop()`` answered True; the file was dropped."""
+
+
+class _Disk:
+    """The temporary file as h5py's ``fileobj`` driver sees it: a failed write (no space left, a
+    quota) is kept in :attr:`error` instead of reaching HDF5, which cannot close a file after one
+    (h5py 3.16 with HDF5 2.0 then crashes with a segmentation fault when the file is released).
+    Later writes are dropped, reads past the end give zeros (as the POSIX driver's do) and the writer
+    abandons the file at its next :meth:`check`."""
+
+    def __init__(self, raw: io.FileIO):
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def read(self, size: int) -> bytes:
+        data = self.raw.read(size)
+        return data if len(data) == size else data + bytes(size - len(data))
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            while view and self.error is None:
+                n = self.raw.write(view)
+                if not n:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[n:]
+        except OSError as exc:
+            self.error = exc
+        return len(data)
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        return self.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def check(self, out: Path) -> None:
+        """A :class:`DataError` naming ``out`` when a write failed."""
+        if self.error is None:
+            return
+        if self.error.errno == errno.ENOSPC:
+            why = "no space left on device"
+        else:
+            why = f"cannot write ({self.error.strerror or self.error})"
+        raise DataError(out, f"{why} while writing the cache; nothing was written")
+
+
 def write_cache(
     out: str | Path,
     items: Iterable[CacheItem | Skipped],
@@ -94,50 +184,77 @@ def write_cache(
     compression: str = "lzf",
     progress: Callable[[Iterable], Iterable] = lambda x: x,
     skipped: Sequence[Skipped] = (),
+    overwrite: bool = False,
+    stop: Callable[[], bool] = lambda: False,
 ) -> CacheSummary:
     """Write the cache to ``out`` atomically (temporary file, then rename).
 
     ``items`` may interleave :class:`Skipped` entries for inputs that could not be read; they are
-    stored in the file's ``skipped`` attribute with ``skipped`` from building the index.
+    stored in the file's ``skipped`` attribute with ``skipped`` from building the index. An existing
+    ``out`` is refused unless ``overwrite`` and a clip cache (:func:`check_cache_out`). A full disk
+    is a :class:`DataError`; ``stop()``, asked after every video, ends it with :class:`CacheStopped`
+    (the command line passes :func:`respike_nm.stopping.requested` inside
+    :func:`~respike_nm.stopping.deferred`, so that a signal is never raised inside HDF5). Either way
+    nothing is written and an existing ``out`` is kept.
     """
     out = Path(out)
+    check_cache_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frame_size
     skipped = list(skipped)
+    with atomic_file(out) as tmp:
+        videos, frames = _write(tmp, out, progress(items), classes, dataset, frame_size, compression,
+                                skipped, stop)
+    return CacheSummary(str(out), videos, frames, out.stat().st_size, tuple(skipped))
+
+
+def _write(tmp: Path, out: Path, items: Iterable[CacheItem | Skipped], classes: Sequence[str],
+           dataset: str, frame_size: tuple[int, int], compression: str,
+           skipped: list[Skipped], stop: Callable[[], bool]) -> tuple[int, int]:
+    """Fill ``tmp`` (the layout in the module docstring); ``(videos, frames)`` written. Asks
+    ``stop()`` and checks for a failed write after every video."""
+    h, w = frame_size
     rows: dict[str, list] = {k: [] for k in ("offset", "length", "label", "partition", "source", "fps")}
-    with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
-        frames = f.create_dataset(
-            "frames", shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8,
-            chunks=(4, h, w, 3), compression=compression,
-        )
-        total = 0
-        for item in progress(items):
-            if isinstance(item, Skipped):
-                skipped.append(item)
-                continue
-            data = resize_frames(item.frames, (h, w))
-            frames.resize(total + len(data), axis=0)
-            frames[total:] = data
-            for key, value in (("offset", total), ("length", len(data)), ("label", item.label),
-                               ("partition", 0 if item.partition == "train" else 1),
-                               ("source", item.source), ("fps", item.fps)):
-                rows[key].append(value)
-            total += len(data)
-        if not rows["offset"]:
-            raise DataError(out, "no video could be read; nothing to cache"
-                            + (f" ({len(skipped)} skipped, first: {skipped[0].path}: "
-                               f"{skipped[0].reason})" if skipped else ""))
-        for key, dtype in (("offset", np.int64), ("length", np.int64), ("label", np.int64),
-                           ("partition", np.uint8), ("fps", np.float32)):
-            f.create_dataset(key, data=np.asarray(rows[key], dtype=dtype))
-        f.create_dataset("source", data=rows["source"], dtype=h5py.string_dtype())
-        f.attrs.update(
-            format=FORMAT, format_version=FORMAT_VERSION, dataset=dataset,
-            classes=json.dumps(list(classes)), frame_size=np.array([h, w]),
-            skipped=json.dumps([[s.path, s.reason] for s in skipped]),
-            writer=f"respike-nm {__version__}",
-        )
-    return CacheSummary(str(out), len(rows["offset"]), total, out.stat().st_size, tuple(skipped))
+    with open(tmp, "w+b", buffering=0) as raw:
+        disk = _Disk(raw)
+        with h5py.File(disk, "w") as f:
+            frames = f.create_dataset(
+                "frames", shape=(0, h, w, 3), maxshape=(None, h, w, 3), dtype=np.uint8,
+                chunks=(4, h, w, 3), compression=compression,
+            )
+            total = 0
+            for item in items:
+                if stop():
+                    raise CacheStopped(out)
+                if isinstance(item, Skipped):
+                    skipped.append(item)
+                    continue
+                data = resize_frames(item.frames, (h, w))
+                frames.resize(total + len(data), axis=0)
+                frames[total:] = data
+                disk.check(out)
+                for key, value in (("offset", total), ("length", len(data)), ("label", item.label),
+                                   ("partition", 0 if item.partition == "train" else 1),
+                                   ("source", item.source), ("fps", item.fps)):
+                    rows[key].append(value)
+                total += len(data)
+            if stop():
+                raise CacheStopped(out)
+            if not rows["offset"]:
+                raise DataError(out, "no video could be read; nothing to cache"
+                                + (f" ({len(skipped)} skipped, first: {skipped[0].path}: "
+                                   f"{skipped[0].reason})" if skipped else ""))
+            for key, dtype in (("offset", np.int64), ("length", np.int64), ("label", np.int64),
+                               ("partition", np.uint8), ("fps", np.float32)):
+                f.create_dataset(key, data=np.asarray(rows[key], dtype=dtype))
+            f.create_dataset("source", data=rows["source"], dtype=h5py.string_dtype())
+            f.attrs.update(
+                format=FORMAT, format_version=FORMAT_VERSION, dataset=dataset,
+                classes=json.dumps(list(classes)), frame_size=np.array([h, w]),
+                skipped=json.dumps([[s.path, s.reason] for s in skipped]),
+                writer=f"respike-nm {__version__}",
+            )
+        disk.check(out)  # closing wrote what HDF5 still held
+    return len(rows["offset"]), total
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,6 +84,14 @@ def inspect_video(path, spec: ClipSpec) -> tuple[ClipReport, DecomposedClip]:
 def slug(text: str) -> str:
     """``text`` as a file name: runs of other characters become ``_``, at most 120 characters."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-120:]
+
+
+def strip_name(path: str | Path) -> str:
+    """The file name (no suffix) of ``path``'s PNG strip: the slug of its last three parts (class
+    folder and file, readable), then a short hash of the whole path, so that paths the slug makes
+    equal (``café.mp4``, ``cafè.mp4``) or that differ higher up get strips of their own."""
+    digest = hashlib.blake2b(os.fsencode(path), digest_size=4).hexdigest()
+    return f"{slug('_'.join(Path(path).parts[-3:]))}-{digest}"
 
 
 def inspect_synthetic(n: int, spec: ClipSpec, out: Path | None = None) -> list[dict]:

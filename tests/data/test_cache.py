@@ -86,7 +86,7 @@ def test_failed_write_leaves_no_file(tmp_path):
 def test_nothing_readable_is_an_error_and_keeps_an_existing_cache(tmp_path, cache):
     before = cache.read_bytes()
     with pytest.raises(DataError, match="no video could be read"):
-        write_cache(cache, iter([Skipped("x.avi", "empty")]), ["a"], "unit", (16, 16))
+        write_cache(cache, iter([Skipped("x.avi", "empty")]), ["a"], "unit", (16, 16), overwrite=True)
     assert cache.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]
 
