@@ -1,6 +1,7 @@
-"""Start-up time of the command line: ``respike-nm --help``, ``data inspect --help`` and
-``data inspect`` on one small video, against a bare ``python -c pass`` and ``import torch``,
-each run ``--repeat`` times interleaved in one session (the machine is shared: compare ratios).
+"""Start-up time of the command line: ``respike-nm --help``, ``data inspect --help``,
+``data inspect`` on one small video and ``simulate`` of a folder that does not exist (exit 2),
+against a bare ``python -c pass`` and ``import torch``, each run ``--repeat`` times interleaved in
+one session (the machine is shared: compare ratios).
 
 Writes bench/results/startup.json. ``--tree DIR`` times another checkout (e.g. a worktree of the
 commit before a change) with the same interpreter, for a before/after figure.
@@ -57,13 +58,16 @@ def main() -> int:
             "respike-nm data inspect --help": [*cli, "data", "inspect", "--help"],
             "respike-nm data inspect CLIP": [*cli, "data", "inspect", str(clip), "--frames", "8",
                                              "--size", "32"],
+            "respike-nm simulate MISSING": [*cli, "simulate", str(Path(tmp) / "missing")],
         }
         env = {**os.environ, "PYTHONPATH": str(args.tree.resolve())}
         times: dict[str, list[float]] = {k: [] for k in commands}
         for _ in range(args.repeat):
             for name, cmd in commands.items():
                 t0 = time.perf_counter()
-                subprocess.run(cmd, cwd=args.tree, env=env, check=True, capture_output=True)
+                done = subprocess.run(cmd, cwd=args.tree, env=env, capture_output=True)
+                if done.returncode != (2 if "MISSING" in name else 0):
+                    raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
                 times[name].append(time.perf_counter() - t0)
     median = {k: statistics.median(v) for k, v in times.items()}
     row = {"tree": str(args.tree.resolve()), "repeat": args.repeat, "median_s": median,

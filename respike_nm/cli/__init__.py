@@ -1,7 +1,21 @@
 """The ``respike-nm`` command line: one module per command group; :mod:`respike_nm.cli.main` is
-the entry point and the one error boundary."""
+the entry point and the one error boundary.
+
+Every command module imports torch, Lava and the library's heavy parts inside its command
+function, never at module level: building the parser and refusing a wrong path (:func:`check_paths`)
+take a fraction of a second, and only a command that has work to do pays for the imports.
+"""
 
 import argparse
+import errno
+import os
+from pathlib import Path
+
+CHECKPOINT = "checkpoint.pt"  # respike_nm.train.loop.CHECKPOINT (a test keeps them equal)
+MANIFEST = "manifest.json"  # conversion.manifest.MANIFEST_NAME
+RUN_DIRS = ("run_dir", "run")  # eval, export, nir, energy, predict RUN_DIR; simulate --run
+EXPORT_DIRS = ("export_dir", "export", "lava")  # simulate, map EXPORT_DIR; energy --export; predict --lava
+EXISTING = ("data_root",)  # train, crossval, data cache --data-root: a folder, or a cache file
 
 
 def positive_int(text: str) -> int:
@@ -13,3 +27,28 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse the parsed arguments' input paths that cannot be right, before a command imports torch.
+
+    The messages are the library's own for the same mistake (a run folder without its checkpoint, an
+    export folder without its manifest, a config that is neither a preset nor a file), so a command
+    says the same thing, only at once. Raises ``ValueError`` or ``FileNotFoundError`` (exit 2).
+    """
+    values = vars(args)
+    for dest in RUN_DIRS:
+        if values.get(dest) is not None and not (Path(values[dest]) / CHECKPOINT).is_file():
+            raise ValueError(f"{Path(values[dest]) / CHECKPOINT}: no such checkpoint")
+    for dest in EXPORT_DIRS:
+        if values.get(dest) is not None and not (Path(values[dest]) / MANIFEST).is_file():
+            raise ValueError(f"{Path(values[dest]) / MANIFEST}: no such manifest (not an export folder?)")
+    for dest in EXISTING:
+        if values.get(dest) is not None and not Path(values[dest]).exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(values[dest]))
+    config = values.get("config")
+    if config is not None:
+        from respike_nm.config import PRESETS, ConfigError
+
+        if config not in PRESETS and not Path(config).is_file():
+            raise ConfigError(f"{config}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
