@@ -10,6 +10,7 @@ the benchmarks call these functions; they only parse, call and print.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -21,7 +22,13 @@ from conversion.hybrid import hybrid_logits
 from conversion.manifest import MANIFEST_NAME, ExportManifest, file_sha256, write_manifest
 from conversion.mapping import MAPPING_NAME, MappingReport, map_export, write_mapping
 from conversion.netx_check import check_export
-from conversion.verify import VerificationResult, merge_results, verify_model
+from conversion.verify import (
+    VerificationResult,
+    check_model_fits,
+    compare_export,
+    merge_results,
+    verify_model,
+)
 from respike_nm.atomic import atomic_dir, write_text_atomic
 from respike_nm.forked import fork_map
 from respike_nm.hardware import HwProfile
@@ -31,7 +38,7 @@ from respike_nm.train.builder import test_clips
 from respike_nm.train.loop import CHECKPOINT, load_run
 
 REPORT_NAME = "verify.json"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: every layer counts in spike_mismatch; passed, problems, silent layers
 STACK = ("respike-nm", "torch", "lava-nc", "lava-dl", "norse", "numpy", "h5py")
 
 
@@ -51,10 +58,16 @@ class SimulationReport:
     """Lava against PyTorch on ``clips`` test clips.
 
     ``stages``: per stage network, the bit-exactness check (:class:`VerificationResult`);
-    ``spike_mismatch`` / ``model_mismatch``: their totals; ``prediction_agreement``: share of clips
-    where the hybrid with its SNN in Lava predicts what the PyTorch model predicts; ``hybrid_top1`` /
-    ``torch_top1``: their accuracies; ``lava_steps_per_second``: of the hybrid run;
-    ``checkpoint_matches``: whether the run compared is the one exported.
+    ``spike_mismatch``: differing spikes over every layer of every stage; ``output_mismatch``: over
+    the stages' output layers only; ``model_mismatch``: stage outputs against the model's own float
+    forward; ``prediction_agreement``: share of clips where the hybrid with its SNN in Lava predicts
+    what the PyTorch model predicts; ``hybrid_top1`` / ``torch_top1``: their accuracies;
+    ``lava_steps_per_second``: of the hybrid run; ``checkpoint_matches``: whether the run compared is
+    the one exported; ``export_differences``: layers whose exported integers differ from the run's
+    quantized model (:func:`~conversion.verify.compare_export`); ``layers`` / ``layers_fired``: layers
+    verified and those that fired at least once in the reference; ``silent_layers``: the others, as
+    ``stage<i> <name>`` (a silent layer agrees trivially: it was not tested); ``problems``: one line
+    per failed check, empty when ``passed``.
     """
 
     clips: int
@@ -67,6 +80,13 @@ class SimulationReport:
     lava_steps_per_second: float | None
     checkpoint_matches: bool
     run_dir: str
+    output_mismatch: int
+    export_differences: tuple[str, ...]
+    layers: int
+    layers_fired: int
+    silent_layers: tuple[str, ...]
+    passed: bool
+    problems: tuple[str, ...]
     format_version: int = REPORT_VERSION
 
 
@@ -161,9 +181,13 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
             raise ValueError(f"{export_dir / MANIFEST_NAME}: records no run; name the trained run")
         run_dir = manifest.run_dir
     run_dir = Path(run_dir)
+    if where.main:
+        check_writable(export_dir, REPORT_NAME)  # before minutes of simulation, not after
     digest = file_sha256(run_dir / CHECKPOINT)
     model, cfg, _ = load_run(run_dir, quantize=True)
     model.eval()
+    check_model_fits(model, manifest, (cfg.data.size, cfg.data.size), export_dir / MANIFEST_NAME)
+    differences = compare_export(model, manifest, export_dir)
     video, labels = test_clips(cfg, clips)
     mine = part(range(len(video)), where.rank, where.world)
     parts = gather(_run_clips(model, manifest, export_dir, video[mine.start:mine.stop], workers), where)
@@ -171,6 +195,8 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
         return None
     run = _merged([p for p in parts if p is not None])
     lava_pred = run.logits.argmax(-1)
+    silent = tuple(f"stage{s.stage} {name}" for s in run.stages for name in s.silent)
+    layers = sum(len(s.layers) for s in run.stages)
     report = SimulationReport(
         clips=int(len(labels)), stages=tuple(run.stages),
         spike_mismatch=int(sum(s.spike_mismatch for s in run.stages)),
@@ -179,9 +205,42 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
         hybrid_top1=float((lava_pred == labels).float().mean()),
         torch_top1=float((run.torch_pred == labels).float().mean()),
         lava_steps_per_second=round(run.lava_steps / run.lava_seconds, 2) if run.lava_seconds else None,
-        checkpoint_matches=digest == manifest.checkpoint_sha256, run_dir=str(run_dir))
+        checkpoint_matches=digest == manifest.checkpoint_sha256, run_dir=str(run_dir),
+        output_mismatch=int(sum(s.output_mismatch for s in run.stages)), export_differences=differences,
+        layers=layers, layers_fired=layers - len(silent), silent_layers=silent, passed=False, problems=())
+    problems = verification_problems(report)
+    report = replace(report, passed=not problems, problems=problems)
     write_simulation_report(report, export_dir / REPORT_NAME)
     return report
+
+
+def verification_problems(report: SimulationReport) -> tuple[str, ...]:
+    """One line per check that failed: spikes of any layer differing from the deployable reference
+    (naming the stage and layer), stage outputs differing from the model's forward, predictions
+    differing, exported integers differing from the run's model. Silent layers are no failure
+    (they are reported apart): a network may legitimately not use a layer on some clips."""
+    found = [f"stage{s.stage} {name}: {n} mismatched spikes"
+             for s in report.stages for name, n in zip(_recorded(s), s.layer_mismatch, strict=True) if n]
+    found += [f"stage{s.stage}: {s.model_mismatch} output spikes differ from the model's own forward"
+              for s in report.stages if s.model_mismatch]
+    if report.prediction_agreement != 1.0:
+        found.append(f"prediction agreement {report.prediction_agreement:.3f}: the Lava hybrid predicts "
+                     "otherwise than the PyTorch model")
+    return tuple(found) + tuple(report.export_differences)
+
+
+def _recorded(stage: VerificationResult) -> tuple[str, ...]:
+    """The names of the layers ``layer_mismatch`` counts (every layer, or the output layer only)."""
+    return stage.layers if len(stage.layer_mismatch) == len(stage.layers) else stage.layers[-1:]
+
+
+def check_writable(folder: Path, name: str) -> None:
+    """Refuse, naming ``folder``, a folder where ``name`` could not be written (read-only, full)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{folder}: cannot write {name} there ({err.strerror or err})") from None
 
 
 def write_simulation_report(report: SimulationReport, path: str | Path) -> Path:

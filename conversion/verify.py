@@ -8,9 +8,14 @@ Two PyTorch references per stage:
   (:meth:`~respike_nm.models.snn.SpikingConv.chip_layer`) exactly as the chip does it: the graded first
   layer gets the integers ``round(S x)``, every layer its integer weights and bias and a threshold ``S G``
   times larger (DESIGN.md §2 (A)), and convolutions run in float64 so that no sum is rounded.
-  ``spike_mismatch`` counts against it.
+  ``spike_mismatch`` counts against it, over every layer of the stage.
 - the **model's forward** (``layer(x)``, layer after layer): what the trained model computes, in float32.
   It works in the same units as the chip, so it should agree; ``model_mismatch`` reports it.
+
+A layer that never fires in the reference agrees with Lava trivially: :attr:`VerificationResult.silent`
+names such layers, so that a report can say how many layers a verification actually tested.
+:func:`compare_export` checks, without Lava, that an export holds exactly the integers a model gives
+(weights, biases, neuron parameters, shapes), naming each layer that differs.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conversion.export import chip_layer, cut_stages
+from conversion.export import chip_layer, cut_stages, stage_shapes
 from conversion.lava_sim import run_manifest_stage
 from conversion.manifest import ExportManifest, StageManifest
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
@@ -37,12 +43,14 @@ from respike_nm.models.snn import SpikingConv
 class VerificationResult:
     """One stage, Lava against PyTorch.
 
-    ``spike_mismatch``: differing output spikes against the deployable reference (0 is the goal);
-    ``layer_mismatch``: the same per layer; ``model_mismatch``: differing output spikes against the
-    model's own forward; ``max_abs_error``: largest difference of graded outputs (``None``: the stage
-    outputs binary spikes); ``layer_rates``: the reference's firing rate per layer (spikes per neuron
-    and step); ``max_drive``: largest ``|u + bias|`` of the reference in Lava state units (Lava wraps
-    the current and saturates the voltage at ``2**23``); ``steps_per_second``: of the Lava run.
+    ``spike_mismatch``: differing spikes against the deployable reference over every recorded layer
+    (0 is the goal); ``layer_mismatch``: the same per layer; ``output_mismatch``: of the stage's output
+    layer alone (what the next stage or the head receives); ``model_mismatch``: differing output
+    spikes against the model's own forward; ``max_abs_error``: largest difference of graded outputs
+    (``None``: the stage outputs binary spikes); ``layer_rates``: the reference's firing rate per
+    layer (spikes per neuron and step); ``max_drive``: largest ``|u + bias|`` of the reference in Lava
+    state units (Lava wraps the current and saturates the voltage at ``2**23``); ``steps_per_second``:
+    of the Lava run.
     """
 
     stage: int
@@ -58,10 +66,17 @@ class VerificationResult:
     steps_per_second: float
     layer_spikes: tuple[int, ...] = ()  # the reference's spikes per layer (rates = spikes / neuron-steps)
     layer_neuron_steps: tuple[int, ...] = ()
+    output_mismatch: int = 0
 
     @property
     def exact(self) -> bool:
         return self.spike_mismatch == 0 and not any(self.layer_mismatch)
+
+    @property
+    def silent(self) -> tuple[str, ...]:
+        """Layers that never fired in the reference over the verified clips (their agreement with Lava
+        shows only that both stay silent)."""
+        return tuple(name for name, n in zip(self.layers, self.layer_spikes, strict=True) if n == 0)
 
 
 @dataclass(frozen=True)
@@ -132,7 +147,8 @@ def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory
                       for i, spikes in zip(run.recorded, run.layer_spikes, strict=True))
     return VerificationResult(
         stage=record.index, layers=record.layers, clips=run.clips, time_steps=run.time_steps,
-        spike_mismatch=_mismatch(run.output, ref.spikes[-1]), layer_mismatch=per_layer,
+        spike_mismatch=sum(per_layer), layer_mismatch=per_layer,
+        output_mismatch=_mismatch(run.output, ref.spikes[-1]),
         model_mismatch=_mismatch(run.output, model_out), max_abs_error=None,
         layer_rates=tuple(int(s.sum()) / s.numel() for s in ref.spikes), max_drive=ref.max_drive,
         steps_per_second=run.steps_per_second, layer_spikes=tuple(int(s.sum()) for s in ref.spikes),
@@ -162,6 +178,7 @@ def merge_results(parts: Sequence[VerificationResult]) -> VerificationResult:
         max_drive=max(p.max_drive for p in parts),
         steps_per_second=sum(p.clips * p.time_steps for p in parts) / seconds if seconds else 0.0,
         layer_spikes=spikes, layer_neuron_steps=steps,
+        output_mismatch=sum(p.output_mismatch for p in parts),
     )
 
 
@@ -196,3 +213,62 @@ def _mismatch(lava: np.ndarray, torch_spikes: Tensor) -> int:
     if lava.shape != ref.shape:
         raise ValueError(f"Lava spikes {lava.shape} and PyTorch spikes {ref.shape} differ in shape")
     return int(np.count_nonzero(lava.astype(bool) != (ref > 0)))
+
+
+def check_model_fits(model: nn.Module, manifest: ExportManifest, frame_shape: tuple[int, int],
+                     where: str | Path = "export") -> None:
+    """Refuse (``ValueError`` naming ``where`` and the first difference) a model whose stage networks
+    do not have the export's layers and shapes at frames of ``frame_shape``: a run of another
+    architecture or size, which could not be compared clip by clip."""
+    stages = cut_stages(model)
+    if tuple(frame_shape) != tuple(manifest.frame_shape):
+        raise ValueError(f"{where}: exported for frames of {tuple(manifest.frame_shape)}, the run uses "
+                         f"{tuple(frame_shape)}: not this run's export")
+    if len(stages) != len(manifest.stages):
+        raise ValueError(f"{where}: {len(manifest.stages)} stage network(s), the run's model has "
+                         f"{len(stages)}: not this run's export")
+    for stage, record in zip(stages, manifest.stages, strict=True):
+        shapes = stage_shapes(stage.layers, record.input_shape)
+        if stage.names != record.layers or shapes != record.layer_shapes:
+            raise ValueError(f"{where}: stage {record.index} holds layers {list(record.layers)} of shapes "
+                             f"{list(record.layer_shapes)}, the run's model {list(stage.names)} of shapes "
+                             f"{list(shapes)}: not this run's export")
+
+
+def compare_export(model: nn.Module, manifest: ExportManifest, directory: str | Path) -> tuple[str, ...]:
+    """Every layer of the export in ``directory`` whose integers differ from what ``model`` (quantized,
+    eval mode) gives: one line per layer naming the stage file, the layer and the fields that differ
+    (weight, bias, iDecay, vDecay, vThMant), with how many values. Empty: the export is this model's.
+    Shapes must fit (:func:`check_model_fits`)."""
+    directory = Path(directory)
+    found = []
+    for stage, record in zip(cut_stages(model), manifest.stages, strict=True):
+        path = directory / record.hdf5
+        with h5py.File(path, "r") as f:
+            for i, (name, layer) in enumerate(zip(stage.names, stage.layers, strict=True), start=1):
+                fields = _layer_differences(f[f"layer/{i}"], chip_layer(layer, name))
+                if fields:
+                    found.append(f"{path.name} {name}: {', '.join(fields)} differ from the run's "
+                                 "quantized model")
+    return tuple(found)
+
+
+def _layer_differences(group, chip) -> list[str]:
+    """``"field (n of m values)"`` for each netx dataset of ``group`` that differs from ``chip``."""
+    co = chip.weight.shape[0]
+    weight = np.asarray(group["weight"][()]).reshape(chip.weight.shape)
+    bias = np.asarray(group["bias"][()]) if "bias" in group else np.zeros(co)
+    # netx takes a bias per channel or per neuron (x, y, c): compare it channel by channel
+    bias = bias.reshape(-1, co) if bias.size != co else bias.reshape(1, co)
+    want = {"weight": (weight, chip.weight.numpy()),
+            "bias": (bias, np.broadcast_to(chip.bias_mant.numpy(), bias.shape)),
+            "iDecay": (group["neuron/iDecay"][()], chip.device.current_decay),
+            "vDecay": (group["neuron/vDecay"][()], chip.device.voltage_decay),
+            "vThMant": (group["neuron/vThMant"][()], chip.device.threshold_mant)}
+    out = []
+    for field, (got, ref) in want.items():
+        got, ref = np.asarray(got).reshape(-1), np.asarray(ref).reshape(-1)
+        differ = int(np.count_nonzero(got != ref)) if got.size == ref.size else max(got.size, ref.size)
+        if differ:
+            out.append(f"{field} ({differ} of {ref.size} values)")
+    return out

@@ -53,3 +53,38 @@ def pattern_video(tmp_path) -> tuple[Path, np.ndarray]:
 SMALL_TRAIN = ["data.size=32", "data.frames=8", "data.appearances=2", "data.motions=2",
                "data.train_per_class=6", "data.test_per_class=2", "model.ann_width=0.125",
                "model.snn_width=0.125", "train.batch_size=4", "train.warmup_epochs=0"]
+
+
+def randomize(layer, g, gain: float = 2.5):
+    """Random weights with a positive mean (so that spikes propagate) and BN statistics far from identity
+    (``gain`` 2.5 keeps every layer of the tests' stacks spiking at 10-60 %)."""
+    import torch
+
+    conv, bn = layer.synapse.conv, layer.synapse.bn
+    with torch.no_grad():
+        fan_in = conv.weight[0].numel()
+        conv.weight.copy_((torch.randn(conv.weight.shape, generator=g) + 0.3) * gain / fan_in ** 0.5)
+        bn.running_mean.copy_(torch.randn(conv.out_channels, generator=g) * 0.3)
+        bn.running_var.copy_(torch.rand(conv.out_channels, generator=g) * 1.5 + 0.5)
+        bn.weight.copy_(torch.rand(conv.out_channels, generator=g) * 0.8 + 0.6)
+        bn.bias.copy_(torch.randn(conv.out_channels, generator=g) * 0.3)
+    return layer
+
+
+def liven_run(run: Path, gain: float = 2.5) -> None:
+    """Give a short run's SNN layers random weights and BN statistics (every layer spiking 10-60 %; a
+    one-epoch SNN is silent after its first layers), in its checkpoint: a Lava/PyTorch comparison on
+    it tests every layer, where one on silent layers would pass whatever the export held."""
+    import torch
+
+    from respike_nm.models.snn import SpikingConv
+    from respike_nm.train.checkpoint import load_checkpoint, save_checkpoint
+    from respike_nm.train.loop import load_run
+
+    model, _, _ = load_run(run)
+    g = torch.Generator().manual_seed(0)
+    for layer in model.snn.modules():
+        if isinstance(layer, SpikingConv):
+            randomize(layer, g, gain)
+    ck = load_checkpoint(run / "checkpoint.pt")
+    save_checkpoint(run / "checkpoint.pt", ck.__class__(**{**ck.__dict__, "model": model.state_dict()}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -40,9 +39,16 @@ def test_quick_demo_runs_every_stage_and_summarises_them(tmp_path, capsys):
                 hits += int((logits.argmax(-1) == sample.label).sum())
                 clips += logits.shape[0]
         assert s["accuracy"][m]["test_top1"] == pytest.approx(hits / clips)
+    # Verification: the quick run's deep SNN layers are silent, so the summary must not present the
+    # check as a test of them. It states the layers that fired, counted here from the per-layer
+    # reference spikes of verify.json (bit-exactness itself: tests/conversion/test_verification.py).
     v = json.loads((out / "hybrid-lava" / "verify.json").read_text())
-    assert s["verification"]["spike_mismatch"] == v["spike_mismatch"] == 0
-    assert s["verification"]["prediction_agreement"] == 1.0
+    fired = [f"stage{st['stage']} {name}" for st in v["stages"]
+             for name, n in zip(st["layers"], st["layer_spikes"], strict=True) if n]
+    ver = s["verification"]
+    assert ver["layers"] == sum(len(st["layers"]) for st in v["stages"]) == 9
+    assert ver["layers_fired"] == len(fired) and len(ver["silent_layers"]) == 9 - len(fired)
+    assert not set(fired) & set(ver["silent_layers"])
     # Energy: a row for every shipped profile in some plan, each total > 0 and memory on top.
     report = json.loads((out / "energy" / "energy.json").read_text())
     used = {e["host"] for e in report["energy"]} | {e["chip"] for e in report["energy"] if e["chip"]}
@@ -52,7 +58,10 @@ def test_quick_demo_runs_every_stage_and_summarises_them(tmp_path, capsys):
     for png in s["figures"]:
         assert (out / png).stat().st_size > 1000, png
     md = (out / "summary.md").read_text()
-    assert "prediction agreement 1.000" in md and "| hybrid |" in md
+    assert f"over all 9 layers, prediction agreement {ver['prediction_agreement']:.3f}" in md
+    assert "| hybrid |" in md
+    if ver["silent_layers"]:
+        assert f"Only {len(fired)} of 9 layers fired" in md and ver["silent_layers"][0] in md
 
 
 def test_a_failing_stage_stops_the_demo_and_is_named(tmp_path, monkeypatch, capsys):
@@ -69,12 +78,3 @@ def test_a_failing_stage_stops_the_demo_and_is_named(tmp_path, monkeypatch, caps
     assert "demo stage 'data: decompose synthetic-motion clips" in err and "no frames" in err
     assert calls == ["data"]  # nothing after the failing stage ran
     assert not (tmp_path / "d" / "summary.json").exists()
-
-
-def test_simulate_stage_fails_when_lava_and_pytorch_differ(monkeypatch, tmp_path):
-    import conversion.pipeline
-
-    verify = SimpleNamespace(clips=2, spike_mismatch=3, prediction_agreement=1.0)
-    monkeypatch.setattr(conversion.pipeline, "simulate_export", lambda export, clips: verify)
-    with pytest.raises(demo.DemoError, match="3 mismatched spikes"):
-        demo._simulate(tmp_path, 2)

@@ -23,7 +23,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_TRAIN, frame_pattern
+from conftest import SMALL_TRAIN, frame_pattern, liven_run
 
 import conversion.lava_sim  # noqa: F401  Lava fixes the fork start method: before training sets a context
 from respike_nm.cli.main import main
@@ -271,9 +271,21 @@ def export(run) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def live(run) -> tuple[Path, Path]:
+    """``(run, export)``: a copy of the run with every SNN layer firing (:func:`liven_run`), exported."""
+    live_run, out = run.parent / "live_run", run.parent / "live_export"
+    shutil.copytree(run, live_run)
+    liven_run(live_run, gain=1.5)  # at the default gain, this test's video saturates the deep layers
+    assert main(["export", str(live_run), "--out", str(out)]) == 0
+    return live_run, out
+
+
 @pytest.mark.lava
-def test_lava_path_gives_the_quantized_model_predictions(run, export, tmp_path, capsys):
-    """--lava: the hybrid with its SNN stages in Lava equals the quantized PyTorch model (bit-exact SNN)."""
+def test_lava_path_gives_the_quantized_model_predictions(live, tmp_path, capsys):
+    """--lava: the hybrid with its SNN stages in Lava equals the quantized PyTorch model (bit-exact SNN),
+    on a network whose every layer fires, so that each layer's spikes shape the logits."""
+    run, export = live
     path = _video(tmp_path / "clip.avi", 12)
     classes = _classes(run)
     capsys.readouterr()
@@ -283,6 +295,28 @@ def test_lava_path_gives_the_quantized_model_predictions(run, export, tmp_path, 
     assert len(rows) == 3
     ref = _reference(run, path, [0, 4], quantize=True)
     np.testing.assert_allclose([_probs(r["top"], classes) for r in rows[:2]], ref, atol=TOL)
+    rates = [s.sum().item() / s.numel() for s in _snn_spikes(run, path)]  # neither silent nor saturated
+    assert len(rates) == 9 and all(0.01 < r < 0.9 for r in rates), rates
+
+
+def _snn_spikes(run: Path, path: Path) -> list[torch.Tensor]:
+    """Output spikes of every SNN layer of the quantized model on the first window of ``path``."""
+    from respike_nm.models.snn import SpikingConv
+
+    model, cfg, _ = load_run(run, quantize=True)
+    model.eval()
+    spec = clip_spec(cfg)
+    frames, _ = read_frames(path, list(range(spec.frames)), spec.decode_short_side)
+    seen = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out))
+             for m in model.snn.modules() if isinstance(m, SpikingConv)]
+    try:
+        with torch.no_grad():
+            model(normalize(ClipTransform(spec.size, train=False)(frames))[None])
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def test_lava_export_of_another_checkpoint_is_refused(run, export, tmp_path, capsys):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from respike_nm.cli import positive_int
 
+VERIFY_FAILED = 3  # simulate's exit code when Lava and PyTorch disagree anywhere (2: bad input)
+
 
 def add_parser(sub) -> None:
     ex = sub.add_parser(
@@ -26,7 +28,9 @@ def add_parser(sub) -> None:
         description="Load every stage with netx, run it in Lava (Loihi2SimCfg fixed_pt) on test "
                     "clips, compare spikes stage by stage with the quantized PyTorch reference, and "
                     "run the hybrid (ANN + fusion in PyTorch, SNN in Lava) to compare predictions. "
-                    "Writes EXPORT_DIR/verify.json.")
+                    "Writes EXPORT_DIR/verify.json. Exit code 0: every spike of every layer, every "
+                    "prediction and every exported integer agree; 3: something differs (each difference "
+                    "named on stderr); 2: bad input. Layers that never fired are named in a warning.")
     sim.add_argument("export_dir", type=Path)
     sim.add_argument("--run", type=Path, help="the trained run (default: the one it was exported from)")
     sim.add_argument("--clips", type=positive_int, default=8, help="test clips to run (default 8)")
@@ -120,12 +124,34 @@ def run_simulate(args) -> int:
     if not report.checkpoint_matches:
         print(f"respike-nm: warning: {Path(report.run_dir) / CHECKPOINT} is not the checkpoint this export "
               "was made from (sha256 differs); results compare against the given run", file=sys.stderr)
+    if report.silent_layers:
+        print(f"respike-nm: warning: {len(report.silent_layers)} of {report.layers} layers never fired on "
+              f"the {report.clips} clips verified ({_layers(list(report.silent_layers))}): their agreement "
+              f"shows only that both stay silent; {report.layers_fired} layer(s) actually tested "
+              "(train longer or verify more clips)", file=sys.stderr)
     if args.json:
         print(json.dumps(to_data(report), indent=2))
-        return 0
-    for s in report.stages:
-        print(f"stage{s.stage}: {s.spike_mismatch} mismatched spikes over {s.clips} key-frame groups "
-              f"({len(s.layers)} layers), {s.steps_per_second:.0f} Lava steps/s")
-    print(f"prediction agreement Lava hybrid vs PyTorch: {report.prediction_agreement:.3f} "
-          f"on {report.clips} clips; total spike mismatch {report.spike_mismatch}")
+    else:
+        _print_verification(report)
+    if not report.passed:
+        print(f"respike-nm: verification failed: {'; '.join(report.problems)}", file=sys.stderr)
+        return VERIFY_FAILED
     return 0
+
+
+def _print_verification(report) -> None:
+    """Per stage and layer: firing rate of the reference and mismatched spikes; then the totals."""
+    for s in report.stages:
+        print(f"stage{s.stage}: {s.clips} key-frame groups x {s.time_steps} steps, "
+              f"{s.steps_per_second:.0f} Lava steps/s")
+        counted = dict(zip(s.layers if len(s.layer_mismatch) == len(s.layers) else s.layers[-1:],
+                           s.layer_mismatch, strict=True))
+        for name, rate in zip(s.layers, s.layer_rates, strict=True):
+            n = counted.get(name)
+            print(f"  {name:<20} firing rate {100 * rate:6.2f} %  "
+                  f"{'not compared' if n is None else f'{n} mismatched spikes'}"
+                  f"{'  (never fired)' if name in s.silent else ''}")
+    print(f"spike mismatch over all {report.layers} layers: {report.spike_mismatch} "
+          f"({report.layers_fired} of {report.layers} layers fired); prediction agreement Lava hybrid vs "
+          f"PyTorch: {report.prediction_agreement:.3f} on {report.clips} clips")
+    print("verification passed" if report.passed else "verification FAILED")

@@ -82,6 +82,7 @@ def _lava_classifier(run_dir: Path, export_dir: Path):
     from conversion.hybrid import HybridClassifier
     from conversion.manifest import MANIFEST_NAME, file_sha256
     from conversion.netx_check import check_export
+    from conversion.verify import check_model_fits, compare_export
     from respike_nm.train.loop import CHECKPOINT, load_run
 
     manifest = check_export(export_dir)
@@ -90,6 +91,10 @@ def _lava_classifier(run_dir: Path, export_dir: Path):
         raise ValueError(f"{export_dir / MANIFEST_NAME}: exported from another checkpoint than "
                          f"{run_dir / CHECKPOINT} (sha256 differs); export this run again")
     model.eval()
+    check_model_fits(model, manifest, (cfg.data.size, cfg.data.size), export_dir / MANIFEST_NAME)
+    if differences := compare_export(model, manifest, export_dir):
+        raise ValueError(f"{export_dir}: the export does not hold this run's integers "
+                         f"({'; '.join(differences)}); export the run again")
     return model, cfg, ck, HybridClassifier(model, manifest, export_dir)
 
 

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_TRAIN
+from conftest import SMALL_TRAIN, liven_run
 from lava.lib.dl.netx.hdf5 import Network
 from test_export_lava import seeded_multiscale_hybrid
 
@@ -284,6 +284,7 @@ def test_cli_refuses_bad_input_and_overwrites_nothing(tmp_path, capsys):
     run = tmp_path / "run"
     train(apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1", "model.fusion=late"]),
           "hybrid", run)
+    liven_run(run)  # every SNN layer fires: the Lava run below compares them all
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out)]) == 0
 
@@ -309,6 +310,7 @@ def test_cli_refuses_bad_input_and_overwrites_nothing(tmp_path, capsys):
     assert "warning" in captured.err and str(other / CHECKPOINT) in captured.err
     result = json.loads(captured.out)
     assert result["checkpoint_matches"] is False and result["spike_mismatch"] == 0
+    assert result["passed"] and result["layers_fired"] == result["layers"] == 9
     verify = (out / "verify.json").read_bytes()
     assert json.loads(verify) == result
 

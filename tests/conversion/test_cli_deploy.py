@@ -5,31 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from conftest import SMALL_TRAIN
+from conftest import SMALL_TRAIN, liven_run
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
 
 SMALL = SMALL_TRAIN + ["train.epochs=1"]
-
-
-def _liven(run) -> None:
-    """Give the one-epoch run's SNN layers the random weights and BN statistics of the Lava tests
-    (every layer spiking 10-60 %; a one-epoch SNN is silent after its first layers), in its checkpoint."""
-    from test_export_lava import randomize
-
-    from respike_nm.models.snn import SpikingConv
-    from respike_nm.train.checkpoint import load_checkpoint, save_checkpoint
-
-    model, _, _ = load_run(run)
-    g = torch.Generator().manual_seed(0)
-    for layer in model.snn.modules():
-        if isinstance(layer, SpikingConv):
-            randomize(layer, g)
-    ck = load_checkpoint(run / "checkpoint.pt")
-    save_checkpoint(run / "checkpoint.pt", ck.__class__(**{**ck.__dict__, "model": model.state_dict()}))
 
 
 @pytest.mark.lava
@@ -37,7 +19,7 @@ def _liven(run) -> None:
 def test_export_then_simulate_is_bit_exact(tmp_path, capsys, fusion):
     run = tmp_path / "run"
     train(apply_overrides(load_config("tiny"), SMALL + [f"model.fusion={fusion}"]), "hybrid", run)
-    _liven(run)
+    liven_run(run)
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -52,6 +34,7 @@ def test_export_then_simulate_is_bit_exact(tmp_path, capsys, fusion):
     # every layer fires, but not everywhere: zero mismatch is not a match of silent layers
     rates = [r for s in res["stages"] for r in s["layer_rates"]]
     assert len(rates) == 9 and all(0.01 < r < 0.9 for r in rates), rates
+    assert res["passed"] and res["layers_fired"] == res["layers"] == 9 and res["silent_layers"] == []
 
 
 def test_export_refuses_the_resnet_snn_and_leaves_nothing(tmp_path, capsys):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_TRAIN, frame_pattern, write_video
+from conftest import SMALL_TRAIN, frame_pattern, liven_run, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = [a for s in SMALL_TRAIN + ["train.epochs=1"] for a in ("--set", s)]
@@ -37,9 +37,11 @@ def test_every_command_prints_one_json_document(tmp_path):
     assert summary["model"] == "hybrid" and summary["epochs"] == 1
     assert _json("train", "--out", str(tmp_path / "dry"), "--dry-run", "--json", *SETS)["classes"] == 4
     assert _json("eval", str(run), "--json")["model"] == "hybrid"
+    liven_run(run)  # every SNN layer fires: the simulation below compares them all
     assert len(_json("export", str(run), "--out", str(export), "--json")["manifest"]["stages"]) == 3
     assert _json("map", str(export), "--json")["layers"]
-    assert _json("simulate", str(export), "--clips", "2", "--json")["spike_mismatch"] == 0
+    verified = _json("simulate", str(export), "--clips", "2", "--json")
+    assert verified["spike_mismatch"] == 0 and verified["layers_fired"] == verified["layers"] == 9
     assert _json("energy", str(run), "--out", str(tmp_path / "energy"), "--clips", "2", "--json")["energy"]
     assert _json("nir", str(run), "--out", str(tmp_path / "nir"), "--json")
     video = tmp_path / "clip.mov"

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import randomize
 from lava.lib.dl.netx.hdf5 import Network
 
 from conversion.export import ExportError, cut_stages, export_model, export_stage, stage_blocks
@@ -53,19 +54,6 @@ def random_stack(seed: int, cin: int, channels: tuple[int, ...], strides: tuple[
         layers.append(randomize(SpikingConv(cin, cout, stride, snn, graded_input=i == 0), g, gain).eval())
         cin = cout
     return layers
-
-
-def randomize(layer: SpikingConv, g: torch.Generator, gain: float = GAIN) -> SpikingConv:
-    """Random weights with a positive mean (so that spikes propagate) and BN statistics far from identity."""
-    conv, bn = layer.synapse.conv, layer.synapse.bn
-    with torch.no_grad():
-        fan_in = conv.weight[0].numel()
-        conv.weight.copy_((torch.randn(conv.weight.shape, generator=g) + 0.3) * gain / fan_in ** 0.5)
-        bn.running_mean.copy_(torch.randn(conv.out_channels, generator=g) * 0.3)
-        bn.running_var.copy_(torch.rand(conv.out_channels, generator=g) * 1.5 + 0.5)
-        bn.weight.copy_(torch.rand(conv.out_channels, generator=g) * 0.8 + 0.6)
-        bn.bias.copy_(torch.randn(conv.out_channels, generator=g) * 0.3)
-    return layer
 
 
 def graded_clips(seed: int, n: int, shape: tuple[int, int, int], steps: int) -> torch.Tensor:

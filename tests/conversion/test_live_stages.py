@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SMALL_TRAIN
-from test_cli_deploy import _liven
+from conftest import SMALL_TRAIN, liven_run
 
 from conversion.hybrid import HybridClassifier
 from conversion.netx_check import check_export
@@ -20,7 +19,7 @@ from respike_nm.train.loop import load_run, train
 def test_live_networks_give_the_per_window_logits(tmp_path):
     run = tmp_path / "run"
     train(apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1"]), "hybrid", run)
-    _liven(run)  # every SNN layer spikes
+    liven_run(run)  # every SNN layer spikes
     export_run(run, tmp_path / "export")
     manifest = check_export(tmp_path / "export")
     model, cfg, _ = load_run(run, quantize=True)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import SMALL_TRAIN
-from test_cli_deploy import _liven
+from conftest import SMALL_TRAIN, liven_run
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
@@ -29,7 +28,7 @@ def _without_speeds(obj):
 def test_two_workers_give_the_serial_report(tmp_path, capsys):
     run = tmp_path / "run"
     train(apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1"]), "hybrid", run)
-    _liven(run)
+    liven_run(run)
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out)]) == 0
     reports = {}

@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SMALL_TRAIN
-from test_cli_deploy import _liven
+from conftest import SMALL_TRAIN, liven_run
 from test_simulate_workers import _without_speeds
 
 from respike_nm.cli.main import main
@@ -51,7 +50,7 @@ def run(tmp_path_factory):
     # 4 classes x 5 test videos = 20 items, batches of 4: 5 batches, ranks take 3 + 2
     train(apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1", "data.test_per_class=5"]),
           "hybrid", out)
-    _liven(out)  # every SNN layer spikes, so the merged spike counts are not all zeros
+    liven_run(out)  # every SNN layer spikes, so the merged spike counts are not all zeros
     return out
 
 
