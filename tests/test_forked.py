@@ -18,6 +18,14 @@ from respike_nm.forked import fork_map
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _mark(path: Path, pid: int) -> None:
+    """Write ``pid`` to ``path`` whole: a reader that sees the file sees the pid (written to a hidden
+    name, then renamed; a plain write_text creates the file before its content is there)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(str(pid))
+    os.replace(tmp, path)
+
+
 def test_results_come_back_in_item_order_from_separate_processes():
     parent = os.getpid()
     out = fork_map(lambda x: (x * x, os.getpid()), [3, 1, 2])
@@ -34,7 +42,7 @@ def test_a_worker_exception_is_raised_and_the_other_workers_are_stopped(tmp_path
             while not (tmp_path / "1").exists():
                 time.sleep(0.01)
             raise ValueError("bad clip 0")
-        (tmp_path / "1").write_text(str(os.getpid()))
+        _mark(tmp_path / "1", os.getpid())
         time.sleep(600)
 
     t0 = time.monotonic()
@@ -54,7 +62,9 @@ SCRIPT = textwrap.dedent("""
     marks = Path(sys.argv[1])
 
     def work(i):
-        (marks / str(i)).write_text(str(os.getpid()))
+        tmp = marks / f".{i}.tmp"
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, marks / str(i))  # the marker appears with its pid in it
         time.sleep(600)
 
     with stopping.install():
@@ -73,10 +83,10 @@ def test_a_signal_to_the_parent_alone_ends_every_worker(tmp_path, sig, code):
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        while len(list(tmp_path.glob("[0-9]"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        workers = [int(p.read_text()) for p in tmp_path.iterdir()]
+        workers = [int(p.read_text()) for p in tmp_path.glob("[0-9]")]
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=300)  # far less than the 600 s the workers would sleep
     finally:
