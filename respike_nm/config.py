@@ -1,9 +1,10 @@
 """Experiment configuration: typed records, named presets, YAML files and ``key=value`` overrides.
 
 A config is a :class:`Config` of nested dataclasses. ``load_config("tiny")`` returns a preset;
-``load_config("my.yaml")`` reads a YAML file (a preset may be named with ``base: tiny``) over the
-defaults; :func:`apply_overrides` applies ``["train.epochs=3", "seed=7"]``. Unknown keys and
-values of the wrong type are :class:`ConfigError` listing what is valid.
+``load_config("my.yaml")`` reads a YAML file of overrides over the preset it names with
+``base: tiny`` (a file without one is refused: the bare defaults are no experiment anyone chose);
+:func:`apply_overrides` applies ``["train.epochs=3", "seed=7"]``. Unknown keys and values of the
+wrong type are :class:`ConfigError` listing what is valid.
 """
 
 from __future__ import annotations
@@ -221,26 +222,50 @@ MINIMUM = {
 
 
 def load_config(name_or_path: str) -> Config:
-    """A preset by name, or a YAML file of overrides (optionally ``base: PRESET``)."""
+    """A preset by name, or a YAML file of overrides over the preset it names (``base: PRESET``)."""
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]()
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"{name_or_path}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    raw = _read_yaml(path)
+    if raw is None:  # an empty file
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, not {type(raw).__name__}")
     base = raw.pop("base", None)
-    if base is not None and base not in PRESETS:
+    if base is None:
+        raise ConfigError(f"{path}: names no preset; add a line 'base: <preset>' with one of "
+                          f"{', '.join(PRESETS)} (its values are what the file's keys override)")
+    if base not in PRESETS:
         raise ConfigError(f"{path}: base {base!r} is not a preset ({', '.join(PRESETS)})")
-    cfg = PRESETS[base]() if base else Config(name=path.stem)
+    cfg = PRESETS[base]()
     try:
         return merge(cfg, raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _read_yaml(path: Path):
+    """The parsed YAML of ``path``; text that is not UTF-8 or not YAML is a :class:`ConfigError` in
+    one line naming the file, the line and column and the problem (PyYAML's own takes five)."""
+    try:
+        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: problem (context)`` of a PyYAML error (lines and columns from 1)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return f"{where}: {problem}" + (f" ({context})" if context else "")
 
 
 def merge(cfg: Config, values: dict, prefix: str = "") -> Config:

@@ -49,7 +49,7 @@ def test_yaml_file_with_base(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("train: [1, 2", "not valid YAML"),
     ("- 1\n- 2\n", "must be a mapping"),
-    ("trian:\n  epochs: 2\n", "unknown key 'trian'"),
+    ("base: tiny\ntrian:\n  epochs: 2\n", "unknown key 'trian'"),
     ("base: huge\n", "not a preset"),
 ])
 def test_bad_yaml_names_the_file(tmp_path, text, message):
@@ -58,6 +58,33 @@ def test_bad_yaml_names_the_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(str(p))
     assert str(p) in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["seed: 3\ntrain:\n  epochs: 2\n", "", "# nothing yet\n"])
+def test_yaml_file_without_a_preset_is_refused(tmp_path, text):
+    """Without ``base:`` the file used to override the bare dataclass defaults: a 23.5 M-parameter,
+    100-epoch model nobody asked for."""
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(p))
+    assert str(p) in str(err.value) and "base: <preset>" in str(err.value)
+    assert all(name in str(err.value) for name in PRESETS)
+
+
+@pytest.mark.parametrize("text, where, problem", [
+    ("base: tiny\ntrain: [1, 2\n", "line 3, column 1", "expected ',' or ']'"),
+    ("base: tiny\nseed: 3\n  epochs: 2\n", "line 3, column 9", "mapping values are not allowed here"),
+    ("base: tiny\nseed: *x\n", "line 2, column 7", "undefined alias 'x'"),
+])
+def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path, text, where, problem):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(p))
+    message = str(err.value)
+    assert message.startswith(f"{p}: not valid YAML: {where}: ") and problem in message
+    assert "\n" not in message
 
 
 def test_config_choices_are_the_registries():
