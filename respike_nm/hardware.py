@@ -11,7 +11,8 @@ A profile is a YAML file (``hw_profiles/<name>.yaml``)::
       weight_bits: {value: 8, unit: bit, source: "...", kind: measured}
 
 Every figure carries value, unit, source and kind (measured / simulated / derived). The schema
-check rejects a missing, negative or unitless figure and an unknown key, naming the field.
+check rejects a missing, negative or unitless figure and an unknown key, naming the field; a limit
+in bits or a count must be a whole number of at least 1 (a chip of 0 cores holds nothing).
 """
 
 from __future__ import annotations
@@ -122,6 +123,14 @@ def _figure(where: str, raw, units) -> Figure:
     return Figure(float(value), raw["unit"], str(raw["source"]), raw["kind"], str(raw.get("note", "")))
 
 
+def _limit(where: str, fig: Figure) -> Figure:
+    """A limit in bits or a count: whole and positive (a flag is the mapper's to read)."""
+    if fig.unit != "flag" and (fig.value < 1 or not fig.value.is_integer()):
+        what = "a width in bits" if fig.unit == "bit" else "a count"
+        raise ProfileError(f"{where}.value: {what} must be a whole number of at least 1, not {fig.value:g}")
+    return fig
+
+
 def parse_profile(raw, where: str = "profile") -> HwProfile:
     """Validate a parsed YAML mapping into a :class:`HwProfile`."""
     if not isinstance(raw, dict):
@@ -142,7 +151,8 @@ def parse_profile(raw, where: str = "profile") -> HwProfile:
     for key, fig in (raw.get("limits") or {}).items():
         if key not in LIMIT_KEYS:
             raise ProfileError(f"{where}.limits.{key}: unknown limit; valid: {', '.join(LIMIT_KEYS)}")
-        limits[key] = _figure(f"{where}.limits.{key}", fig, {LIMIT_KEYS[key]})
+        field = f"{where}.limits.{key}"
+        limits[key] = _limit(field, _figure(field, fig, {LIMIT_KEYS[key]}))
     return HwProfile(str(raw["name"]), str(raw.get("description", "")), raw["target"], costs, limits)
 
 

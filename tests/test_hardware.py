@@ -53,9 +53,22 @@ def _root():
     (lambda r: r.__setitem__("colour", "blue"), "colour"),
     (lambda r: r["limits"]["weight_bits"].__setitem__("unit", "pJ"), "limits.weight_bits.unit"),
     (lambda r: r["costs"]["synop"].pop("source"), "costs.synop.source"),
+    (lambda r: r["limits"]["cores_per_chip"].__setitem__("value", 0), "limits.cores_per_chip.value"),
+    (lambda r: r["limits"]["neurons_per_core"].__setitem__("value", 0.5), "limits.neurons_per_core.value"),
+    (lambda r: r["limits"]["weight_bits"].__setitem__("value", 0), "limits.weight_bits.value"),
 ])
 def test_malformed_profile_is_rejected_naming_the_field(tmp_path, mutate, field):
     path = _write(tmp_path, mutate)
     with pytest.raises(ProfileError, match=field.replace(".", r"\.")) as err:
         load_profile(path)
     assert str(path) in str(err.value)
+
+
+def test_a_chip_of_zero_cores_is_refused_not_fitted(tmp_path):
+    """``cores_per_chip: 0`` made the mapper report that a network "fits on 1 chip"."""
+    path = _write(tmp_path, lambda r: r["limits"]["cores_per_chip"].__setitem__("value", 0))
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert str(err.value) == (f"{path}.limits.cores_per_chip.value: a count must be a whole number of "
+                              "at least 1, not 0")
+
