@@ -4,10 +4,15 @@ file or folder and a failure leaves the previous one (or nothing) in place.
 - :func:`write_text_atomic`: a text file.
 - :func:`atomic_file`: any file a writer fills through a path (HDF5, PNG, a checkpoint).
 - :func:`atomic_dir`: a whole output folder that must not exist yet (exports, reports).
+
+When the file system refuses a write (read-only, full, over quota, no permission) each of them
+raises an ``OSError`` with that ``errno`` naming the file or folder the caller asked for, not the
+hidden temporary name (:func:`named_writes`); the command line reports it as the user's error.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_GLOB = ".*.tmp-*"  # what temp_name and atomic_dir's temporary folders look like
+REFUSALS = {  # the file system's refusals of a write, as the error message words them
+    errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+}
 
 
 def temp_name(path: Path) -> Path:
@@ -27,16 +36,67 @@ def leftover_temps(folder: Path) -> list[Path]:
     return [p for p in folder.glob(TEMP_GLOB) if p.is_file()]
 
 
+def _refusal(exc: BaseException, tmp: Path) -> int | None:
+    """The ``errno`` of the file system's refusal behind ``exc``, raised while writing ``tmp`` (a file,
+    or a folder and what is under it), or None when ``exc`` is something else.
+
+    An ``OSError`` tells by its ``errno`` (when it names no file or a file under ``tmp``: an error
+    reading an input is not the output's). A bare ``RuntimeError`` (``torch.save``'s, for a full disk
+    or a file it cannot open) is judged by the folder itself: mounted read-only, no block or inode
+    left, or not writable. Any other exception is not a refusal."""
+    if isinstance(exc, OSError):
+        name = _filename(exc)
+        ours = name is None or name == tmp or tmp in name.parents
+        return exc.errno if ours and exc.errno in REFUSALS else None
+    if type(exc) is not RuntimeError:
+        return None
+    folder = tmp if tmp.is_dir() else tmp.parent
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    blocks = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail  # root may write the reserved blocks
+    if blocks == 0 or (fs.f_files and not fs.f_ffree):
+        return errno.ENOSPC
+    if not os.access(folder, os.W_OK):
+        return errno.EACCES
+    return None
+
+
+def _filename(exc: BaseException) -> Path | None:
+    name = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    return None if name is None else Path(os.fsdecode(name))
+
+
+@contextmanager
+def named_writes(tmp: Path, path: Path) -> Iterator[None]:
+    """Re-raise a refused write (:func:`_refusal`) under the temporary ``tmp`` as an ``OSError`` naming
+    ``path``, or the file under ``path`` that stands where the failed one stood under ``tmp``."""
+    try:
+        yield
+    except Exception as exc:
+        code = _refusal(exc, tmp)
+        if code is None:
+            raise
+        name = _filename(exc)
+        where = path / name.relative_to(tmp) if name is not None and tmp in name.parents else path
+        raise OSError(code, REFUSALS[code], str(where)) from exc
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on failure delete it."""
     path = Path(path)
     tmp = temp_name(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with named_writes(tmp, path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():  # unlinking a name that is not there fails on a read-only file system
+            tmp.unlink()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -57,10 +117,11 @@ def atomic_dir(out: str | Path, what: str = "output folder") -> Iterator[Path]:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     try:
-        yield tmp
-        os.replace(tmp, out)
+        with named_writes(tmp, out):
+            tmp.mkdir(parents=True)
+            yield tmp
+            os.replace(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

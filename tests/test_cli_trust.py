@@ -6,7 +6,11 @@ traceback, a refusal instead of a lost run, an error or warning instead of a sil
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -120,6 +124,70 @@ def test_overwrite_replaces_a_run(small_run, tmp_path, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(small_run, tmp_path, monkeypatch,
+                                                                       capsys):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+
+    def terminated(path, ck):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises here, before a checkpoint exists
+        raise AssertionError("SIGTERM was not delivered")
+
+    def full(path, ck):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(train_loop, "save_checkpoint", terminated)
+    assert main(["train", "--out", str(run), "--overwrite", "--quiet", *SETS]) == 143
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    monkeypatch.setattr(train_loop, "save_checkpoint", full)
+    assert main(["train", "--out", str(run), "--overwrite", "--quiet", *SETS]) == 2
+    line = _err_line(capsys)
+    assert f"{run / 'checkpoint.pt'}: no space left on device" in line and ".tmp-" not in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_signal_while_the_first_checkpoint_moves_in_finishes_the_move(small_run, tmp_path, monkeypatch):
+    """The new run's checkpoint is in, the replaced run's metrics and summary not yet out: the folder
+    must not be left mixing the two runs."""
+    from types import SimpleNamespace
+
+    from respike_nm.stopping import Terminated
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n' * 5)
+    moves = []
+
+    def replace_then_stop(src, dst):
+        os.replace(src, dst)
+        moves.append(dst)
+        if len(moves) == 1:
+            raise Terminated()
+
+    monkeypatch.setattr(train_loop, "os", SimpleNamespace(replace=replace_then_stop, getpid=os.getpid))
+    with pytest.raises(Terminated):
+        train(apply_overrides(load_config("tiny"), [*SMALL, "seed=5"]), "hybrid", run, overwrite=True)
+    assert moves == [run / "checkpoint.pt", run / "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "metrics.jsonl"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert train_loop.load_checkpoint(run / "checkpoint.pt").config["seed"] == 5
+
+
+def test_a_run_killed_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    def terminated(path, ck):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(train_loop, "save_checkpoint", terminated)
+    out = tmp_path / "runs" / "a"
+    assert main(["train", "--out", str(out), "--quiet", *SETS]) == 143
+    assert list(tmp_path.iterdir()) == []  # neither the run folder nor the folder made for it
+    monkeypatch.undo()
+    assert main(["train", "--out", str(out), "--quiet", *SETS]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(train_loop.RUN_FILES)
+
+
 def test_resume_of_a_missing_run_is_an_error_and_creates_nothing(tmp_path, capsys):
     out = tmp_path / "nothing"
     assert main(["train", "--out", str(out), "--resume", *SETS]) == 2
@@ -152,26 +220,43 @@ def test_resume_reads_the_runs_config_extends_it_and_removes_stale_temps(small_r
         (run / p.name).write_bytes(p.read_bytes())
     stale = run / ".checkpoint.tmp-99999.pt"
     stale.write_bytes(b"half a checkpoint")
+    stage = run / ".run.tmp-99999"  # what a new run killed before its first checkpoint leaves
+    stage.mkdir()
+    (stage / "metrics.jsonl").write_text("")
     assert main(["train", "--out", str(run), "--resume", "--quiet", "--set", "train.epochs=2"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert json.loads((run / "summary.json").read_text())["full_config"]["data"]["size"] == 32
-    assert not stale.exists()
+    assert not stale.exists() and not stage.exists()
 
 
 def test_metrics_never_claim_an_epoch_whose_checkpoint_failed(tmp_path, monkeypatch):
     calls = []
+    save = train_loop.save_checkpoint
 
     def failing_save(path, ck):
         calls.append(ck.epoch)
-        raise OSError(28, "No space left on device", str(path))
+        if ck.epoch == 2:
+            raise OSError(28, "No space left on device", str(path))
+        save(path, ck)
 
     monkeypatch.setattr(train_loop, "save_checkpoint", failing_save)
     run = tmp_path / "run"
     with pytest.raises(OSError):
-        train(apply_overrides(load_config("tiny"), SMALL), "hybrid", run)
-    assert calls == [1]
-    assert (run / "metrics.jsonl").read_text() == ""
+        train(apply_overrides(load_config("tiny"), [*SMALL, "train.epochs=2"]), "hybrid", run)
+    assert calls == [1, 2]
+    assert [json.loads(row)["epoch"] for row in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert train_loop.load_checkpoint(run / "checkpoint.pt").epoch == 1
+
+
+def test_a_config_file_without_a_preset_or_not_yaml_is_one_line(tmp_path, capsys):
+    for text, words in (("train:\n  epochs: 2\n", "base: <preset>"), ("", "base: <preset>"),
+                        ("base: tiny\ntrain: [1, 2\n", "line 3, column 1")):
+        cfg = tmp_path / "exp.yaml"
+        cfg.write_text(text)
+        assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(cfg) in err[0] and words in err[0], err
 
 
 # ---- no silent nonsense ----------------------------------------------------------------------

@@ -3,9 +3,9 @@
 The error boundary is here and only here. A failure on the user's input (a config, a path, a
 checkpoint, a video: every ``ValueError`` and data error the library raises names the file or
 option) is one line on stderr and exit code 2; a file-system refusal (missing, exists, not a
-folder, no permission) is one line naming the path, also 2; anything else is an internal error,
-exit 1, with the traceback only under ``--debug`` or ``RESPIKE_DEBUG=1``. SIGINT exits 130 and
-SIGTERM 143, both after the Lava networks have been stopped (:mod:`respike_nm.stopping`).
+folder, no permission, read-only, full) is one line naming the path, also 2; anything else is an
+internal error, exit 1, with the traceback only under ``--debug`` or ``RESPIKE_DEBUG=1``. SIGINT
+exits 130 and SIGTERM 143, both after the Lava networks have been stopped (:mod:`respike_nm.stopping`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,21 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
+def _refused_write(exc: Exception) -> bool:
+    """A write the file system refused (read-only, full, over quota): the user's to fix, like a path
+    error. :mod:`respike_nm.atomic` names the file the user asked for, not its temporary name."""
+    from respike_nm.atomic import REFUSALS
+
+    return isinstance(exc, OSError) and exc.errno in REFUSALS
+
+
+def _user_error(exc: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"respike-nm: error: {_message(exc)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
@@ -71,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         with stopping.install():
             return int(args.func(args) or 0)
     except (*USER_ERRORS, *PATH_ERRORS) as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"respike-nm: error: {_message(exc)}", file=sys.stderr)
-        return 2
+        return _user_error(exc, debug)
     except KeyboardInterrupt:
         print("respike-nm: interrupted", file=sys.stderr)
         return 130
@@ -82,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print("respike-nm: terminated", file=sys.stderr)
         return 143
     except Exception as exc:  # noqa: BLE001 - the one boundary: internal errors become exit 1
+        if _refused_write(exc):
+            return _user_error(exc, debug)
         if debug:
             traceback.print_exc()
         where = traceback.extract_tb(exc.__traceback__)[-1]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from respike_nm.atomic import TEMP_GLOB, leftover_temps, write_text_atomic
+from respike_nm.atomic import TEMP_GLOB, leftover_temps, named_writes, write_text_atomic
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.data.transforms import normalize
@@ -231,10 +233,13 @@ class _Session:
     use_amp: bool
     start: int
     history: list[dict]
+    writes_to: Path | None = None  # where files go: out, or a new run's staging folder (_open_folder)
+    made: Path | None = None  # the outermost folder of out that the run created
+    committing: bool = False  # a new run's first checkpoint is complete and moving into out
 
     @property
     def checkpoint(self) -> Path:
-        return self.out / CHECKPOINT
+        return self.writes_to / CHECKPOINT
 
 
 def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
@@ -243,26 +248,18 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
     """Train ``kind`` (hybrid | ann | snn) with ``cfg``; write metrics, checkpoints and summary to ``out``.
 
     ``out`` must be new or empty, or (``resume``) hold a run with its checkpoint; ``overwrite``
-    allows replacing a finished or partial run there. See :func:`check_run_dir`.
+    allows replacing a finished or partial run there. See :func:`check_run_dir`. A new run that
+    fails or is stopped before its first checkpoint leaves ``out`` as it was (:func:`_open_folder`).
     """
     run = _start(cfg, kind, Path(out), resume, device, overwrite, progress)
-    t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
-    for epoch in range(run.start, cfg.train.epochs):
-        _quantization_phase(run, epoch)
-        row = _train_epoch(run, epoch, progress)
-        if run.main_rank and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
-            row.update(_test_metrics(run, progress))
-        row["seconds"] = time.perf_counter() - t0
-        run.history.append(row)
+    try:
         if run.main_rank:
-            _save_epoch(run, epoch)
-            if on_epoch:
-                on_epoch(row)
-        if run.world > 1:
-            dist.barrier()
-        budget = cfg.train.max_minutes
-        if budget is not None and row["seconds"] > 60 * budget:
-            break
+            _open_folder(run, resume)
+        _epochs(run, progress, on_epoch)
+    except BaseException:
+        if run.main_rank:
+            _discard(run)
+        raise
     summary = {}
     if run.main_rank:
         summary = _summarise(cfg, kind, run.model, run.classes, run.history, run.test_loader, run.device,
@@ -277,6 +274,29 @@ def train(cfg: Config, kind: str, out: str | Path, resume: bool = False,
     return RunResult(summary, run.history, run.out)
 
 
+def _epochs(run: _Session, progress: Progress, on_epoch: Callable[[dict], None] | None) -> None:
+    """Train, evaluate and checkpoint epoch after epoch (a new run's first checkpoint commits it)."""
+    cfg = run.cfg
+    t0 = time.perf_counter() - (run.history[-1]["seconds"] if run.history else 0.0)
+    for epoch in range(run.start, cfg.train.epochs):
+        _quantization_phase(run, epoch)
+        row = _train_epoch(run, epoch, progress)
+        if run.main_rank and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
+            row.update(_test_metrics(run, progress))
+        row["seconds"] = time.perf_counter() - t0
+        run.history.append(row)
+        if run.main_rank:
+            _save_epoch(run, epoch)
+            _commit(run)
+            if on_epoch:
+                on_epoch(row)
+        if run.world > 1:
+            dist.barrier()
+        budget = cfg.train.max_minutes
+        if budget is not None and row["seconds"] > 60 * budget:
+            break
+
+
 RUN_FILES = (CHECKPOINT, "metrics.jsonl", "summary.json", "training_curves.png")
 
 
@@ -285,7 +305,7 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool = False) -> None:
 
     A new run needs ``out`` absent or empty (``overwrite``: or holding a run, whose files are
     replaced); folders with other files are never written into. ``resume`` needs the checkpoint.
-    Temporary files that a killed write left (``.<name>.tmp-<pid>``) are removed.
+    Temporary files and staging folders that a killed run left (``.<name>.tmp-<pid>``) are removed.
     """
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: is a file, not a run folder")
@@ -304,6 +324,9 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool = False) -> None:
     if out.is_dir():
         for stale in leftover_temps(out):
             stale.unlink()
+        for stale in out.glob(TEMP_GLOB):
+            if stale.is_dir() and stale.name.startswith(_stage_name(out, "").name):
+                shutil.rmtree(stale)
 
 
 def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device | None,
@@ -338,15 +361,70 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     use_amp = cfg.train.amp and device.type == "cuda"
     test_loader = DataLoader(test_ds, batch_size=cfg.train.batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, collate_fn=collate_clips)
-    if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        _write_metrics(out, history)
     return _Session(cfg, kind, out, device, world, main_rank, train_ds, test_loader, tuple(classes), skipped,
                     model, net, opt, sched, sampler, torch.cuda.amp.GradScaler(enabled=use_amp), use_amp,
-                    start, history)
+                    start, history, out)
+
+
+def _open_folder(run: _Session, resume: bool) -> None:
+    """Make the run folder ready for writing (main rank). A resumed run writes in place. A new run
+    writes into a staging folder inside ``out`` (``.<name>.tmp-<pid>``) until its first checkpoint
+    (:func:`_commit`), so that a run failing or stopped before it leaves ``out`` as it was: the run
+    that ``overwrite`` replaces, or nothing (:func:`_discard`)."""
+    if resume:
+        _write_metrics(run.out, run.history)
+        return
+    run.made = next((p for p in reversed((run.out, *run.out.parents)) if not p.exists()), None)
+    stage = _stage_name(run.out, str(os.getpid()))
+    run.writes_to = stage
+    with named_writes(stage, run.out):
+        stage.mkdir(parents=True)
+        _write_metrics(stage, run.history)
+
+
+def _stage_name(out: Path, pid: str) -> Path:
+    return out / f".{out.name}.tmp-{pid}"
+
+
+def _commit(run: _Session) -> None:
+    """Move a new run's first checkpoint and metrics from its staging folder into the run folder,
+    and remove the files of the run they replace. A signal or error half-way makes :func:`_discard`
+    finish the move (the checkpoint is complete by then), so the folder never mixes two runs."""
+    stage = run.writes_to
+    if stage == run.out:
+        return
+    run.committing = True
+    moved = (CHECKPOINT, "metrics.jsonl")
+    with named_writes(stage, run.out):
+        for name in moved:  # the checkpoint first: it holds the history that metrics.jsonl repeats
+            if (stage / name).exists():
+                os.replace(stage / name, run.out / name)
+        for name in set(RUN_FILES) - set(moved):
+            (run.out / name).unlink(missing_ok=True)
+    shutil.rmtree(stage, ignore_errors=True)
+    run.writes_to = run.out
+
+
+def _discard(run: _Session) -> None:
+    """Remove what a new run wrote before its first checkpoint, and the folders it made (a run
+    stopped while its first checkpoint moved in is moved in instead)."""
+    if run.writes_to in (None, run.out):
+        return
+    if run.committing:
+        with suppress(OSError):
+            _commit(run)
+        return
+    shutil.rmtree(run.writes_to, ignore_errors=True)
+    run.writes_to = None
+    if run.made is None:
+        return
+    for folder in (run.out, *run.out.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == run.made:
+            return
 
 
 def _quantization_phase(run: _Session, epoch: int) -> None:
@@ -407,11 +485,12 @@ def _test_metrics(run: _Session, progress: Progress) -> dict:
 
 def _save_epoch(run: _Session, epoch: int) -> None:
     """The checkpoint after ``epoch``, then metrics.jsonl, both atomically: the metrics never claim
-    an epoch whose checkpoint is not on disk."""
-    save_checkpoint(run.checkpoint, Checkpoint(
-        str(run.checkpoint), run.model.state_dict(), run.opt.state_dict(), run.sched.state_dict(), epoch + 1,
-        run.kind, list(run.classes), run.cfg.to_dict(), run.history, None))
-    _write_metrics(run.out, run.history)
+    an epoch whose checkpoint is not on disk. A refused write names the file in the run folder."""
+    with named_writes(run.writes_to, run.out):
+        save_checkpoint(run.checkpoint, Checkpoint(
+            str(run.checkpoint), run.model.state_dict(), run.opt.state_dict(), run.sched.state_dict(),
+            epoch + 1, run.kind, list(run.classes), run.cfg.to_dict(), run.history, None))
+        _write_metrics(run.writes_to, run.history)
 
 
 def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
@@ -443,14 +522,20 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _summarise(cfg, kind, model, classes, history, test_loader, device, skipped, progress) -> dict:
+    """summary.json. ``skipped_inputs``: the inputs left out when the datasets were built (missing or
+    unlisted files) plus the clips that failed to decode, which ``failed_to_decode`` counts per set
+    (the most of any epoch or evaluation: a clip that fails does so in every pass)."""
     last = history[-1] if history else {}
+    failed = {part: max((row.get(f"{part}_failed", 0) for row in history), default=0)
+              for part in ("train", "test")}
     summary = {
         "model": kind, "config": cfg.name, "dataset": cfg.data.dataset,
         "test_top1": last.get("test_top1"), "test_top5": last.get("test_top5"),
         "test_top1_video": last.get("test_top1_video"), "epochs": len(history),
         "seconds": round(last.get("seconds", 0.0), 2),
         "params": sum(p.numel() for p in model.parameters()), "classes": len(classes),
-        "skipped_inputs": len(skipped), "firing_rates": last.get("firing_rates", {}),
+        "skipped_inputs": len(skipped) + sum(failed.values()), "failed_to_decode": failed,
+        "firing_rates": last.get("firing_rates", {}),
     }
     if kind != "ann":
         other = build_model(cfg, kind, len(classes), quantize=not cfg.quant.enabled).to(device)
