@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from respike_nm.records import conforms
+from respike_nm.records import conforms, parse_yaml
 
 
 class ConfigError(ValueError):
@@ -248,24 +248,12 @@ def load_config(name_or_path: str) -> Config:
 
 def _read_yaml(path: Path):
     """The parsed YAML of ``path``; text that is not UTF-8 or not YAML is a :class:`ConfigError` in
-    one line naming the file, the line and column and the problem (PyYAML's own takes five)."""
+    one line naming the file (:func:`respike_nm.records.parse_yaml`)."""
     try:
-        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """``line L, column C: problem (context)`` of a PyYAML error (lines and columns from 1)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is None or problem is None:
-        return " ".join(str(exc).split())
-    context = getattr(exc, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}"
-    return f"{where}: {problem}" + (f" ({context})" if context else "")
+    return parse_yaml(text, path, ConfigError)
 
 
 def merge(cfg: Config, values: dict, prefix: str = "") -> Config:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
+from respike_nm.records import parse_yaml
 
 KINDS = ("measured", "simulated", "derived")
 TARGETS = ("neuromorphic", "gpu", "cmos")
@@ -174,9 +174,5 @@ def load_profile(name_or_path: str | Path) -> HwProfile:
             raise ProfileError(f"{path}: no such profile file, and not a shipped profile "
                                f"({', '.join(builtin_profiles())})")
         text, where = path.read_text(), str(path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{where}: not valid YAML ({exc})") from None
-    prof = parse_profile(raw, where)
+    prof = parse_profile(parse_yaml(text, where, ProfileError), where)
     return HwProfile(prof.name, prof.description, prof.target, prof.costs, prof.limits, where)

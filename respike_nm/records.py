@@ -14,6 +14,8 @@ import dataclasses
 import types
 import typing
 
+import yaml
+
 
 def to_data(record) -> dict:
     """JSON-ready dict of a dataclass record (tuples become lists when dumped)."""
@@ -112,3 +114,23 @@ def _tuples(value):
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def parse_yaml(text: str, where, error: type[Exception]):
+    """``yaml.safe_load(text)``; malformed YAML raises ``error`` in one line naming ``where``, the line
+    and column and the problem (PyYAML's own message takes five)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line L, column C: problem (context)`` of a PyYAML error (lines and columns from 1)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return f"{where}: {problem}" + (f" ({context})" if context else "")

@@ -72,3 +72,13 @@ def test_a_chip_of_zero_cores_is_refused_not_fitted(tmp_path):
     assert str(err.value) == (f"{path}.limits.cores_per_chip.value: a count must be a whole number of "
                               "at least 1, not 0")
 
+
+
+def test_a_profile_that_is_not_yaml_is_one_line_naming_file_line_and_column(tmp_path):
+    """PyYAML's own message takes five lines; the profile reader gives one, with the place."""
+    p = tmp_path / "chip.yaml"
+    p.write_text("name: chip\ncosts: {synop: [1, 2\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(p)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{p}: not valid YAML: line 3, column 1: "), message
