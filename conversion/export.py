@@ -23,6 +23,7 @@ not exact either, since the leak truncates on the state grid.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import h5py
@@ -40,7 +41,7 @@ from conversion.manifest import (
     file_sha256,
     write_manifest,
 )
-from respike_nm.atomic import atomic_file
+from respike_nm.atomic import write_bytes_atomic
 from respike_nm.models.deploy import ChipLayer, DeployError, StageSpec, check_layer
 from respike_nm.models.deploy import cut_stages as deploy_cut_stages
 from respike_nm.models.fixed_point import (
@@ -262,8 +263,12 @@ def _set_shapes(blocks: list[nn.Module], input_shape: tuple[int, int, int], time
 
 
 def _write_hdf5(blocks: list[nn.Module], path: Path) -> None:
-    """netx layout ``layer/<i>/...`` written by each block's ``export_hdf5``; temporary file, then rename."""
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+    """netx layout ``layer/<i>/...`` written by each block's ``export_hdf5``, in memory, then to a
+    temporary file and renamed (:func:`~respike_nm.atomic.write_bytes_atomic`: a full disk is a clean
+    error)."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
         group = f.create_group("layer")
         for i, block in enumerate(blocks):
             block.export_hdf5(group.create_group(str(i)))
+    write_bytes_atomic(path, buf.getvalue())

@@ -31,6 +31,7 @@ constants (a decay of 0), non-square kernels, and in a quantized model a bias wi
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ import torch
 from torch import nn
 
 import respike_nm
-from respike_nm.atomic import atomic_file
+from respike_nm.atomic import write_bytes_atomic
 from respike_nm.models.deploy import DeployError, check_layer, cut_stages
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
@@ -248,9 +249,11 @@ def export_nir(model: nn.Module, out: str | Path, frame_shape: tuple[int, int]) 
 
 
 def write_graph(graph: nir.NIRGraph, path: str | Path) -> None:
-    """``nir.write`` to a temporary file beside ``path``, then rename."""
-    with atomic_file(path) as tmp:
-        nir.write(tmp, graph)
+    """``nir.write`` in memory, then to a temporary file beside ``path`` and renamed (a full disk is a
+    clean error: :func:`~respike_nm.atomic.write_bytes_atomic`)."""
+    buf = io.BytesIO()
+    nir.write(buf, graph)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def read_graph(path: str | Path) -> nir.NIRGraph:

@@ -107,6 +107,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``; returns the path.
+
+    For HDF5 written in memory first (``h5py.File(io.BytesIO())``): a full disk is then a plain
+    ``OSError`` of Python's own write, where inside HDF5 it leaves a file that cannot be closed
+    (h5py reports the failed flush from a destructor, or crashes releasing it)."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
 @contextmanager
 def atomic_dir(out: str | Path, what: str = "output folder") -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``out``; rename it to ``out`` when the block succeeds,

@@ -180,3 +180,26 @@ def test_simulate_into_a_read_only_export_is_refused_before_lava(live, tmp_path,
         assert len(err) == 1 and str(ro / "export") in err[0] and "cannot write verify.json" in err[0], err
     finally:
         subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.parametrize("command", ["export", "nir"])
+@pytest.mark.parametrize("options, problem", [("ro,size=1m", "read-only file system"),
+                                              ("size=16k", "no space left on device")])
+def test_an_export_into_a_read_only_or_full_folder_is_one_line_and_leaves_nothing(live, tmp_path, capsys,
+                                                                                   command, options, problem):
+    """Both HDF5 writers (netx, NIR) build their files in memory and write them with Python's own I/O:
+    inside HDF5 a full disk left a file h5py could not close (tracebacks from its destructors)."""
+    run, _ = live
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        capsys.readouterr()
+        assert main([command, str(run), "--out", str(disk / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and problem in err[0] and str(disk) in err[0] and ".tmp-" not in err[0], err
+        assert list(disk.iterdir()) == []  # no output folder, no temporary one
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
