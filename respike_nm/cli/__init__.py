@@ -18,15 +18,21 @@ EXPORT_DIRS = ("export_dir", "export", "lava")  # simulate, map EXPORT_DIR; ener
 EXISTING = ("data_root",)  # train, crossval, data cache --data-root: a folder, or a cache file
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def at_least(low: int):
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+positive_int = at_least(1)
 
 
 def check_paths(args: argparse.Namespace) -> None:

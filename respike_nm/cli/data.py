@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from respike_nm import stopping
-from respike_nm.cli import positive_int
+from respike_nm.cli import at_least, positive_int
 from respike_nm.data.errors import DataError
 
 
@@ -62,15 +62,7 @@ def _add_clip_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=positive_int, default=112, help="crop side in pixels (default 112)")
 
 
-def _count(text: str) -> int:
-    """An argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
+_count = at_least(0)
 
 
 def run_inspect(args) -> int:
