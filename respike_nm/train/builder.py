@@ -12,9 +12,8 @@ from torch import Tensor
 from respike_nm.config import Config
 from respike_nm.data.binding import SyntheticBindingConfig
 from respike_nm.data.datasets import EveryWindowDataset, with_clip_protocol
-from respike_nm.data.errors import DataError
 from respike_nm.data.factory import DataSource, make_dataset
-from respike_nm.data.folds import FoldSpec
+from respike_nm.data.folds import FoldSpec, check_classes
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
 from respike_nm.data.transforms import normalize
@@ -52,9 +51,7 @@ def build_datasets(cfg: Config, progress: Callable[[Iterable, str, int], Iterabl
     the videos' frame counts that needs)."""
     source, spec = data_source(cfg), clip_spec(cfg)
     train, classes, skipped = make_dataset(source, "train", spec, train=True, seed=cfg.seed)
-    if len(classes) < 2:
-        raise DataError(source.root, f"{len(classes)} class(es) ({', '.join(classes) or 'none'}); "
-                        "a classifier needs at least 2")
+    check_classes(classes, source.root)
     test, _, _ = make_dataset(source, "test", spec, train=False, seed=cfg.seed)
     return with_clip_protocol(train, progress), with_clip_protocol(test, progress), classes, skipped
 
