@@ -220,18 +220,13 @@ def verification_problems(report: SimulationReport) -> tuple[str, ...]:
     differing, exported integers differing from the run's model. Silent layers are no failure
     (they are reported apart): a network may legitimately not use a layer on some clips."""
     found = [f"stage{s.stage} {name}: {n} mismatched spikes"
-             for s in report.stages for name, n in zip(_recorded(s), s.layer_mismatch, strict=True) if n]
+             for s in report.stages for name, n in zip(s.compared, s.layer_mismatch, strict=True) if n]
     found += [f"stage{s.stage}: {s.model_mismatch} output spikes differ from the model's own forward"
               for s in report.stages if s.model_mismatch]
     if report.prediction_agreement != 1.0:
         found.append(f"prediction agreement {report.prediction_agreement:.3f}: the Lava hybrid predicts "
                      "otherwise than the PyTorch model")
     return tuple(found) + tuple(report.export_differences)
-
-
-def _recorded(stage: VerificationResult) -> tuple[str, ...]:
-    """The names of the layers ``layer_mismatch`` counts (every layer, or the output layer only)."""
-    return stage.layers if len(stage.layer_mismatch) == len(stage.layers) else stage.layers[-1:]
 
 
 def check_writable(folder: Path, name: str) -> None:

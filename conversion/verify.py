@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from conversion.export import chip_layer, cut_stages, stage_shapes
 from conversion.lava_sim import run_manifest_stage
 from conversion.manifest import ExportManifest, StageManifest
+from conversion.netx_check import NetxGroup
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
 from respike_nm.models.fixed_point import STATE_SCALE, WEIGHT_SCALE, graded_integers
 from respike_nm.models.neurons import CubaLIF
@@ -71,6 +72,11 @@ class VerificationResult:
     @property
     def exact(self) -> bool:
         return self.spike_mismatch == 0 and not any(self.layer_mismatch)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The layers ``layer_mismatch`` counts, in its order: every layer, or the output layer only."""
+        return self.layers if len(self.layer_mismatch) == len(self.layers) else self.layers[-1:]
 
     @property
     def silent(self) -> tuple[str, ...]:
@@ -246,25 +252,27 @@ def compare_export(model: nn.Module, manifest: ExportManifest, directory: str | 
         path = directory / record.hdf5
         with h5py.File(path, "r") as f:
             for i, (name, layer) in enumerate(zip(stage.names, stage.layers, strict=True), start=1):
-                fields = _layer_differences(f[f"layer/{i}"], chip_layer(layer, name))
+                group = NetxGroup(f.get(f"layer/{i}"), f"{path}: layer/{i} ({name})")
+                fields = _layer_differences(group, chip_layer(layer, name))
                 if fields:
                     found.append(f"{path.name} {name}: {', '.join(fields)} differ from the run's "
                                  "quantized model")
     return tuple(found)
 
 
-def _layer_differences(group, chip) -> list[str]:
-    """``"field (n of m values)"`` for each netx dataset of ``group`` that differs from ``chip``."""
+def _layer_differences(layer: NetxGroup, chip) -> list[str]:
+    """``"field (n of m values)"`` for each netx dataset of ``layer`` that differs from ``chip``."""
     co = chip.weight.shape[0]
-    weight = np.asarray(group["weight"][()]).reshape(chip.weight.shape)
-    bias = np.asarray(group["bias"][()]) if "bias" in group else np.zeros(co)
+    weight = np.asarray(layer.dataset("weight")[()]).reshape(chip.weight.shape)
+    bias = np.asarray(layer.dataset("bias")[()]) if "bias" in layer.group else np.zeros(co)
     # netx takes a bias per channel or per neuron (x, y, c): compare it channel by channel
     bias = bias.reshape(-1, co) if bias.size != co else bias.reshape(1, co)
+    neuron = NetxGroup(layer.group.get("neuron"), layer.where, "neuron/")
     want = {"weight": (weight, chip.weight.numpy()),
             "bias": (bias, np.broadcast_to(chip.bias_mant.numpy(), bias.shape)),
-            "iDecay": (group["neuron/iDecay"][()], chip.device.current_decay),
-            "vDecay": (group["neuron/vDecay"][()], chip.device.voltage_decay),
-            "vThMant": (group["neuron/vThMant"][()], chip.device.threshold_mant)}
+            "iDecay": (neuron.dataset("iDecay")[()], chip.device.current_decay),
+            "vDecay": (neuron.dataset("vDecay")[()], chip.device.voltage_decay),
+            "vThMant": (neuron.dataset("vThMant")[()], chip.device.threshold_mant)}
     out = []
     for field, (got, ref) in want.items():
         got, ref = np.asarray(got).reshape(-1), np.asarray(ref).reshape(-1)

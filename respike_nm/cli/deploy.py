@@ -144,8 +144,7 @@ def _print_verification(report) -> None:
     for s in report.stages:
         print(f"stage{s.stage}: {s.clips} key-frame groups x {s.time_steps} steps, "
               f"{s.steps_per_second:.0f} Lava steps/s")
-        counted = dict(zip(s.layers if len(s.layer_mismatch) == len(s.layers) else s.layers[-1:],
-                           s.layer_mismatch, strict=True))
+        counted = dict(zip(s.compared, s.layer_mismatch, strict=True))
         for name, rate in zip(s.layers, s.layer_rates, strict=True):
             n = counted.get(name)
             print(f"  {name:<20} firing rate {100 * rate:6.2f} %  "
