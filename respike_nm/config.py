@@ -228,7 +228,7 @@ def load_config(name_or_path: str) -> Config:
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"{name_or_path}: neither a preset ({', '.join(PRESETS)}) nor a YAML file")
-    raw = _read_yaml(path)
+    raw = parse_yaml(path.read_bytes(), path, ConfigError)
     if raw is None:  # an empty file
         raw = {}
     if not isinstance(raw, dict):
@@ -244,16 +244,6 @@ def load_config(name_or_path: str) -> Config:
         return merge(cfg, raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def _read_yaml(path: Path):
-    """The parsed YAML of ``path``; text that is not UTF-8 or not YAML is a :class:`ConfigError` in
-    one line naming the file (:func:`respike_nm.records.parse_yaml`)."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse_yaml(text, path, ConfigError)
 
 
 def merge(cfg: Config, values: dict, prefix: str = "") -> Config:

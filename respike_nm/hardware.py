@@ -167,12 +167,12 @@ def load_profile(name_or_path: str | Path) -> HwProfile:
     text_path = str(name_or_path)
     if text_path in builtin_profiles():
         ref = resources.files("hw_profiles") / f"{text_path}.yaml"
-        text, where = ref.read_text(), f"hw_profiles/{text_path}.yaml"
+        data, where = ref.read_bytes(), f"hw_profiles/{text_path}.yaml"
     else:
         path = Path(name_or_path)
         if not path.is_file():
             raise ProfileError(f"{path}: no such profile file, and not a shipped profile "
                                f"({', '.join(builtin_profiles())})")
-        text, where = path.read_text(), str(path)
-    prof = parse_profile(parse_yaml(text, where, ProfileError), where)
+        data, where = path.read_bytes(), str(path)
+    prof = parse_profile(parse_yaml(data, where, ProfileError), where)
     return HwProfile(prof.name, prof.description, prof.target, prof.costs, prof.limits, where)

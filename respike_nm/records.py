@@ -116,9 +116,14 @@ def _tuples(value):
     return value
 
 
-def parse_yaml(text: str, where, error: type[Exception]):
-    """``yaml.safe_load(text)``; malformed YAML raises ``error`` in one line naming ``where``, the line
-    and column and the problem (PyYAML's own message takes five)."""
+def parse_yaml(data: bytes | str, where, error: type[Exception]):
+    """``yaml.safe_load`` of a file's ``data``; bytes that are not UTF-8, or malformed YAML, raise
+    ``error`` in one line naming ``where`` (for YAML the line and column and the problem: PyYAML's
+    own message takes five)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not UTF-8 text (byte {exc.start})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

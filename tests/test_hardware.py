@@ -82,3 +82,10 @@ def test_a_profile_that_is_not_yaml_is_one_line_naming_file_line_and_column(tmp_
         load_profile(p)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{p}: not valid YAML: line 3, column 1: "), message
+
+
+def test_a_profile_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
+    p = tmp_path / "chip.yaml"
+    p.write_bytes(b"name: chip\ndescription: caf\xe9\n")
+    with pytest.raises(ProfileError, match=r"chip\.yaml: not UTF-8 text \(byte 27\)$"):
+        load_profile(p)
