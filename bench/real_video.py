@@ -1,27 +1,33 @@
-"""Real-clip benchmark: the `real-small` preset cross-validated on two small real sets, 2 CPU cores.
+"""Real-clip benchmark: the `real-small` preset and its ablations, leave one subject out, on 2 CPU cores.
 
-Sets (from RESPIKE_REALDATA, default ../shared/realdata; never part of the repository):
+Sets (from RESPIKE_REALDATA, default ../shared/realdata; never part of the repository), every one
+cut leave-one-subject-out, so no person is in both training and test:
 
-- ``gestures``: 18 clips, 3 gestures, 2 people x 3 trials; leave one person out (2 folds, the person
-  from ``P(\\d+)`` in the file name), so no person is in both training and test.
-- ``weizmann4``: 24 Weizmann clips, 4 actions; 6 folds stratified by class (one clip of each action
-  per test fold), as issue 13 asks; and ``weizmann4-actor``, 3 folds grouped by actor (clip number
-  // 8, see respike_nm/data/folds.py), the stricter split: in this copy an actor performs 2-3 of the
-  4 actions, so who is in a clip says something of its class.
+- ``weizmann10``: 70 silhouette clips, 10 actions, 7 actors (the name begins with the actor): 7 folds.
+- ``weizmann4``: 24 RGB clips, 4 actions; the actor of ``weizmann_<class>_<id>.mkv`` is id // 8.
+- ``gestures``: 18 clips, 3 gestures, 2 people (``P(\\d+)`` in the name): 2 folds.
 
-Variants: ``hybrid`` and ``ann`` with the packaged ImageNet weights (the preset) and from scratch
-(same network, random init, BatchNorm statistics learnt, one learning rate), and ``snn`` (which has
-no ANN). The preset was fixed before any of these results was seen; nothing is tuned on the test
-folds. Every variant of a set uses the same folds and the same seed.
+Variants (``VARIANTS``): the single branches ``ann`` and ``snn``, the shipped ``hybrid``, the
+fusion ablation ``fusion-late`` and ``fusion-none`` (the hybrid fused only before the head, or not at
+all: concatenated pooled features), and the branch-balancing training methods of
+:mod:`respike_nm.train.balance`.
 
-Per fold: clip-level and video-level top-1 of the last epoch, training seconds; per variant: mean
-± sample std over folds. Pooled test predictions of every fold give a confusion matrix per set and
-variant. Writes bench/results/real_video.json, real_video.png (mean ± std per variant and set) and
-real_video_confusion.png (pretrained hybrid and the better single branch, per set). Runs go to
---work (default a folder in /tmp) and are resumed from there when the script is run again.
+Every (set, variant, seed, fold) is one unit of work whose result is a small JSON file under
+bench/results/real_video/<set>/<variant>/seed<seed>/: ``fold<i>.json`` for the test fold (every
+test video's averaged logits and prediction, the per-epoch history, the training time) and
+``fold<i>-val.json`` for the inner validation run of that fold (trained on the fold's training
+subjects but one, tested on that one: the only numbers any choice between methods may look at).
+A unit whose file exists is done; an interrupted unit resumes from its run folder's checkpoint
+under --work. So the benchmark runs one unit at a time, can be stopped at any point and continued
+in a later session, and two variants can always be compared video by video.
 
-Usage: python bench/real_video.py [--sets gestures weizmann4 weizmann4-actor] [--variants ...]
-       [--work DIR] [--report]
+``report`` reads the files and writes bench/results/real_video.json and real_video.png: per set and
+variant, the video top-1 of each seed, a 95 % interval from a bootstrap over subjects, and exact
+McNemar tests (two-sided binomial on the discordant videos) of the hybrid against each branch and of
+multi-scale fusion against ``fusion-none``, seed by seed.
+
+Usage: python bench/real_video.py run --sets weizmann10 --variants hybrid ann snn --seeds 0 1 [--val]
+       python bench/real_video.py report
 """
 
 from __future__ import annotations
@@ -30,204 +36,332 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
-import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from respike_nm.atomic import write_text_atomic
-from respike_nm.config import apply_overrides, load_config
-from respike_nm.data.transforms import normalize
+from respike_nm.config import Config, apply_overrides, load_config
+from respike_nm.data.datasets import collate_clips
 from respike_nm.train.builder import build_datasets
-from respike_nm.train.crossval import run_crossval
-from respike_nm.train.loop import load_run
+from respike_nm.train.crossval import fold_config, plan
+from respike_nm.train.loop import CHECKPOINT, eval_totals, load_run, train
 
 RESULTS = Path(__file__).parent / "results"
+UNITS = RESULTS / "real_video"
 OUT_JSON = RESULTS / "real_video.json"
 
-SETS = {  # name -> (folder, cross-validation overrides)
+SETS = {  # name -> (folder, leave-one-subject-out overrides)
+    "weizmann10": ("weizmann10", ["data.folds=-1", "data.group_pattern=^([a-z]+)_"]),
+    "weizmann4": ("weizmann4", ["data.folds=-1", "data.group_pattern=_(\\d+)\\.", "data.group_divisor=8"]),
     "gestures": ("gestures", ["data.folds=-1", "data.group_pattern=P(\\d+)"]),
-    "weizmann4": ("weizmann4", ["data.folds=6"]),
-    "weizmann4-actor": ("weizmann4", ["data.folds=3", "data.group_pattern=_(\\d+)\\.",
-                                      "data.group_divisor=8"]),
 }
-SCRATCH = ["model.ann_weights=null", "model.ann_frozen_bn=false", "train.ann_lr_scale=1.0"]
-VARIANTS = {  # name -> (model kind, overrides)
+VARIANTS = {  # name -> (model kind, overrides of real-small)
     "hybrid": ("hybrid", []),
     "ann": ("ann", []),
     "snn": ("snn", []),
-    "hybrid-scratch": ("hybrid", SCRATCH),
-    "ann-scratch": ("ann", SCRATCH),
+    "fusion-late": ("hybrid", ["model.fusion=late"]),
+    "fusion-none": ("hybrid", ["model.fusion=none"]),
 }
+HISTORY_KEYS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top1_video", "seconds")
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def predictions(run_dir: Path) -> tuple[list[int], list[int], tuple[str, ...]]:
-    """``(labels, predictions, classes)`` of a fold run's test videos (logits averaged over a
-    video's clips), recomputed from its checkpoint."""
-    model, cfg, ck = load_run(run_dir)
-    model.eval()
-    _, test, _, _ = build_datasets(cfg)
-    labels, preds = [], []
-    with torch.no_grad():
-        for i in range(len(test)):
-            sample = test[i]
-            if sample is None:
-                continue
-            logits = model(normalize(sample.video[None]))  # [1, K, classes]
-            labels.append(sample.label)
-            preds.append(int(logits.mean(dim=1).argmax()))
-    return labels, preds, tuple(ck.classes)
+def data_root() -> Path:
+    return Path(os.environ.get("RESPIKE_REALDATA") or Path(__file__).parents[2] / "shared" / "realdata")
 
 
-def run_variant(root: Path, set_name: str, variant: str, work: Path) -> dict:
+@dataclass(frozen=True)
+class Unit:
+    set: str
+    variant: str
+    seed: int
+    fold: int
+    val: bool = False  # the inner validation run of the fold
+
+    @property
+    def name(self) -> str:
+        return f"{self.set}/{self.variant}/seed{self.seed}/fold{self.fold}{'-val' if self.val else ''}"
+
+    def result(self, units: Path = UNITS) -> Path:
+        return units / f"{self.name}.json"
+
+
+EXTRA: list[str] = []  # --extra: overrides for a smoke run (its results go to --results, not the record)
+
+
+def set_config(root: Path, set_name: str, variant: str, seed: int, data: Path | None = None) -> Config:
     folder, cv = SETS[set_name]
-    kind, extra = VARIANTS[variant]
-    cfg = apply_overrides(load_config("real-small"), [f"data.data_root={root / folder}", *cv, *extra])
-    out = work / set_name / variant
-    t0 = time.perf_counter()
-    result = run_crossval(cfg, kind, out, resume=out.is_dir(),
-                          on_fold=lambda i, k, f: log(f"  {set_name} {variant}: fold {i + 1}/{k}"))
-    wall = time.perf_counter() - t0
-    labels, preds, classes = [], [], ()
-    for row in result.rows:
-        lab, pre, classes = predictions(out / row.run)
-        labels += lab
-        preds += pre
-    confusion = np.zeros((len(classes), len(classes)), dtype=int)
-    for a, b in zip(labels, preds, strict=True):
-        confusion[a, b] += 1
-    rows = [asdict(r) for r in result.rows]
-    return {"set": set_name, "variant": variant, "kind": kind, "overrides": [*cv, *extra],
-            "folds": result.folds, "rows": rows,
-            "summary": {m: asdict(s) for m, s in result.summary.items()},
-            "train_seconds": sum(r["seconds"] for r in rows), "wall_seconds": round(wall, 1),
-            "classes": list(classes), "confusion": confusion.tolist(),
-            "pooled_video_top1": float(np.trace(confusion) / max(confusion.sum(), 1))}
+    _, extra = VARIANTS[variant]
+    return apply_overrides(load_config("real-small"),
+                           [f"data.data_root={data or root / folder}", *cv, *extra, f"seed={seed}", *EXTRA])
 
 
-def verdicts(results: list[dict]) -> list[dict]:
-    """Per set: does the pretrained hybrid beat the better single branch (by mean video top-1)?"""
-    out = []
-    for s in sorted({r["set"] for r in results}):
-        by = {r["variant"]: r for r in results if r["set"] == s}
-        if not {"hybrid", "ann", "snn"} <= set(by):
+def inner_root(root: Path, set_name: str, test_group: str, work: Path) -> Path:
+    """A folder of links to every clip of the set except ``test_group``'s: the training subjects of
+    the outer fold, cut leave-one-subject-out again for the inner validation run."""
+    cfg = set_config(root, set_name, "hybrid", 0)
+    folds = plan(cfg)
+    out = work / "inner" / set_name / f"without-{test_group}"
+    for rec, group in zip(folds.records, folds.groups, strict=True):
+        if group == test_group:
             continue
-        mean = {v: by[v]["summary"]["test_top1_video"]["mean"] for v in ("hybrid", "ann", "snn")}
-        best = max(("ann", "snn"), key=lambda v: mean[v])
-        out.append({"set": s, "hybrid": mean["hybrid"], "better_single": best, "single": mean[best],
-                    "hybrid_beats_better_single": mean["hybrid"] > mean[best],
-                    "target_0.9_met": mean["hybrid"] >= 0.9})
+        link = out / rec.path.parent.name / rec.path.name
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(rec.path.resolve())
     return out
 
 
-def plot(results: list[dict]) -> None:
+def unit_config(root: Path, unit: Unit, work: Path) -> tuple[Config, tuple[str, ...]]:
+    """The fold config of ``unit`` and the subjects it tests on. The inner validation run of outer
+    fold i holds out the training subject that follows fold i's in sorted order."""
+    cfg = set_config(root, unit.set, unit.variant, unit.seed)
+    folds = plan(cfg)
+    if not unit.val:
+        return fold_config(cfg, unit.fold), folds.test_groups(unit.fold)
+    test = folds.test_groups(unit.fold)
+    groups = sorted(set(folds.groups))
+    rest = [g for g in groups if g not in test]
+    held = rest[groups.index(test[0]) % len(rest)]
+    inner = set_config(root, unit.set, unit.variant, unit.seed, inner_root(root, unit.set, test[0], work))
+    ifolds = plan(inner)
+    fold = next(i for i in range(ifolds.k) if ifolds.test_groups(i) == (held,))
+    return fold_config(inner, fold), (held,)
+
+
+def video_logits(run: Path) -> tuple[list[dict], tuple[str, ...]]:
+    """Every test video of a run: its file, label, logits averaged over its clips, and prediction."""
+    model, cfg, ck = load_run(run)
+    _, test, _, _ = build_datasets(cfg)
+    loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips)
+    t = eval_totals(model, loader, torch.device("cpu"), activity=False)
+    out = []
+    for v in sorted(t.rows):
+        mean = torch.stack(t.rows[v]).sum(0) / t.counts[v]
+        out.append({"file": Path(test.source(v)).name, "label": t.labels[v],
+                    "logits": [round(float(x), 5) for x in mean], "pred": int(mean.argmax())})
+    return out, tuple(ck.classes)
+
+
+def run_unit(root: Path, unit: Unit, work: Path) -> dict:
+    cfg, groups = unit_config(root, unit, work)
+    kind = VARIANTS[unit.variant][0]
+    run = work / "runs" / unit.name
+    resume = (run / CHECKPOINT).is_file()
+    t0 = time.perf_counter()
+    res = train(cfg, kind, run, resume=resume, overwrite=not resume,
+                on_epoch=lambda row: log(f"  {unit.name} epoch {row['epoch']}: loss {row['train_loss']:.3f} "
+                                         f"train {row['train_top1']:.2f} test {row.get('test_top1_video', 0):.2f} "
+                                         f"({row['seconds']:.0f} s)"))
+    videos, classes = video_logits(run)
+    history = [{k: r[k] for k in r if k in HISTORY_KEYS or k.startswith(("train_loss_", "test_loss_"))}
+               for r in res.history]
+    correct = sum(v["pred"] == v["label"] for v in videos)
+    return {"unit": unit.name, "set": unit.set, "variant": unit.variant, "kind": kind, "seed": unit.seed,
+            "fold": unit.fold, "validation": unit.val, "test_groups": list(groups),
+            "overrides": SETS[unit.set][1] + VARIANTS[unit.variant][1], "classes": list(classes),
+            "videos": videos, "video_top1": correct / max(len(videos), 1),
+            "train_seconds": round(float(res.summary.get("seconds", 0.0)), 1),
+            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs": len(history), "history": history,
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def fold_count(root: Path, set_name: str) -> int:
+    return plan(set_config(root, set_name, "hybrid", 0)).k
+
+
+def cmd_run(args) -> int:
+    root = data_root()
+    if not (root / "MANIFEST.tsv").is_file():
+        log(f"real_video: skipped, {root} is not the real-clip folder (set RESPIKE_REALDATA)")
+        return 0
+    torch.set_num_threads(args.threads)
+    EXTRA.extend(args.extra)
+    for s in args.sets:
+        k = fold_count(root, s)
+        for seed in args.seeds:
+            for v in args.variants:
+                for f in range(k):
+                    for val in ([True, False] if args.val else [False]):
+                        unit = Unit(s, v, seed, f, val)
+                        if unit.result(args.results).is_file():
+                            continue
+                        log(f"{unit.name}: training")
+                        doc = run_unit(root, unit, args.work)
+                        unit.result(args.results).parent.mkdir(parents=True, exist_ok=True)
+                        write_text_atomic(unit.result(args.results), json.dumps(doc, indent=1) + "\n")
+                        log(f"{unit.name}: video top-1 {doc['video_top1']:.2f} ({doc['train_seconds']:.0f} s)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> dict:
+    """Exact McNemar test of two classifiers' correctness on the same videos: two-sided binomial
+    p-value of the discordant pairs (``a`` right and ``b`` wrong: n01; the reverse: n10)."""
+    from math import comb
+
+    n01, n10 = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = n01 + n10
+    k = min(n01, n10)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    return {"a_only": n01, "b_only": n10, "p": p}
+
+
+def bootstrap_subjects(correct: np.ndarray, subjects: list[str], reps: int = 10000, seed: int = 0) -> list[float]:
+    """95 % percentile interval of the accuracy, resampling subjects (with all their videos)."""
+    names = sorted(set(subjects))
+    by = {s: correct[[i for i, x in enumerate(subjects) if x == s]] for s in names}
+    rng = np.random.default_rng(seed)
+    acc = []
+    for _ in range(reps):
+        pick = rng.integers(0, len(names), len(names))
+        c = np.concatenate([by[names[i]] for i in pick])
+        acc.append(c.mean())
+    return [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))]
+
+
+def load_units() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(UNITS.rglob("fold*.json"))]
+
+
+def outcomes(units: list[dict], set_name: str, variant: str, seed: int, k: int, val: bool = False):
+    """``(files, correct, subjects)`` over all folds, in a fixed file order; None if a fold is missing."""
+    rows = [u for u in units if (u["set"], u["variant"], u["seed"], u["validation"]) == (set_name, variant, seed, val)]
+    if len({u["fold"] for u in rows}) < k:
+        return None
+    files, correct, subjects = [], [], []
+    for u in sorted(rows, key=lambda u: u["fold"]):
+        for v in u["videos"]:
+            files.append(v["file"])
+            correct.append(v["pred"] == v["label"])
+            subjects.append(u["test_groups"][0] if len(u["test_groups"]) == 1 else str(u["fold"]))
+    order = np.argsort(files)
+    return [files[i] for i in order], np.array(correct)[order], [subjects[i] for i in order]
+
+
+COMPARISONS = (("hybrid", "ann"), ("hybrid", "snn"), ("hybrid", "fusion-none"), ("fusion-late", "fusion-none"))
+
+
+def report(units: list[dict], folds: dict[str, int]) -> dict:
+    out = {"sets": {}}
+    for s, k in folds.items():
+        entry = {"folds": k, "variants": {}, "mcnemar": []}
+        seeds = sorted({u["seed"] for u in units if u["set"] == s})
+        for v in VARIANTS:
+            per_seed = {}
+            for seed in seeds:
+                o = outcomes(units, s, v, seed, k)
+                if o is None:
+                    continue
+                files, correct, subjects = o
+                secs = [u["train_seconds"] for u in units if (u["set"], u["variant"], u["seed"]) == (s, v, seed)
+                        and not u["validation"]]
+                per_seed[seed] = {"videos": len(files), "correct": int(correct.sum()),
+                                  "video_top1": float(correct.mean()),
+                                  "ci95_subject_bootstrap": bootstrap_subjects(correct, subjects),
+                                  "train_seconds_per_fold": float(np.mean(secs))}
+            if per_seed:
+                accs = [r["video_top1"] for r in per_seed.values()]
+                entry["variants"][v] = {"seeds": per_seed, "mean_over_seeds": float(np.mean(accs))}
+        for a, b in COMPARISONS:
+            for seed in seeds:
+                oa, ob = outcomes(units, s, a, seed, k), outcomes(units, s, b, seed, k)
+                if oa is None or ob is None:
+                    continue
+                assert oa[0] == ob[0], "the two variants were tested on different videos"
+                entry["mcnemar"].append({"a": a, "b": b, "seed": seed, **mcnemar_exact(oa[1], ob[1])})
+        out["sets"][s] = entry
+    return out
+
+
+def plot(rep: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = sorted({r["set"] for r in results})
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in results)]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / max(len(variants), 1)
-    for j, v in enumerate(variants):
-        xs, ms, ss = [], [], []
-        for i, s in enumerate(sets):
-            r = next((r for r in results if r["set"] == s and r["variant"] == v), None)
-            if r:
-                spread = r["summary"]["test_top1_video"]
-                xs.append(i + j * width)
-                ms.append(spread["mean"])
-                ss.append(spread["std"] or 0.0)
-        ax.bar(xs, ms, width, yerr=ss, capsize=3, label=v)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sets))], sets)
-    ax.axhline(0.9, color="grey", lw=0.8, ls="--")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("video top-1 (mean ± std over folds)")
-    ax.legend(fontsize=7, ncol=len(variants))
+    sets = [s for s in rep["sets"] if rep["sets"][s]["variants"]]
+    if not sets:
+        return
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], sets, strict=True):
+        vs = list(rep["sets"][s]["variants"])
+        for i, v in enumerate(vs):
+            seeds = rep["sets"][s]["variants"][v]["seeds"]
+            for j, (seed, r) in enumerate(sorted(seeds.items())):
+                x = i + (j - (len(seeds) - 1) / 2) * 0.18
+                lo, hi = r["ci95_subject_bootstrap"]
+                ax.errorbar([x], [r["video_top1"]], yerr=[[r["video_top1"] - lo], [hi - r["video_top1"]]],
+                            fmt="o", color=f"C{i}", capsize=3, alpha=0.9)
+        ax.set_xticks(range(len(vs)), vs, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{s} (leave one subject out, {rep['sets'][s]['folds']} folds)", fontsize=9)
+        ax.set_ylabel("video top-1 (each seed; 95 % CI over subjects)", fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / "real_video.png", dpi=120)
     plt.close(fig)
 
-    shown = [r for r in results if r["variant"] in ("hybrid", "ann", "snn")]
-    fig, axes = plt.subplots(len(sets), 3, figsize=(9, 3 * len(sets)), squeeze=False)
-    for i, s in enumerate(sets):
-        for j, v in enumerate(("hybrid", "ann", "snn")):
-            ax = axes[i][j]
-            r = next((r for r in shown if r["set"] == s and r["variant"] == v), None)
-            if r is None:
-                ax.axis("off")
-                continue
-            m = np.array(r["confusion"])
-            ax.imshow(m, cmap="Blues")
-            for (a, b), n in np.ndenumerate(m):
-                ax.text(b, a, str(n), ha="center", va="center", fontsize=8)
-            short = [c[:10] for c in r["classes"]]
-            ax.set_xticks(range(len(short)), short, rotation=45, ha="right", fontsize=7)
-            ax.set_yticks(range(len(short)), short, fontsize=7)
-            ax.set_title(f"{s}: {v} ({r['pooled_video_top1']:.2f})", fontsize=9)
-    fig.supxlabel("predicted")
-    fig.supylabel("true")
-    fig.tight_layout()
-    fig.savefig(RESULTS / "real_video_confusion.png", dpi=110)
-    plt.close(fig)
 
-
-def _spread(s: dict) -> str:
-    return f"{s['mean']:.3f} ± {s['std']:.3f}" if s["std"] is not None else f"{s['mean']:.3f}"
-
-
-def table(results: list[dict]) -> str:
-    lines = ["| set | variant | folds | video top-1 per fold | mean ± std (video) | mean ± std (clip) | "
-             "train s |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        v, c = r["summary"]["test_top1_video"], r["summary"]["test_top1"]
-        per = " ".join(f"{row['test_top1_video']:.2f}" for row in r["rows"])
-        lines.append(f"| {r['set']} | {r['variant']} | {r['folds']} | {per} | {_spread(v)} | {_spread(c)} | "
-                     f"{r['train_seconds']:.0f} |")
+def table(rep: dict) -> str:
+    lines = ["| set | variant | video top-1 per seed [95 % CI over subjects] | train s / fold |", "|---|---|---|---|"]
+    for s, e in rep["sets"].items():
+        for v, r in e["variants"].items():
+            per = "; ".join(f"seed {seed}: {x['video_top1']:.3f} [{x['ci95_subject_bootstrap'][0]:.2f}, "
+                            f"{x['ci95_subject_bootstrap'][1]:.2f}] ({x['correct']}/{x['videos']})"
+                            for seed, x in sorted(r["seeds"].items()))
+            secs = np.mean([x["train_seconds_per_fold"] for x in r["seeds"].values()])
+            lines.append(f"| {s} | {v} | {per} | {secs:.0f} |")
+    lines += ["", "| set | a vs b | seed | a right, b wrong | b right, a wrong | exact McNemar p |", "|---|---|---|---|---|---|"]
+    for s, e in rep["sets"].items():
+        for m in e["mcnemar"]:
+            lines.append(f"| {s} | {m['a']} vs {m['b']} | {m['seed']} | {m['a_only']} | {m['b_only']} | {m['p']:.3g} |")
     return "\n".join(lines)
+
+
+def cmd_report(args) -> int:
+    units = load_units()
+    root = data_root()
+    folds = {}
+    for s in SETS:
+        done = [u for u in units if u["set"] == s and not u["validation"]]
+        if done:
+            folds[s] = fold_count(root, s) if (root / "MANIFEST.tsv").is_file() else max(u["fold"] for u in done) + 1
+    rep = report(units, folds)
+    doc = {"benchmark": "real_video", "preset": "real-small", "units": len(units), **rep}
+    write_text_atomic(OUT_JSON, json.dumps(doc, indent=2) + "\n")
+    plot(rep)
+    print(table(rep))
+    return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "respike_real_video")
-    ap.add_argument("--report", action="store_true", help="train nothing; tabulate the JSON")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train the missing units, one at a time")
+    r.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--val", action="store_true", help="also the inner validation run of every fold")
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video")))
+    r.add_argument("--results", type=Path, default=UNITS, help="where unit files go (a smoke run: elsewhere)")
+    r.add_argument("--extra", nargs="*", default=[], help="config overrides for a smoke run, e.g. train.epochs=1")
+    sub.add_parser("report", help="tabulate and plot the finished units")
     args = ap.parse_args()
-    root = Path(os.environ.get("RESPIKE_REALDATA") or Path(__file__).parents[2] / "shared" / "realdata")
-    if not args.report and not (root / "MANIFEST.tsv").is_file():
-        log(f"real_video: skipped, {root} is not the real-clip folder (set RESPIKE_REALDATA)")
-        return 0
-    old = json.loads(OUT_JSON.read_text())["results"] if OUT_JSON.is_file() else []
-    results = [r for r in old if (r["set"], r["variant"]) not in
-               {(s, v) for s in args.sets for v in args.variants}] if not args.report else old
-    if not args.report:
-        for s in args.sets:
-            for v in args.variants:
-                log(f"{s} / {v}")
-                results.append(run_variant(root, s, v, args.work))
-                results.sort(key=lambda r: (list(SETS).index(r["set"]), list(VARIANTS).index(r["variant"])))
-                doc = {"benchmark": "real_video", "preset": "real-small",
-                       "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-                       "cpus": os.cpu_count(), "results": results,
-                       "verdicts": verdicts(results)}
-                write_text_atomic(OUT_JSON, json.dumps(doc, indent=2) + "\n")
-    plot(results)
-    print(table(results))
-    for v in verdicts(results):
-        print(f"{v['set']}: hybrid {v['hybrid']:.3f} vs {v['better_single']} {v['single']:.3f} -> "
-              f"{'beats' if v['hybrid_beats_better_single'] else 'does not beat'} it; "
-              f"target 0.9 {'met' if v['target_0.9_met'] else 'missed'}")
-    return 0
+    return cmd_run(args) if args.cmd == "run" else cmd_report(args)
 
 
 if __name__ == "__main__":
