@@ -101,6 +101,15 @@ class TrainConfig:
     ann_lr_scale: float = 1.0  # learning rate of the ANN trunk relative to train.lr (< 1: fine-tuning)
     amp: bool = True  # fp16 autocast on CUDA; ignored on CPU
     label_smoothing: float = 0.0
+    # how a hybrid's loss reaches its two branches (respike_nm/train/balance.py, docs/balance.md):
+    # fused (one cross-entropy on the head, as published) | aux (plus a cross-entropy on a linear
+    # head of each branch's pooled features, weighted by branch_weights; those heads exist only in
+    # training: the model, its checkpoint's model and its export are those of fused) | ogm-ge
+    # (on-the-fly gradient modulation with Gaussian enhancement, Peng et al., CVPR 2022)
+    branch_loss: str = "fused"
+    branch_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # aux: fused, ANN, SNN
+    ogm_alpha: float = 0.1  # ogm-ge: how strongly the dominant branch's gradient is damped
+    branch_metrics: bool = False  # hybrid: each branch's test loss every evaluation (one more pass)
     eval_every: int = 1
     max_minutes: float | None = None  # stop after the epoch that passes this budget
 
@@ -207,6 +216,7 @@ CHOICES = {
     "model.fusion_norm": ("auto", "identity", "batchnorm", "groupnorm"),
     "train.optimizer": ("sgd", "adamw"),
     "train.schedule": ("cosine", "constant"),
+    "train.branch_loss": ("fused", "aux", "ogm-ge"),
 }
 
 # The smallest value each count may take (a run with 0 epochs or a batch of 0 has no meaning).
@@ -217,6 +227,7 @@ MINIMUM = {
     "model.dropout": 0.0, "train.epochs": 1, "train.batch_size": 1,
     "train.lr": 0.0, "train.weight_decay": 0.0, "train.warmup_epochs": 0, "train.fusion_lr_scale": 0.0,
     "train.ann_lr_scale": 0.0, "train.label_smoothing": 0.0, "train.eval_every": 1,
+    "train.ogm_alpha": 0.0,
     "quant.float_fraction": 0.0,
 }
 

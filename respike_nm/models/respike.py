@@ -128,24 +128,33 @@ class ReSpike(nn.Module):
                     m.eval()
         return self
 
-    def forward(self, video: torch.Tensor, stage_runner: StageRunner | None = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, stage_runner: StageRunner | None = None,
+                with_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, BranchFeatures]:
         """``[B, T, 3, H, W]`` -> logits ``[B, classes]``; ``[B, K, T, 3, H, W]`` -> ``[B, K, classes]``.
 
         In parts: decompose, :meth:`ann_features` of the key frames, :meth:`forward_snn` of the
-        residual frames (stage network by stage network, fusing between them), :meth:`head_logits`.
+        residual frames (stage network by stage network, fusing between them), :meth:`classify`.
         ``stage_runner(stage, x)`` replaces :meth:`run_stage` for the SNN's stage networks (the
-        hybrid runner passes one that runs them in Lava).
+        hybrid runner passes one that runs them in Lava). ``with_features`` (5-D input): also the
+        pooled features of each branch that the head sees (:class:`BranchFeatures`), for training
+        methods that look at the branches one by one (:mod:`respike_nm.train.balance`).
         """
         if video.dim() == 6:
             b, k = video.shape[:2]
             return self.forward(video.flatten(0, 1), stage_runner).reshape(b, k, -1)
+        feats = self.branch_features(video, stage_runner)
+        logits = self.classify(feats)
+        return (logits, feats) if with_features else logits
+
+    def branch_features(self, video: torch.Tensor, stage_runner: StageRunner | None = None) -> BranchFeatures:
+        """Decompose ``[B, T, 3, H, W]``, run both branches, pool what the head sees."""
         key, residual = decompose(video, self.spec.stride)
         b, g = key.shape[:2]
         ann_feats = self.ann_features(key)
         snn_out = None
         if self.snn is not None:
             snn_out = self.forward_snn(self.snn_input(residual), ann_feats, stage_runner)
-        return self.head_logits(snn_out, ann_feats, b, g)
+        return self.pooled(snn_out, ann_feats, b, g)
 
     def stage_specs(self) -> tuple[StageSpec, ...]:
         """The SNN cut at every fusion point into stage networks (:class:`StageSpec`): the stem
@@ -202,15 +211,48 @@ class ReSpike(nn.Module):
             return self.fusion[str(stage)](x, ann_feats[stage - 1])
         return x
 
+    @staticmethod
+    def pooled(snn_out: torch.Tensor | None, ann_feats: list[torch.Tensor] | None, b: int, g: int
+               ) -> BranchFeatures:
+        """What the head sees of each branch: the SNN output averaged over T' and the ANN's stage-4
+        features, each globally average-pooled to ``[b * g, C]``."""
+        parts = {}
+        if snn_out is not None:
+            parts["snn"] = snn_out.mean(dim=-1).mean(dim=(2, 3))
+        if ann_feats is not None:
+            parts["ann"] = ann_feats[-1].mean(dim=(2, 3))
+        return BranchFeatures(parts, b, g)
+
+    def classify(self, feats: BranchFeatures) -> torch.Tensor:
+        """Head: the branches' pooled features concatenated (SNN first), one linear layer, logits
+        averaged over the ``g`` key-frame groups -> ``[b, classes]``."""
+        logits = self.head(self.dropout(torch.cat(list(feats.parts.values()), dim=1)))
+        return logits.reshape(feats.b, feats.g, -1).mean(dim=1)
+
     def head_logits(self, snn_out: torch.Tensor | None, ann_feats: list[torch.Tensor] | None,
                     b: int, g: int) -> torch.Tensor:
-        """Head: SNN output averaged over T', ANN stage 4, pooled, concatenated, linear; averaged
-        over the ``g`` key-frame groups -> ``[b, classes]``."""
-        parts = []
-        if snn_out is not None:
-            parts.append(snn_out.mean(dim=-1))
-        if ann_feats is not None:
-            parts.append(ann_feats[-1])
-        feats = torch.cat([p.mean(dim=(2, 3)) for p in parts], dim=1)  # GAP of each, concatenated
-        logits = self.head(self.dropout(feats))
-        return logits.reshape(b, g, -1).mean(dim=1)
+        """:meth:`classify` of :meth:`pooled` features."""
+        return self.classify(self.pooled(snn_out, ann_feats, b, g))
+
+    def branch_logits(self, feats: BranchFeatures) -> dict[str, torch.Tensor]:
+        """Each branch's share of the head's logits (without dropout): its columns of the head's
+        weight times its features, plus the bias split evenly, averaged over the groups ->
+        ``{branch: [b, classes]}``; they sum to the head's logits (OGM-GE's decomposition)."""
+        out, start = {}, 0
+        bias = self.head.bias / len(feats.parts)
+        for name, x in feats.parts.items():
+            w = self.head.weight[:, start:start + x.shape[1]]
+            start += x.shape[1]
+            out[name] = (x @ w.t() + bias).reshape(feats.b, feats.g, -1).mean(dim=1)
+        return out
+
+
+@dataclass
+class BranchFeatures:
+    """The pooled features of each branch that the head sees: ``parts`` maps ``snn`` and ``ann``
+    (those the model has, SNN first, the order of the head's input) to ``[b * g, C]``, for ``b``
+    clips of ``g`` key-frame groups each."""
+
+    parts: dict[str, torch.Tensor]
+    b: int
+    g: int

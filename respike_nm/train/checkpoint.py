@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of tensors and plain values: ``format``, ``format_version``, ``model``
 (state dict), ``optimizer``, ``scheduler``, ``epoch`` (completed epochs), ``kind``, ``classes``,
-``config`` and ``history`` (JSON text), ``rng`` (torch RNG state as a uint8 tensor).
+``config`` and ``history`` (JSON text), ``rng`` (torch RNG state as a uint8 tensor), and ``aux``
+only for a run with training-only modules (the auxiliary heads of ``train.branch_loss=aux``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Checkpoint:
     config: dict
     history: list[dict]
     rng: torch.Tensor | None
+    aux: dict | None = None  # state of training-only modules (train.branch_loss=aux heads); not the model
 
 
 def save_checkpoint(path: str | Path, ck: Checkpoint) -> Path:
@@ -49,6 +51,8 @@ def save_checkpoint(path: str | Path, ck: Checkpoint) -> Path:
         "classes": list(ck.classes), "config": json.dumps(ck.config),
         "history": json.dumps(ck.history), "rng": ck.rng,
     }
+    if ck.aux is not None:
+        payload["aux"] = ck.aux
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -84,7 +88,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not all(isinstance(c, str) for c in raw["classes"]):
         raise CheckpointError(f"{path}: field 'classes' must list class names")
     return Checkpoint(str(path), raw["model"], raw.get("optimizer"), raw.get("scheduler"),
-                      raw["epoch"], raw["kind"], list(raw["classes"]), config, history, raw.get("rng"))
+                      raw["epoch"], raw["kind"], list(raw["classes"]), config, history, raw.get("rng"),
+                      raw.get("aux"))
 
 
 def load_model_state(model: nn.Module, state: dict, source: str) -> None:

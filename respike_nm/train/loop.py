@@ -33,8 +33,11 @@ from respike_nm.forked import fork_map
 from respike_nm.models.activity import ActivityLog, record_activity
 from respike_nm.models.snn import set_fake_quant
 from respike_nm.ranks import gather, launch, part, split
+from respike_nm.train.balance import (BRANCHES, HEADS, branch_test_losses, make_heads, modulate,
+                                      ogm_coefficients, step_loss)
 from respike_nm.train.builder import build_datasets, build_model
-from respike_nm.train.checkpoint import Checkpoint, load_checkpoint, load_model_state, save_checkpoint
+from respike_nm.train.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, load_model_state,
+                                         save_checkpoint)
 
 Progress = Callable[[Iterable, str, int], Iterable]
 CHECKPOINT = "checkpoint.pt"
@@ -233,6 +236,8 @@ class _Session:
     use_amp: bool
     start: int
     history: list[dict]
+    heads: nn.Module | None = None  # train.branch_loss=aux: the branches' training-only heads
+    heads_net: nn.Module | None = None  # the heads as the step calls them (DDP-wrapped on several ranks)
     writes_to: Path | None = None  # where files go: out, or a new run's staging folder (_open_folder)
     made: Path | None = None  # the outermost folder of out that the run created
     committing: bool = False  # a new run's first checkpoint is complete and moving into out
@@ -344,7 +349,11 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     train_ds, test_ds, classes, skipped = build_datasets(cfg, progress)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, kind, len(classes)).to(device)
+    heads = make_heads(cfg.train, kind, model, len(classes))
     opt = _optimizer(cfg, model)
+    if heads is not None:
+        heads.to(device)
+        opt.add_param_group({"params": list(heads.parameters())})
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     steps = max(1, math.ceil(len(train_ds) / (cfg.train.batch_size * world)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
@@ -354,6 +363,10 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
         ck = load_checkpoint(ck_path)
         _check_resume(ck, cfg, kind)
         load_model_state(model, ck.model, str(ck_path))
+        if heads is not None:
+            if ck.aux is None:
+                raise CheckpointError(f"{ck_path}: has no auxiliary heads to resume (train.branch_loss=aux)")
+            load_model_state(heads, ck.aux, f"{ck_path} (auxiliary heads)")
         opt.load_state_dict(ck.optimizer)
         sched.load_state_dict(ck.scheduler)
         start, history = ck.epoch, ck.history
@@ -361,9 +374,10 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     use_amp = cfg.train.amp and device.type == "cuda"
     test_loader = DataLoader(test_ds, batch_size=cfg.train.batch_size, shuffle=False,
                              num_workers=cfg.data.num_workers, collate_fn=collate_clips)
+    heads_net = nn.parallel.DistributedDataParallel(heads) if heads is not None and world > 1 else heads
     return _Session(cfg, kind, out, device, world, main_rank, train_ds, test_loader, tuple(classes), skipped,
                     model, net, opt, sched, sampler, torch.cuda.amp.GradScaler(enabled=use_amp), use_amp,
-                    start, history, out)
+                    start, history, heads, heads_net, out)
 
 
 def _open_folder(run: _Session, resume: bool) -> None:
@@ -449,7 +463,13 @@ def _train_epoch(run: _Session, epoch: int, progress: Progress) -> dict:
                         sampler=run.sampler, num_workers=cfg.data.num_workers, collate_fn=collate_clips,
                         generator=gen, drop_last=False)
     run.net.train()
+    hybrid = run.kind == "hybrid"
+    ogm = hybrid and cfg.train.branch_loss == "ogm-ge"
+    noise = torch.Generator().manual_seed(seed_epoch(cfg.seed, epoch) + 1)  # ogm-ge: alike on every rank
     tl = tc = tn = failed = 0
+    heads_sum = dict.fromkeys(HEADS, 0.0) if hybrid else {}
+    coeff_sum = dict.fromkeys(BRANCHES, 0.0)
+    steps = 0
     for batch in progress(loader, f"epoch {epoch + 1}/{cfg.train.epochs}", len(loader)):
         failed += batch.failed
         if not len(batch.label):
@@ -457,22 +477,39 @@ def _train_epoch(run: _Session, epoch: int, progress: Progress) -> dict:
         video = normalize(batch.video[:, 0].to(device))  # training: one clip per item
         labels = batch.label.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
-            logits = run.net(video)
-            loss = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
+            if hybrid:
+                logits, feats = run.net(video, with_features=True)
+                loss, parts, outs = step_loss(cfg.train, run.model, logits, feats, labels, run.heads_net)
+            else:
+                logits = run.net(video)
+                loss = nn.functional.cross_entropy(logits, labels, label_smoothing=cfg.train.label_smoothing)
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
+        if ogm:
+            coeff = ogm_coefficients(outs, labels, cfg.train.ogm_alpha, run.world)
+            modulate(run.model, coeff, noise)
+            for n in BRANCHES:
+                coeff_sum[n] += coeff[n]
         run.scaler.step(run.opt)
         run.scaler.update()
         run.sched.step()
         tl += float(loss) * len(labels)
         tc += int((logits.argmax(-1) == labels).sum())
         tn += len(labels)
-    stats = torch.tensor([tl, tc, tn, failed], dtype=torch.float64)
+        steps += 1
+        for n in heads_sum:
+            heads_sum[n] += parts[n] * len(labels)
+    stats = torch.tensor([tl, tc, tn, failed, *heads_sum.values()], dtype=torch.float64)
     if run.world > 1:
         dist.all_reduce(stats)
-    return {"epoch": epoch + 1, "train_loss": stats[0].item() / max(stats[2].item(), 1),
-            "train_top1": stats[1].item() / max(stats[2].item(), 1), "train_samples": int(stats[2]),
-            "train_failed": int(stats[3]), "lr": run.sched.get_last_lr()[0]}
+    samples = max(stats[2].item(), 1)
+    row = {"epoch": epoch + 1, "train_loss": stats[0].item() / samples,
+           "train_top1": stats[1].item() / samples, "train_samples": int(stats[2]),
+           "train_failed": int(stats[3]), "lr": run.sched.get_last_lr()[0]}
+    row |= {f"train_loss_{n}": stats[4 + i].item() / samples for i, n in enumerate(heads_sum)}
+    if ogm:
+        row |= {f"ogm_coeff_{n}": coeff_sum[n] / max(steps, 1) for n in BRANCHES}
+    return row
 
 
 def _test_metrics(run: _Session, progress: Progress) -> dict:
@@ -480,6 +517,9 @@ def _test_metrics(run: _Session, progress: Progress) -> dict:
     row = {f"test_{k}": v for k, v in res.to_dict().items()
            if k in ("top1", "top5", "top1_video", "top5_video", "loss", "failed")}
     row["firing_rates"] = res.firing_rates
+    if run.kind == "hybrid" and run.cfg.train.branch_metrics:
+        losses = branch_test_losses(run.model, run.heads, run.test_loader, run.device, normalize)
+        row |= {f"test_loss_{n}": v for n, v in losses.items()}
     return row
 
 
@@ -489,12 +529,12 @@ def _save_epoch(run: _Session, epoch: int) -> None:
     with named_writes(run.writes_to, run.out):
         save_checkpoint(run.checkpoint, Checkpoint(
             str(run.checkpoint), run.model.state_dict(), run.opt.state_dict(), run.sched.state_dict(),
-            epoch + 1, run.kind, list(run.classes), run.cfg.to_dict(), run.history, None))
+            epoch + 1, run.kind, list(run.classes), run.cfg.to_dict(), run.history, None,
+            run.heads.state_dict() if run.heads is not None else None))
         _write_metrics(run.writes_to, run.history)
 
 
 def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
-    from respike_nm.train.checkpoint import CheckpointError
 
     if ck.kind != kind:
         raise CheckpointError(f"{ck.path}: was trained as {ck.kind!r}, not {kind!r}")
