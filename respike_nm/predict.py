@@ -88,6 +88,19 @@ class SourceSummary:
     type: Literal["summary"] = "summary"
 
 
+@dataclass(frozen=True)
+class VideoPrediction:
+    """A whole file as evaluation sees it (:func:`predict_video`): the run's own clips of it
+    (``clips``: its sampling, clip count and centre crop), logits averaged over them, ``top`` of the
+    softmax of that mean; ``error`` when the file could not be read that way."""
+
+    source: str
+    clips: int
+    top: tuple[ClassScore, ...]
+    error: str | None = None
+    type: Literal["video"] = "video"
+
+
 class Frame(NamedTuple):
     index: int
     rgb: np.ndarray  # uint8 [H, W, 3], scaled to the spec's short side
@@ -241,6 +254,40 @@ def predict_source(text: str, classify: Classifier, classes: Sequence[str], spec
                                   spec, topk)
     finally:
         frames.close()
+
+
+@torch.no_grad()
+def video_logits(path: str | Path, classify: Classifier, spec: ClipSpec) -> tuple[torch.Tensor, int]:
+    """The logits evaluation gives a video file: its evaluation clips (``eval_indices`` of the
+    spec's sampling and ``eval_clips``, or every window with ``eval_protocol=all``), centre-cropped
+    and normalised exactly as the test set's, classified one by one, averaged -> ``([classes], clips)``.
+    A file that cannot be decoded raises :class:`VideoDecodeError`."""
+    from respike_nm.data.datasets import VideoClipDataset, with_clip_protocol
+    from respike_nm.data.records import VideoRecord
+
+    clips = with_clip_protocol(VideoClipDataset([VideoRecord(Path(path), 0, "")], spec, train=False))
+    total, n = None, 0
+    for j in range(len(clips)):
+        sample = clips[j]
+        if sample is None:
+            raise VideoDecodeError(str(path), clips.failures[-1].problem)
+        for clip in normalize(sample.video):  # [K, T, 3, S, S]: each of the sample's clips
+            logits = classify(clip[None])[0].float().cpu()
+            total = logits if total is None else total + logits
+            n += 1
+    if total is None:
+        raise VideoDecodeError(str(path), "no evaluation clip")
+    return total / n, n
+
+
+def predict_video(path: str | Path, classify: Classifier, classes: Sequence[str], spec: ClipSpec,
+                  topk: int = 5) -> VideoPrediction:
+    """:func:`video_logits` of a file as a :class:`VideoPrediction` (the error instead of raising)."""
+    try:
+        logits, clips = video_logits(path, classify, spec)
+    except DataError as exc:
+        return VideoPrediction(str(path), 0, (), exc.problem)
+    return VideoPrediction(str(path), clips, top_classes(logits.softmax(-1), classes, topk))
 
 
 def torch_classifier(model: torch.nn.Module) -> Classifier:

@@ -102,7 +102,8 @@ def test_file_windows_equal_the_model_on_eval_frames(run, tmp_path, capsys, n):
     classes = _classes(run)
     assert main(["predict", str(run), str(path), "--json", "--topk", str(len(classes)), "--quiet"]) == 0
     rows = _json_lines(capsys.readouterr().out)
-    windows, summary = rows[:-1], rows[-1]
+    windows, summary, whole = rows[:-2], rows[-2], rows[-1]
+    assert whole["type"] == "video" and whole["source"] == str(path)  # a file: also as evaluated
     T, s = 8, 4
     assert len(windows) == (n - T) // s + 1  # windows start at 0, s, 2s, ...
     starts = [w * s for w in range(len(windows))]
@@ -119,17 +120,53 @@ def test_file_windows_equal_the_model_on_eval_frames(run, tmp_path, capsys, n):
     np.testing.assert_allclose(_probs(summary["top"], classes), ref.mean(0), atol=TOL)
 
 
+@pytest.mark.parametrize("sampling", [["data.sampling=consecutive"],
+                                      ["data.sampling=segments", "data.eval_clips=2"]],
+                         ids=["consecutive", "segments"])
+def test_whole_file_prediction_equals_eval(tmp_path, capsys, sampling):
+    """Each file's ``video`` line is what evaluation computes for that video: the logits of the
+    run's own evaluation clips averaged (eval's batched pass over its test set is the reference)."""
+    from torch.utils.data import DataLoader
+
+    from respike_nm.data.datasets import collate_clips
+    from respike_nm.train.builder import build_datasets
+    from respike_nm.train.loop import eval_totals
+
+    root = tmp_path / "clips"
+    for c, n in (("a", 20), ("b", 31)):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            _video(root / c / f"{c}{i}.avi", n + 3 * i)
+    cfg = apply_overrides(load_config("tiny"), SMALL_TRAIN + ["train.epochs=1", "data.dataset=folder",
+                                                              f"data.data_root={root}", *sampling])
+    train(cfg, "hybrid", tmp_path / "run")
+    model, cfg, ck = load_run(tmp_path / "run")
+    _, test, _, _ = build_datasets(cfg)
+    t = eval_totals(model, DataLoader(test, batch_size=4, collate_fn=collate_clips), torch.device("cpu"),
+                    activity=False)
+    assert len(t.rows) == len(test) >= 2
+    files = [test.source(v) for v in sorted(t.rows)]
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), *files, "--json", "--quiet", "--topk", "2"]) == 0
+    got = {r["source"]: r for r in _json_lines(capsys.readouterr().out) if r["type"] == "video"}
+    for v, f in zip(sorted(t.rows), files, strict=True):
+        want = (torch.stack(t.rows[v]).sum(0) / t.counts[v]).softmax(-1).numpy()
+        assert got[f]["clips"] == t.counts[v] == (2 if "data.eval_clips=2" in sampling else 1)
+        np.testing.assert_allclose(_probs(got[f]["top"], list(ck.classes)), want, atol=TOL)
+
+
 def test_topk_and_text_output(run, tmp_path, capsys):
     path = _video(tmp_path / "clip.avi", 12)
     classes = _classes(run)
     ref = _reference(run, path, [0, 4])
     assert main(["predict", str(run), str(path), "--topk", "2", "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3  # two windows, one summary
+    assert len(lines) == 4  # two windows, one summary, the file as evaluated
     best = [classes[i] for i in np.argsort(-ref[0])[:2]]
     assert lines[0].startswith(f"{path} window 0: frames 0-7 (0.00-0.28 s): {best[0]} ")
     assert f", {best[1]} " in lines[0] and lines[0].count(",") == 1
     assert lines[2].startswith(f"{path}: 2 window(s) over 12 frame(s): {classes[int(ref.mean(0).argmax())]} ")
+    assert lines[3].startswith(f"{path}: as evaluated (1 clip(s) of the whole file): ")
 
 
 def test_folder_of_two_files_is_sorted_and_recursive(run, tmp_path, capsys):
@@ -142,8 +179,9 @@ def test_folder_of_two_files_is_sorted_and_recursive(run, tmp_path, capsys):
     assert main(["predict", str(run), str(root), "--json", "--topk", str(len(classes)), "--quiet"]) == 0
     rows = _json_lines(capsys.readouterr().out)
     assert [(r["source"], r["type"]) for r in rows] == \
-        [(str(b), "window")] * 3 + [(str(b), "summary")] + [(str(a), "window")] * 2 + [(str(a), "summary")]
-    for path, got in ((b, rows[:3]), (a, rows[4:6])):
+        [(str(b), "window")] * 3 + [(str(b), "summary"), (str(b), "video")] + [(str(a), "window")] * 2 \
+        + [(str(a), "summary"), (str(a), "video")]
+    for path, got in ((b, rows[:3]), (a, rows[5:7])):
         ref = _reference(run, path, [4 * r["window"] for r in got])
         np.testing.assert_allclose([_probs(r["top"], classes) for r in got], ref, atol=TOL)
 
@@ -227,7 +265,7 @@ def test_truncated_file_keeps_its_windows_and_reports_where_it_stopped(run, tmp_
     assert main(["predict", str(run), str(cut), "--json", "--topk", str(len(classes)), "--quiet"]) == 2
     out, err = capsys.readouterr()
     rows = _json_lines(out)
-    windows, summary = rows[:-1], rows[-1]
+    windows, summary = rows[:-2], rows[-2]
     decoded = len(read_frames(cut)[0])
     assert 8 <= decoded < 40
     assert len(windows) == (decoded - 8) // 4 + 1 and summary["frames"] == decoded
@@ -256,8 +294,9 @@ def test_unopenable_and_short_inputs_are_reported_and_the_others_processed(run, 
     for line, name in zip(errors, (missing, fake, url, device, short), strict=True):
         assert line.startswith(f"respike-nm: error: {name}: ")
     assert errors[4].endswith(f"{short}: 5 frame(s), fewer than one window of T=8: no prediction")
-    assert out.splitlines()[-2].startswith(f"{good} window 0: frames 0-7")
-    assert out.splitlines()[-1].startswith(f"{good}: 1 window(s) over 8 frame(s)")
+    assert out.splitlines()[-3].startswith(f"{good} window 0: frames 0-7")
+    assert out.splitlines()[-2].startswith(f"{good}: 1 window(s) over 8 frame(s)")
+    assert out.splitlines()[-1].startswith(f"{good}: as evaluated (1 clip(s) of the whole file)")
 
 
 def test_run_dir_without_checkpoint_is_a_clear_error(tmp_path, capsys):
@@ -295,7 +334,7 @@ def test_lava_path_gives_the_quantized_model_predictions(live, tmp_path, capsys)
     assert main(["predict", str(run), str(path), "--lava", str(export), "--json", "--quiet",
                  "--topk", str(len(classes))]) == 0
     rows = _json_lines(capsys.readouterr().out)
-    assert len(rows) == 3
+    assert [r["type"] for r in rows] == ["window", "window", "summary", "video"]
     ref = _reference(run, path, [0, 4], quantize=True)
     np.testing.assert_allclose([_probs(r["top"], classes) for r in rows[:2]], ref, atol=TOL)
     rates = [s.sum().item() / s.numel() for s in _snn_spikes(run, path)]  # neither silent nor saturated
@@ -348,6 +387,7 @@ def test_predict_on_a_real_clip(run, capsys):
     assert main(["predict", str(run), str(clip), "--json", "--quiet", "--topk", str(len(classes))]) == 0
     rows = _json_lines(capsys.readouterr().out)
     n = len(read_frames(clip)[0])
+    rows = rows[:-1]  # the last line is the file as evaluated
     assert rows[-1]["frames"] == n and len(rows) - 1 == (n - 8) // 4 + 1
     ref = _reference(run, clip, [0, 4 * (len(rows) - 2)])
     np.testing.assert_allclose([_probs(rows[i]["top"], classes) for i in (0, len(rows) - 2)], ref, atol=TOL)

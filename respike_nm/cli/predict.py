@@ -22,8 +22,10 @@ def add_parser(sub) -> None:
                     "frames (T, s and the crop from the run's config). Inputs: video files, folders "
                     "(every video inside, recursively), '-' (stdin), a named pipe, a device (/dev/video0 or "
                     "FORMAT:TARGET, e.g. v4l2:/dev/video0), a URL (rtsp://, http://). Prints one line per "
-                    "window and a summary per source (the mean of its windows' probabilities); --json: one "
-                    "JSON object per line instead. Exit 2 when any input could not be opened, stopped "
+                    "window and a summary per source (the mean of its windows' probabilities), then, for a "
+                    "file, its prediction made as 'eval' makes it (the run's own clips of the whole file: "
+                    "its sampling, clip count and crop; logits averaged); --json: one JSON object per line "
+                    "instead. Exit 2 when any input could not be opened, stopped "
                     "early or was shorter than one window; the others are still processed.")
     p.add_argument("run_dir", type=Path, help="a training run folder (respike-nm train --out)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video file, folder, '-', pipe, device or URL")
@@ -39,7 +41,8 @@ def add_parser(sub) -> None:
 
 def run_predict(args) -> int:
     from respike_nm.data.errors import DataError
-    from respike_nm.predict import SourceSummary, expand_inputs, predict_source, torch_classifier
+    from respike_nm.predict import (SourceSummary, expand_inputs, predict_source, predict_video,
+                                    torch_classifier)
     from respike_nm.records import to_data
     from respike_nm.train.builder import clip_spec
     from respike_nm.train.loop import default_device, load_run
@@ -50,6 +53,11 @@ def run_predict(args) -> int:
         model, cfg, ck = load_run(args.run_dir, device=default_device())
         classify = torch_classifier(model)
     spec = clip_spec(cfg)
+    if spec.sampling == "segments":
+        print(f"respike-nm: note: this run was trained on {spec.frames} frames spread over each whole clip "
+              f"(data.sampling=segments); a window is {spec.frames} consecutive frames, a shorter span than "
+              "it learnt from; each file's last line is its prediction made as evaluation makes it",
+              file=sys.stderr)
     failed = 0
     try:
         for source in expand_inputs(args.inputs):
@@ -61,6 +69,9 @@ def run_predict(args) -> int:
                         failed += 1
                         kept = f" ({item.windows} window(s) before it stand)" if item.windows else ""
                         print(f"respike-nm: error: {item.source}: {item.error}{kept}", file=sys.stderr)
+                if os.path.isfile(source):  # a file: also as evaluation sees it
+                    whole = predict_video(source, classify, ck.classes, spec, args.topk)
+                    _emit(json.dumps(to_data(whole)) if args.json else _describe(whole))
             except DataError as exc:  # could not be opened: one line, then the next input
                 failed += 1
                 print(f"respike-nm: error: {exc}", file=sys.stderr)
@@ -113,8 +124,12 @@ def _emit(line: str) -> None:
 
 
 def _describe(item) -> str:
-    from respike_nm.predict import WindowPrediction
+    from respike_nm.predict import VideoPrediction, WindowPrediction
 
+    if isinstance(item, VideoPrediction):
+        if item.error:
+            return f"{item.source}: as evaluated: no prediction ({item.error})"
+        return f"{item.source}: as evaluated ({item.clips} clip(s) of the whole file): {_scores(item.top)}"
     if isinstance(item, WindowPrediction):
         when = f" ({item.start_s:.2f}-{item.end_s:.2f} s)" if item.start_s is not None \
             and item.end_s is not None else ""
