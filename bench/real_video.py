@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 from respike_nm.atomic import write_text_atomic
 from respike_nm.config import Config, apply_overrides, load_config
 from respike_nm.data.datasets import collate_clips
+from respike_nm.train.balance import gblend_weights
 from respike_nm.train.builder import build_datasets
 from respike_nm.train.crossval import fold_config, plan
 from respike_nm.train.loop import CHECKPOINT, eval_totals, load_run, train
@@ -62,13 +63,22 @@ SETS = {  # name -> (folder, leave-one-subject-out overrides)
     "weizmann4": ("weizmann4", ["data.folds=-1", "data.group_pattern=_(\\d+)\\.", "data.group_divisor=8"]),
     "gestures": ("gestures", ["data.folds=-1", "data.group_pattern=P(\\d+)"]),
 }
+INNER = {  # sets with two subjects: the inner validation run holds out one trial of the other subject
+    "gestures": ["data.group_pattern=T(\\d+)"],
+}
 VARIANTS = {  # name -> (model kind, overrides of real-small)
     "hybrid": ("hybrid", []),
     "ann": ("ann", []),
     "snn": ("snn", []),
     "fusion-late": ("hybrid", ["model.fusion=late"]),
     "fusion-none": ("hybrid", ["model.fusion=none"]),
+    # branch balancing (respike_nm/train/balance.py); aux also records each head's test loss, from
+    # which a fold's Gradient-Blending weights come (its inner validation run: held-out data)
+    "aux": ("hybrid", ["train.branch_loss=aux", "train.branch_metrics=true"]),
+    "gblend": ("hybrid", ["train.branch_loss=aux"]),  # + train.branch_weights from the aux val run
+    "ogm-ge": ("hybrid", ["train.branch_loss=ogm-ge"]),
 }
+CANDIDATES = ("hybrid", "aux", "gblend", "ogm-ge")  # what inner validation chooses among, per fold
 HISTORY_KEYS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top1_video", "seconds")
 
 
@@ -92,10 +102,11 @@ class Unit:
     def name(self) -> str:
         return f"{self.set}/{self.variant}/seed{self.seed}/fold{self.fold}{'-val' if self.val else ''}"
 
-    def result(self, units: Path = UNITS) -> Path:
-        return units / f"{self.name}.json"
+    def result(self, units: Path | None = None) -> Path:
+        return (units or UNITS) / f"{self.name}.json"
 
 
+RESULT_DIR = [UNITS]  # where unit files go (--results)
 EXTRA: list[str] = []  # --extra: overrides for a smoke run (its results go to --results, not the record)
 
 
@@ -122,19 +133,42 @@ def inner_root(root: Path, set_name: str, test_group: str, work: Path) -> Path:
     return out
 
 
+def gblend_overrides(unit: Unit) -> list[str]:
+    """Gradient-Blending's weights for ``unit``'s fold, from the per-head losses of the same fold's
+    ``aux`` inner validation run (trained on the fold's training subjects but one, evaluated on that
+    one every epoch): a held-out subject, never the test fold. The validation run of ``gblend``
+    itself uses the same weights, so its validation score has seen that subject once already."""
+    source = Unit(unit.set, "aux", unit.seed, unit.fold, True).result(RESULT_DIR[0])
+    if not source.is_file():
+        raise SystemExit(f"gblend needs {source} first: run the aux variant with --val")
+    weights = gblend_weights(json.loads(source.read_text())["history"])
+    return [f"train.branch_weights=[{', '.join(f'{w:.4f}' for w in weights)}]"]
+
+
 def unit_config(root: Path, unit: Unit, work: Path) -> tuple[Config, tuple[str, ...]]:
     """The fold config of ``unit`` and the subjects it tests on. The inner validation run of outer
     fold i holds out the training subject that follows fold i's in sorted order."""
+    cfg, inner = _unit_config(root, unit, work)
+    if unit.variant == "gblend":
+        cfg = apply_overrides(cfg, gblend_overrides(unit))
+    return cfg, inner
+
+
+def _unit_config(root: Path, unit: Unit, work: Path) -> tuple[Config, tuple[str, ...]]:
     cfg = set_config(root, unit.set, unit.variant, unit.seed)
     folds = plan(cfg)
     if not unit.val:
         return fold_config(cfg, unit.fold), folds.test_groups(unit.fold)
     test = folds.test_groups(unit.fold)
-    groups = sorted(set(folds.groups))
-    rest = [g for g in groups if g not in test]
-    held = rest[groups.index(test[0]) % len(rest)]
     inner = set_config(root, unit.set, unit.variant, unit.seed, inner_root(root, unit.set, test[0], work))
+    if unit.set in INNER:  # too few subjects to leave one out again: another grouping of the rest
+        inner = apply_overrides(inner, INNER[unit.set])
+    if VARIANTS[unit.variant][0] == "hybrid":  # each head's loss on the held-out subject, every epoch
+        inner = apply_overrides(inner, ["train.branch_metrics=true"])
     ifolds = plan(inner)
+    groups = sorted(set(ifolds.groups) | set(test))
+    rest = sorted(set(ifolds.groups))
+    held = rest[groups.index(test[0]) % len(rest)] if unit.set not in INNER else rest[0]
     fold = next(i for i in range(ifolds.k) if ifolds.test_groups(i) == (held,))
     return fold_config(inner, fold), (held,)
 
@@ -169,7 +203,8 @@ def run_unit(root: Path, unit: Unit, work: Path) -> dict:
     correct = sum(v["pred"] == v["label"] for v in videos)
     return {"unit": unit.name, "set": unit.set, "variant": unit.variant, "kind": kind, "seed": unit.seed,
             "fold": unit.fold, "validation": unit.val, "test_groups": list(groups),
-            "overrides": SETS[unit.set][1] + VARIANTS[unit.variant][1], "classes": list(classes),
+            "overrides": SETS[unit.set][1] + VARIANTS[unit.variant][1]
+            + (gblend_overrides(unit) if unit.variant == "gblend" else []), "classes": list(classes),
             "videos": videos, "video_top1": correct / max(len(videos), 1),
             "train_seconds": round(float(res.summary.get("seconds", 0.0)), 1),
             "wall_seconds": round(time.perf_counter() - t0, 1), "epochs": len(history), "history": history,
@@ -187,12 +222,13 @@ def cmd_run(args) -> int:
         return 0
     torch.set_num_threads(args.threads)
     EXTRA.extend(args.extra)
+    RESULT_DIR[0] = args.results
     for s in args.sets:
         k = fold_count(root, s)
         for seed in args.seeds:
             for v in args.variants:
                 for f in range(k):
-                    for val in ([True, False] if args.val else [False]):
+                    for val in ([True, False] if args.val and v in CANDIDATES else [False]):
                         unit = Unit(s, v, seed, f, val)
                         if unit.result(args.results).is_file():
                             continue
@@ -232,8 +268,8 @@ def bootstrap_subjects(correct: np.ndarray, subjects: list[str], reps: int = 100
     return [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))]
 
 
-def load_units() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(UNITS.rglob("fold*.json"))]
+def load_units(units: Path = UNITS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(units.rglob("fold*.json"))]
 
 
 def outcomes(units: list[dict], set_name: str, variant: str, seed: int, k: int, val: bool = False):
@@ -251,15 +287,48 @@ def outcomes(units: list[dict], set_name: str, variant: str, seed: int, k: int, 
     return [files[i] for i in order], np.array(correct)[order], [subjects[i] for i in order]
 
 
-COMPARISONS = (("hybrid", "ann"), ("hybrid", "snn"), ("hybrid", "fusion-none"), ("fusion-late", "fusion-none"))
+COMPARISONS = (("hybrid", "ann"), ("hybrid", "snn"), ("hybrid", "fusion-none"), ("fusion-late", "fusion-none"),
+               ("hybrid", "fusion-late"), ("selected", "ann"), ("selected", "snn"), ("selected", "hybrid"))
+
+
+def selections(units: list[dict], set_name: str, seed: int, k: int) -> list[dict] | None:
+    """Per fold, the candidate training method with the best inner-validation video top-1 (ties: the
+    lower validation loss of the last epoch, then the order of CANDIDATES); None until every
+    candidate's validation run of every fold exists. Only validation units are looked at."""
+    val = {(u["variant"], u["fold"]): u for u in units
+           if u["set"] == set_name and u["seed"] == seed and u["validation"] and u["variant"] in CANDIDATES}
+    if len(val) < k * len(CANDIDATES):
+        return None
+    picks = []
+    for f in range(k):
+        ranked = sorted(CANDIDATES, key=lambda v: (-val[v, f]["video_top1"], val[v, f]["history"][-1]["test_loss"],
+                                                   CANDIDATES.index(v)))
+        picks.append({"fold": f, "chosen": ranked[0],
+                      "validation_top1": {v: val[v, f]["video_top1"] for v in CANDIDATES}})
+    return picks
+
+
+def selected_units(units: list[dict], set_name: str, seed: int, k: int) -> list[dict]:
+    """The test units of the methods that inner validation chose, as a variant ``selected``."""
+    picks = selections(units, set_name, seed, k)
+    if picks is None:
+        return []
+    test = {(u["variant"], u["fold"]): u for u in units
+            if u["set"] == set_name and u["seed"] == seed and not u["validation"]}
+    return [{**test[p["chosen"], p["fold"]], "variant": "selected"} for p in picks if (p["chosen"], p["fold"]) in test]
 
 
 def report(units: list[dict], folds: dict[str, int]) -> dict:
     out = {"sets": {}}
     for s, k in folds.items():
-        entry = {"folds": k, "variants": {}, "mcnemar": []}
+        entry = {"folds": k, "variants": {}, "mcnemar": [], "selections": {}}
         seeds = sorted({u["seed"] for u in units if u["set"] == s})
-        for v in VARIANTS:
+        for seed in seeds:
+            picks = selections(units, s, seed, k)
+            if picks is not None:
+                entry["selections"][seed] = picks
+                units = units + selected_units(units, s, seed, k)
+        for v in (*VARIANTS, "selected"):
             per_seed = {}
             for seed in seeds:
                 o = outcomes(units, s, v, seed, k)
@@ -332,7 +401,7 @@ def table(rep: dict) -> str:
 
 
 def cmd_report(args) -> int:
-    units = load_units()
+    units = load_units(args.results)
     root = data_root()
     folds = {}
     for s in SETS:
@@ -341,6 +410,10 @@ def cmd_report(args) -> int:
             folds[s] = fold_count(root, s) if (root / "MANIFEST.tsv").is_file() else max(u["fold"] for u in done) + 1
     rep = report(units, folds)
     doc = {"benchmark": "real_video", "preset": "real-small", "units": len(units), **rep}
+    if args.results != UNITS:  # a smoke run's report is printed, never written over the record
+        print(json.dumps(rep["sets"], indent=1)[:3000])
+        print(table(rep))
+        return 0
     write_text_atomic(OUT_JSON, json.dumps(doc, indent=2) + "\n")
     plot(rep)
     print(table(rep))
@@ -354,12 +427,14 @@ def main() -> int:
     r.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
-    r.add_argument("--val", action="store_true", help="also the inner validation run of every fold")
+    r.add_argument("--val", action="store_true",
+                   help="also the inner validation run of every fold (candidate methods only: CANDIDATES)")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video")))
     r.add_argument("--results", type=Path, default=UNITS, help="where unit files go (a smoke run: elsewhere)")
     r.add_argument("--extra", nargs="*", default=[], help="config overrides for a smoke run, e.g. train.epochs=1")
-    sub.add_parser("report", help="tabulate and plot the finished units")
+    rp = sub.add_parser("report", help="tabulate and plot the finished units")
+    rp.add_argument("--results", type=Path, default=UNITS, help="read unit files from here")
     args = ap.parse_args()
     return cmd_run(args) if args.cmd == "run" else cmd_report(args)
 

@@ -148,7 +148,8 @@ def branch_test_losses(model: nn.Module, heads: nn.Module | None, loader, device
     return {name: v / max(n, 1) for name, v in totals.items()}
 
 
-def gblend_weights(history: Sequence[dict], first: int | None = None, last: int | None = None) -> list[float]:
+def gblend_weights(history: Sequence[dict], first: int | None = None, last: int | None = None,
+                   floor: float = 0.1) -> list[float]:
     """Gradient-Blending weights (Wang et al. 2020, eq. 8) of the fused, ANN and SNN heads from a run's
     per-epoch losses (an ``aux`` run with ``branch_metrics``: ``train_loss_<head>`` and
     ``test_loss_<head>``, the test set being held-out data the weights may look at).
@@ -156,7 +157,9 @@ def gblend_weights(history: Sequence[dict], first: int | None = None, last: int 
     Between epochs ``first`` and ``last`` (1-based; default: the first evaluated and the last), each
     head's generalisation gain is ``G = L_val(first) - L_val(last)`` and its overfitting change
     ``dO = O(last) - O(first)`` with ``O = L_val - L_train``; its weight is ``G / dO**2`` (0 when it
-    did not generalise, ``G <= 0``), normalised to sum to 1."""
+    did not generalise, ``G <= 0``), normalised to sum to 1; then every weight is raised to at least
+    ``floor`` and the three normalised again, so that no head (the fused one above all, which is the
+    model's) stops learning because of one noisy estimate."""
     rows = [r for r in history if all(f"test_loss_{h}" in r and f"train_loss_{h}" in r for h in HEADS)]
     if len(rows) < 2:
         raise ValueError("Gradient-Blending needs at least two evaluated epochs with every head's "
@@ -169,6 +172,6 @@ def gblend_weights(history: Sequence[dict], first: int | None = None, last: int 
         d_over = (b[f"test_loss_{h}"] - b[f"train_loss_{h}"]) - (a[f"test_loss_{h}"] - a[f"train_loss_{h}"])
         raw.append(max(gain, 0.0) / max(d_over * d_over, 1e-8))
     total = sum(raw)
-    if not total > 0:
-        return [1.0, 0.0, 0.0]  # no head generalised better at the end than at the start: fused only
-    return [r / total for r in raw]
+    w = [r / total for r in raw] if total > 0 else [1.0, 0.0, 0.0]  # none generalised: fused only
+    w = [max(x, floor) for x in w]
+    return [x / sum(w) for x in w]

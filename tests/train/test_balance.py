@@ -117,9 +117,12 @@ def test_gblend_weights_follow_the_overfitting_to_generalisation_ratio():
           "test_loss_ann": 2.0, "train_loss_snn": 2.0, "test_loss_snn": 2.0},
          {"epoch": 5, "train_loss_fused": 1.0, "test_loss_fused": 1.5, "train_loss_ann": 0.5,
           "test_loss_ann": 1.5, "train_loss_snn": 1.5, "test_loss_snn": 2.1}]
-    w = gblend_weights(h)
+    w = gblend_weights(h, floor=0.0)
     raw = [0.5 / 0.5**2, 0.5 / 1.0**2, 0.0]
     assert w == pytest.approx([r / sum(raw) for r in raw])
+    # the floor keeps every head learning: 0 -> 0.1, then normalised again
+    floored = [max(r / sum(raw), 0.1) for r in raw]
+    assert gblend_weights(h) == pytest.approx([f / sum(floored) for f in floored])
     with pytest.raises(ValueError, match="branch_metrics"):
         gblend_weights(h[:1])
 
