@@ -396,7 +396,14 @@ def table(rep: dict) -> str:
     lines += ["", "| set | a vs b | seed | a right, b wrong | b right, a wrong | exact McNemar p |", "|---|---|---|---|---|---|"]
     for s, e in rep["sets"].items():
         for m in e["mcnemar"]:
-            lines.append(f"| {s} | {m['a']} vs {m['b']} | {m['seed']} | {m['a_only']} | {m['b_only']} | {m['p']:.3g} |")
+            lines.append(f"| {s} | {m['a']} vs {m['b']} | {m['seed']} | {m['a_only']} | {m['b_only']} | {m['p']:.3f} |")
+    picks = [(s, seed, p) for s, e in rep["sets"].items() for seed, ps in e["selections"].items() for p in ps]
+    if picks:
+        lines += ["", "| set | seed | fold | chosen on validation | validation top-1 of " + ", ".join(CANDIDATES) + " |",
+                  "|---|---|---|---|---|"]
+        for s, seed, p in picks:
+            vals = " ".join(f"{p['validation_top1'][v]:.2f}" for v in CANDIDATES)
+            lines.append(f"| {s} | {seed} | {p['fold']} | {p['chosen']} | {vals} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,68 @@
+"""bench/real_video.py's statistics and its choice between methods: the exact McNemar test against
+scipy's binomial test, the subject bootstrap's interval, and a selection that reads validation runs only."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("real_video", ROOT / "bench" / "real_video.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["real_video"] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("real_video", None)
+
+
+@pytest.mark.parametrize("a_only,b_only", [(0, 0), (5, 0), (7, 2), (3, 9), (12, 12)])
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_videos(bench, a_only, b_only):
+    both, neither = 20, 4
+    a = np.array([True] * a_only + [False] * b_only + [True] * both + [False] * neither)
+    b = np.array([False] * a_only + [True] * b_only + [True] * both + [False] * neither)
+    m = bench.mcnemar_exact(a, b)
+    assert (m["a_only"], m["b_only"]) == (a_only, b_only)
+    want = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    assert m["p"] == pytest.approx(want, rel=1e-12)
+
+
+def test_subject_bootstrap_resamples_whole_subjects(bench):
+    subjects = [s for s in "abcd" for _ in range(10)]
+    correct = np.array([True] * 10 + [True] * 10 + [False] * 10 + [True] * 5 + [False] * 5)
+    lo, hi = bench.bootstrap_subjects(correct, subjects, reps=2000)
+    # every resample is a mean of 4 subject accuracies from {1, 1, 0, 0.5}: within [0, 1], and the
+    # interval is wide (subjects differ), not the binomial one of 40 independent videos
+    assert 0.0 <= lo < 0.4 and 0.85 < hi <= 1.0
+    assert bench.bootstrap_subjects(np.ones(40, bool), subjects, reps=200) == [1.0, 1.0]
+
+
+def _unit(variant, fold, val, top1, loss=1.0):
+    return {"set": "s", "variant": variant, "seed": 0, "fold": fold, "validation": val, "video_top1": top1,
+            "history": [{"test_loss": loss}], "videos": [], "test_groups": [str(fold)]}
+
+
+def test_selection_reads_validation_runs_only(bench):
+    units = []
+    for f in range(2):
+        for v in bench.CANDIDATES:
+            units.append(_unit(v, f, True, 0.5, loss=1.0))
+            units.append(_unit(v, f, False, 1.0 if v == "ogm-ge" else 0.0))  # test folds: ogm-ge best
+    units[[i for i, u in enumerate(units) if (u["variant"], u["fold"], u["validation"]) == ("aux", 1, True)][0]] = \
+        _unit("aux", 1, True, 0.5, loss=0.5)  # a tie on top-1 broken by the lower validation loss
+    picks = bench.selections(units, "s", 0, 2)
+    assert [p["chosen"] for p in picks] == ["hybrid", "aux"]  # ties: the order of CANDIDATES
+    chosen = bench.selected_units(units, "s", 0, 2)
+    assert [(u["variant"], u["fold"], u["video_top1"]) for u in chosen] == [("selected", 0, 0.0), ("selected", 1, 0.0)]
+    assert bench.selections(units[:-1], "s", 0, 2) is not None  # a test unit missing changes nothing
+    assert bench.selections([u for u in units if u["validation"]][:-1], "s", 0, 2) is None  # a validation one does
