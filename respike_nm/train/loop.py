@@ -535,7 +535,6 @@ def _save_epoch(run: _Session, epoch: int) -> None:
 
 
 def _check_resume(ck: Checkpoint, cfg: Config, kind: str) -> None:
-
     if ck.kind != kind:
         raise CheckpointError(f"{ck.path}: was trained as {ck.kind!r}, not {kind!r}")
     # options added since the run was made are read at their defaults (which keep the old behaviour)
