@@ -61,14 +61,20 @@ def video_features(model, ds) -> tuple[dict[str, np.ndarray], np.ndarray, np.nda
             feats.setdefault(name, []).append(x.reshape(b, k, f.g, -1).mean(dim=(1, 2)).numpy())
         if len(f.parts) == 2:
             shares = model.branch_logits(f)
-            spreads.append(np.stack([shares[n].std(dim=-1).reshape(b, k).mean(1).numpy() for n in ("ann", "snn")], 1))
+            spreads.append(
+                np.stack([shares[n].std(dim=-1).reshape(b, k).mean(1).numpy() for n in ("ann", "snn")], 1)
+            )
         labels.append(batch.label.numpy())
-    return ({n: np.concatenate(v) for n, v in feats.items()}, np.concatenate(labels),
-            np.concatenate(spreads) if spreads else np.zeros((0, 2)))
+    return (
+        {n: np.concatenate(v) for n, v in feats.items()},
+        np.concatenate(labels),
+        np.concatenate(spreads) if spreads else np.zeros((0, 2)),
+    )
 
 
-def probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, classes: int,
-          l2: float = 1e-2) -> float:
+def probe(
+    xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, classes: int, l2: float = 1e-2
+) -> float:
     """Test accuracy of an L2 logistic regression fitted on standardised training features."""
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
     a = torch.tensor((xtr - mu) / sd, dtype=torch.float64)
@@ -95,20 +101,31 @@ def fold_probes(work: Path, set_name: str, seed: int, fold: int) -> dict:
         run = work / "runs" / set_name / variant / f"seed{seed}" / f"fold{fold}"
         model, cfg, ck = load_run(run)
         train_ds, test_ds, _, _ = build_datasets(cfg)
-        plain_train = VideoClipDataset(train_ds.records, clip_spec(cfg), train=False)  # eval clips, no augmentation
+        plain_train = VideoClipDataset(
+            train_ds.records, clip_spec(cfg), train=False
+        )  # eval clips, no augmentation
         ftr, ytr, _ = video_features(model, plain_train)
         fte, yte, spread = video_features(model, test_ds)
         k = len(ck.classes)
         for name in ftr:
             out[f"{variant}:{name}"] = probe(ftr[name], ytr, fte[name], yte, k)
         if variant == "hybrid":
-            out["hybrid:both"] = probe(np.concatenate([ftr["snn"], ftr["ann"]], 1), ytr,
-                                       np.concatenate([fte["snn"], fte["ann"]], 1), yte, k)
+            out["hybrid:both"] = probe(
+                np.concatenate([ftr["snn"], ftr["ann"]], 1),
+                ytr,
+                np.concatenate([fte["snn"], fte["ann"]], 1),
+                yte,
+                k,
+            )
             cs = ftr["snn"].shape[1]
             w = model.head.weight.detach()
-            weights = {"norm_snn": float(w[:, :cs].norm()), "norm_ann": float(w[:, cs:].norm()),
-                       "share_std_ann": float(spread[:, 0].mean()), "share_std_snn": float(spread[:, 1].mean()),
-                       "videos": len(yte)}
+            weights = {
+                "norm_snn": float(w[:, :cs].norm()),
+                "norm_ann": float(w[:, cs:].norm()),
+                "share_std_ann": float(spread[:, 0].mean()),
+                "share_std_snn": float(spread[:, 1].mean()),
+                "videos": len(yte),
+            }
     return {"fold": fold, "probes": out, "head": weights}
 
 
@@ -120,15 +137,21 @@ def loss_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") 
     if not hists:
         return None
     n = min(len(h) for h in hists)
-    curves = {f"{part}_loss_{x}": [float(np.mean([h[e][f"{part}_loss_{x}"] for h in hists])) for e in range(n)]
-              for x in HEADS for part in ("train", "test")}
+    curves = {
+        f"{part}_loss_{x}": [float(np.mean([h[e][f"{part}_loss_{x}"] for h in hists])) for e in range(n)]
+        for x in HEADS
+        for part in ("train", "test")
+    }
     ogr = {}
     for x in HEADS:
         tr, va = curves[f"train_loss_{x}"], curves[f"test_loss_{x}"]
         gain = va[0] - va[-1]
         d_over = (va[-1] - tr[-1]) - (va[0] - tr[0])
-        ogr[x] = {"generalisation_gain": gain, "overfitting_change": d_over,
-                  "ratio": d_over / gain if gain > 0 else None}
+        ogr[x] = {
+            "generalisation_gain": gain,
+            "overfitting_change": d_over,
+            "ratio": d_over / gain if gain > 0 else None,
+        }
     return {"folds": len(hists), "epochs": n, "curves": curves, "ogr": ogr}
 
 
@@ -140,8 +163,11 @@ def plot(doc: dict) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     names = list(doc["probe_means"])
-    axes[0].bar(range(len(names)), [doc["probe_means"][n] for n in names],
-                color=["C0" if "ann" in n else "C1" if "snn" in n else "C2" for n in names])
+    axes[0].bar(
+        range(len(names)),
+        [doc["probe_means"][n] for n in names],
+        color=["C0" if "ann" in n else "C1" if "snn" in n else "C2" for n in names],
+    )
     axes[0].set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
     axes[0].set_ylim(0, 1.02)
     axes[0].set_ylabel("linear-probe video top-1 (test folds)")
@@ -160,10 +186,14 @@ def plot(doc: dict) -> None:
     h = doc["head_means"]
     axes[2].bar([0, 1], [h["norm_ann"], h["norm_snn"]], color=["C0", "C1"])
     axes[2].bar([3, 4], [h["share_std_ann"], h["share_std_snn"]], color=["C0", "C1"], alpha=0.6)
-    axes[2].set_xticks([0, 1, 3, 4], ["|W_ann|", "|W_snn|", "share spread\nANN", "share spread\nSNN"], fontsize=8)
+    axes[2].set_xticks(
+        [0, 1, 3, 4], ["|W_ann|", "|W_snn|", "share spread\nANN", "share spread\nSNN"], fontsize=8
+    )
     axes[2].set_title("the fused head: weight norm and logit share per branch", fontsize=9)
-    fig.suptitle(f"{doc['set']}, seed {doc['seed']}: the shipped hybrid against its branches trained alone",
-                 fontsize=10)
+    fig.suptitle(
+        f"{doc['set']}, seed {doc['seed']}: the shipped hybrid against its branches trained alone",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(RESULTS / "branch_diagnosis.png", dpi=120)
     plt.close(fig)
@@ -173,16 +203,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", default="weizmann10")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video")))
+    ap.add_argument(
+        "--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video"))
+    )
     ap.add_argument("--results", type=Path, default=UNITS, help="the unit files of bench/real_video.py")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    folds = sorted(int(p.stem.removeprefix("fold")) for p in
-                   (args.results / args.set / "hybrid" / f"seed{args.seed}").glob("fold[0-9].json"))
+    folds = sorted(
+        int(p.stem.removeprefix("fold"))
+        for p in (args.results / args.set / "hybrid" / f"seed{args.seed}").glob("fold[0-9].json")
+    )
     rows = []
     for f in folds:
-        if not all((args.work / "runs" / args.set / v / f"seed{args.seed}" / f"fold{f}" / "checkpoint.pt").is_file()
-                   for v in ("hybrid", "ann", "snn")):
+        if not all(
+            (args.work / "runs" / args.set / v / f"seed{args.seed}" / f"fold{f}" / "checkpoint.pt").is_file()
+            for v in ("hybrid", "ann", "snn")
+        ):
             log(f"fold {f}: a run is missing under {args.work}; skipped")
             continue
         log(f"fold {f}: probes")
@@ -191,14 +227,31 @@ def main() -> int:
         log("no fold has all three runs")
         return 1
     total = sum(r["head"]["videos"] for r in rows)
-    probe_means = {k: float(sum(r["probes"][k] * r["head"]["videos"] for r in rows) / total) for k in rows[0]["probes"]}
+    probe_means = {
+        k: float(sum(r["probes"][k] * r["head"]["videos"] for r in rows) / total) for k in rows[0]["probes"]
+    }
     head_means = {k: float(np.mean([r["head"][k] for r in rows])) for k in rows[0]["head"] if k != "videos"}
-    doc = {"benchmark": "branch_diagnosis", "set": args.set, "seed": args.seed, "folds": rows,
-           "probe_means": probe_means, "head_means": head_means, "loss_curves": loss_curves(args.results, args.set, args.seed)}
+    doc = {
+        "benchmark": "branch_diagnosis",
+        "set": args.set,
+        "seed": args.seed,
+        "folds": rows,
+        "probe_means": probe_means,
+        "head_means": head_means,
+        "loss_curves": loss_curves(args.results, args.set, args.seed),
+    }
     write_text_atomic(RESULTS / "branch_diagnosis.json", json.dumps(doc, indent=2) + "\n")
     plot(doc)
-    print(json.dumps({"probe_means": probe_means, "head_means": head_means,
-                      "ogr": (doc["loss_curves"] or {}).get("ogr")}, indent=1))
+    print(
+        json.dumps(
+            {
+                "probe_means": probe_means,
+                "head_means": head_means,
+                "ogr": (doc["loss_curves"] or {}).get("ogr"),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -113,8 +112,10 @@ EXTRA: list[str] = []  # --extra: overrides for a smoke run (its results go to -
 def set_config(root: Path, set_name: str, variant: str, seed: int, data: Path | None = None) -> Config:
     folder, cv = SETS[set_name]
     _, extra = VARIANTS[variant]
-    return apply_overrides(load_config("real-small"),
-                           [f"data.data_root={data or root / folder}", *cv, *extra, f"seed={seed}", *EXTRA])
+    return apply_overrides(
+        load_config("real-small"),
+        [f"data.data_root={data or root / folder}", *cv, *extra, f"seed={seed}", *EXTRA],
+    )
 
 
 def inner_root(root: Path, set_name: str, test_group: str, work: Path) -> Path:
@@ -182,8 +183,14 @@ def video_logits(run: Path) -> tuple[list[dict], tuple[str, ...]]:
     out = []
     for v in sorted(t.rows):
         mean = torch.stack(t.rows[v]).sum(0) / t.counts[v]
-        out.append({"file": Path(test.source(v)).name, "label": t.labels[v],
-                    "logits": [round(float(x), 5) for x in mean], "pred": int(mean.argmax())})
+        out.append(
+            {
+                "file": Path(test.source(v)).name,
+                "label": t.labels[v],
+                "logits": [round(float(x), 5) for x in mean],
+                "pred": int(mean.argmax()),
+            }
+        )
     return out, tuple(ck.classes)
 
 
@@ -193,22 +200,46 @@ def run_unit(root: Path, unit: Unit, work: Path) -> dict:
     run = work / "runs" / unit.name
     resume = (run / CHECKPOINT).is_file()
     t0 = time.perf_counter()
-    res = train(cfg, kind, run, resume=resume, overwrite=not resume,
-                on_epoch=lambda row: log(f"  {unit.name} epoch {row['epoch']}: loss {row['train_loss']:.3f} "
-                                         f"train {row['train_top1']:.2f} test {row.get('test_top1_video', 0):.2f} "
-                                         f"({row['seconds']:.0f} s)"))
+    res = train(
+        cfg,
+        kind,
+        run,
+        resume=resume,
+        overwrite=not resume,
+        on_epoch=lambda row: log(
+            f"  {unit.name} epoch {row['epoch']}: loss {row['train_loss']:.3f} "
+            f"train {row['train_top1']:.2f} test {row.get('test_top1_video', 0):.2f} "
+            f"({row['seconds']:.0f} s)"
+        ),
+    )
     videos, classes = video_logits(run)
-    history = [{k: r[k] for k in r if k in HISTORY_KEYS or k.startswith(("train_loss_", "test_loss_"))}
-               for r in res.history]
+    history = [
+        {k: r[k] for k in r if k in HISTORY_KEYS or k.startswith(("train_loss_", "test_loss_"))}
+        for r in res.history
+    ]
     correct = sum(v["pred"] == v["label"] for v in videos)
-    return {"unit": unit.name, "set": unit.set, "variant": unit.variant, "kind": kind, "seed": unit.seed,
-            "fold": unit.fold, "validation": unit.val, "test_groups": list(groups),
-            "overrides": SETS[unit.set][1] + VARIANTS[unit.variant][1]
-            + (gblend_overrides(unit) if unit.variant == "gblend" else []), "classes": list(classes),
-            "videos": videos, "video_top1": correct / max(len(videos), 1),
-            "train_seconds": round(float(res.summary.get("seconds", 0.0)), 1),
-            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs": len(history), "history": history,
-            "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    return {
+        "unit": unit.name,
+        "set": unit.set,
+        "variant": unit.variant,
+        "kind": kind,
+        "seed": unit.seed,
+        "fold": unit.fold,
+        "validation": unit.val,
+        "test_groups": list(groups),
+        "overrides": SETS[unit.set][1]
+        + VARIANTS[unit.variant][1]
+        + (gblend_overrides(unit) if unit.variant == "gblend" else []),
+        "classes": list(classes),
+        "videos": videos,
+        "video_top1": correct / max(len(videos), 1),
+        "train_seconds": round(float(res.summary.get("seconds", 0.0)), 1),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "epochs": len(history),
+        "history": history,
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
 
 
 def fold_count(root: Path, set_name: str) -> int:
@@ -228,7 +259,7 @@ def cmd_run(args) -> int:
         for seed in args.seeds:
             for v in args.variants:
                 for f in range(k):
-                    for val in ([True, False] if args.val and v in CANDIDATES else [False]):
+                    for val in [True, False] if args.val and v in CANDIDATES else [False]:
                         unit = Unit(s, v, seed, f, val)
                         if unit.result(args.results).is_file():
                             continue
@@ -236,7 +267,9 @@ def cmd_run(args) -> int:
                         doc = run_unit(root, unit, args.work)
                         unit.result(args.results).parent.mkdir(parents=True, exist_ok=True)
                         write_text_atomic(unit.result(args.results), json.dumps(doc, indent=1) + "\n")
-                        log(f"{unit.name}: video top-1 {doc['video_top1']:.2f} ({doc['train_seconds']:.0f} s)")
+                        log(
+                            f"{unit.name}: video top-1 {doc['video_top1']:.2f} ({doc['train_seconds']:.0f} s)"
+                        )
     return 0
 
 
@@ -255,7 +288,9 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> dict:
     return {"a_only": n01, "b_only": n10, "p": p}
 
 
-def bootstrap_subjects(correct: np.ndarray, subjects: list[str], reps: int = 10000, seed: int = 0) -> list[float]:
+def bootstrap_subjects(
+    correct: np.ndarray, subjects: list[str], reps: int = 10000, seed: int = 0
+) -> list[float]:
     """95 % percentile interval of the accuracy, resampling subjects (with all their videos)."""
     names = sorted(set(subjects))
     by = {s: correct[[i for i, x in enumerate(subjects) if x == s]] for s in names}
@@ -274,7 +309,11 @@ def load_units(units: Path = UNITS) -> list[dict]:
 
 def outcomes(units: list[dict], set_name: str, variant: str, seed: int, k: int, val: bool = False):
     """``(files, correct, subjects)`` over all folds, in a fixed file order; None if a fold is missing."""
-    rows = [u for u in units if (u["set"], u["variant"], u["seed"], u["validation"]) == (set_name, variant, seed, val)]
+    rows = [
+        u
+        for u in units
+        if (u["set"], u["variant"], u["seed"], u["validation"]) == (set_name, variant, seed, val)
+    ]
     if len({u["fold"] for u in rows}) < k:
         return None
     files, correct, subjects = [], [], []
@@ -287,24 +326,46 @@ def outcomes(units: list[dict], set_name: str, variant: str, seed: int, k: int, 
     return [files[i] for i in order], np.array(correct)[order], [subjects[i] for i in order]
 
 
-COMPARISONS = (("hybrid", "ann"), ("hybrid", "snn"), ("hybrid", "fusion-none"), ("fusion-late", "fusion-none"),
-               ("hybrid", "fusion-late"), ("selected", "ann"), ("selected", "snn"), ("selected", "hybrid"))
+COMPARISONS = (
+    ("hybrid", "ann"),
+    ("hybrid", "snn"),
+    ("hybrid", "fusion-none"),
+    ("fusion-late", "fusion-none"),
+    ("hybrid", "fusion-late"),
+    ("selected", "ann"),
+    ("selected", "snn"),
+    ("selected", "hybrid"),
+)
 
 
 def selections(units: list[dict], set_name: str, seed: int, k: int) -> list[dict] | None:
     """Per fold, the candidate training method with the best inner-validation video top-1 (ties: the
     lower validation loss of the last epoch, then the order of CANDIDATES); None until every
     candidate's validation run of every fold exists. Only validation units are looked at."""
-    val = {(u["variant"], u["fold"]): u for u in units
-           if u["set"] == set_name and u["seed"] == seed and u["validation"] and u["variant"] in CANDIDATES}
+    val = {
+        (u["variant"], u["fold"]): u
+        for u in units
+        if u["set"] == set_name and u["seed"] == seed and u["validation"] and u["variant"] in CANDIDATES
+    }
     if len(val) < k * len(CANDIDATES):
         return None
     picks = []
     for f in range(k):
-        ranked = sorted(CANDIDATES, key=lambda v: (-val[v, f]["video_top1"], val[v, f]["history"][-1]["test_loss"],
-                                                   CANDIDATES.index(v)))
-        picks.append({"fold": f, "chosen": ranked[0],
-                      "validation_top1": {v: val[v, f]["video_top1"] for v in CANDIDATES}})
+        ranked = sorted(
+            CANDIDATES,
+            key=lambda v: (
+                -val[v, f]["video_top1"],
+                val[v, f]["history"][-1]["test_loss"],
+                CANDIDATES.index(v),
+            ),
+        )
+        picks.append(
+            {
+                "fold": f,
+                "chosen": ranked[0],
+                "validation_top1": {v: val[v, f]["video_top1"] for v in CANDIDATES},
+            }
+        )
     return picks
 
 
@@ -313,9 +374,16 @@ def selected_units(units: list[dict], set_name: str, seed: int, k: int) -> list[
     picks = selections(units, set_name, seed, k)
     if picks is None:
         return []
-    test = {(u["variant"], u["fold"]): u for u in units
-            if u["set"] == set_name and u["seed"] == seed and not u["validation"]}
-    return [{**test[p["chosen"], p["fold"]], "variant": "selected"} for p in picks if (p["chosen"], p["fold"]) in test]
+    test = {
+        (u["variant"], u["fold"]): u
+        for u in units
+        if u["set"] == set_name and u["seed"] == seed and not u["validation"]
+    }
+    return [
+        {**test[p["chosen"], p["fold"]], "variant": "selected"}
+        for p in picks
+        if (p["chosen"], p["fold"]) in test
+    ]
 
 
 def report(units: list[dict], folds: dict[str, int]) -> dict:
@@ -335,12 +403,18 @@ def report(units: list[dict], folds: dict[str, int]) -> dict:
                 if o is None:
                     continue
                 files, correct, subjects = o
-                secs = [u["train_seconds"] for u in units if (u["set"], u["variant"], u["seed"]) == (s, v, seed)
-                        and not u["validation"]]
-                per_seed[seed] = {"videos": len(files), "correct": int(correct.sum()),
-                                  "video_top1": float(correct.mean()),
-                                  "ci95_subject_bootstrap": bootstrap_subjects(correct, subjects),
-                                  "train_seconds_per_fold": float(np.mean(secs))}
+                secs = [
+                    u["train_seconds"]
+                    for u in units
+                    if (u["set"], u["variant"], u["seed"]) == (s, v, seed) and not u["validation"]
+                ]
+                per_seed[seed] = {
+                    "videos": len(files),
+                    "correct": int(correct.sum()),
+                    "video_top1": float(correct.mean()),
+                    "ci95_subject_bootstrap": bootstrap_subjects(correct, subjects),
+                    "train_seconds_per_fold": float(np.mean(secs)),
+                }
             if per_seed:
                 accs = [r["video_top1"] for r in per_seed.values()]
                 entry["variants"][v] = {"seeds": per_seed, "mean_over_seeds": float(np.mean(accs))}
@@ -369,11 +443,18 @@ def plot(rep: dict) -> None:
         vs = list(rep["sets"][s]["variants"])
         for i, v in enumerate(vs):
             seeds = rep["sets"][s]["variants"][v]["seeds"]
-            for j, (seed, r) in enumerate(sorted(seeds.items())):
+            for j, (_, r) in enumerate(sorted(seeds.items())):
                 x = i + (j - (len(seeds) - 1) / 2) * 0.18
                 lo, hi = r["ci95_subject_bootstrap"]
-                ax.errorbar([x], [r["video_top1"]], yerr=[[r["video_top1"] - lo], [hi - r["video_top1"]]],
-                            fmt="o", color=f"C{i}", capsize=3, alpha=0.9)
+                ax.errorbar(
+                    [x],
+                    [r["video_top1"]],
+                    yerr=[[r["video_top1"] - lo], [hi - r["video_top1"]]],
+                    fmt="o",
+                    color=f"C{i}",
+                    capsize=3,
+                    alpha=0.9,
+                )
         ax.set_xticks(range(len(vs)), vs, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.02)
         ax.grid(axis="y", alpha=0.3)
@@ -385,22 +466,38 @@ def plot(rep: dict) -> None:
 
 
 def table(rep: dict) -> str:
-    lines = ["| set | variant | video top-1 per seed [95 % CI over subjects] | train s / fold |", "|---|---|---|---|"]
+    lines = [
+        "| set | variant | video top-1 per seed [95 % CI over subjects] | train s / fold |",
+        "|---|---|---|---|",
+    ]
     for s, e in rep["sets"].items():
         for v, r in e["variants"].items():
-            per = "; ".join(f"seed {seed}: {x['video_top1']:.3f} [{x['ci95_subject_bootstrap'][0]:.2f}, "
-                            f"{x['ci95_subject_bootstrap'][1]:.2f}] ({x['correct']}/{x['videos']})"
-                            for seed, x in sorted(r["seeds"].items()))
+            per = "; ".join(
+                f"seed {seed}: {x['video_top1']:.3f} [{x['ci95_subject_bootstrap'][0]:.2f}, "
+                f"{x['ci95_subject_bootstrap'][1]:.2f}] ({x['correct']}/{x['videos']})"
+                for seed, x in sorted(r["seeds"].items())
+            )
             secs = np.mean([x["train_seconds_per_fold"] for x in r["seeds"].values()])
             lines.append(f"| {s} | {v} | {per} | {secs:.0f} |")
-    lines += ["", "| set | a vs b | seed | a right, b wrong | b right, a wrong | exact McNemar p |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| set | a vs b | seed | a right, b wrong | b right, a wrong | exact McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
     for s, e in rep["sets"].items():
         for m in e["mcnemar"]:
-            lines.append(f"| {s} | {m['a']} vs {m['b']} | {m['seed']} | {m['a_only']} | {m['b_only']} | {m['p']:.3f} |")
+            lines.append(
+                f"| {s} | {m['a']} vs {m['b']} | {m['seed']} | {m['a_only']} | {m['b_only']} | {m['p']:.3f} |"
+            )
     picks = [(s, seed, p) for s, e in rep["sets"].items() for seed, ps in e["selections"].items() for p in ps]
     if picks:
-        lines += ["", "| set | seed | fold | chosen on validation | validation top-1 of " + ", ".join(CANDIDATES) + " |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| set | seed | fold | chosen on validation | validation top-1 of "
+            + ", ".join(CANDIDATES)
+            + " |",
+            "|---|---|---|---|---|",
+        ]
         for s, seed, p in picks:
             vals = " ".join(f"{p['validation_top1'][v]:.2f}" for v in CANDIDATES)
             lines.append(f"| {s} | {seed} | {p['fold']} | {p['chosen']} | {vals} |")
@@ -414,7 +511,9 @@ def cmd_report(args) -> int:
     for s in SETS:
         done = [u for u in units if u["set"] == s and not u["validation"]]
         if done:
-            folds[s] = fold_count(root, s) if (root / "MANIFEST.tsv").is_file() else max(u["fold"] for u in done) + 1
+            folds[s] = (
+                fold_count(root, s) if (root / "MANIFEST.tsv").is_file() else max(u["fold"] for u in done) + 1
+            )
     rep = report(units, folds)
     doc = {"benchmark": "real_video", "preset": "real-small", "units": len(units), **rep}
     if args.results != UNITS:  # a smoke run's report is printed, never written over the record
@@ -434,12 +533,19 @@ def main() -> int:
     r.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     r.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
-    r.add_argument("--val", action="store_true",
-                   help="also the inner validation run of every fold (candidate methods only: CANDIDATES)")
+    r.add_argument(
+        "--val",
+        action="store_true",
+        help="also the inner validation run of every fold (candidate methods only: CANDIDATES)",
+    )
     r.add_argument("--threads", type=int, default=2)
-    r.add_argument("--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video")))
+    r.add_argument(
+        "--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video"))
+    )
     r.add_argument("--results", type=Path, default=UNITS, help="where unit files go (a smoke run: elsewhere)")
-    r.add_argument("--extra", nargs="*", default=[], help="config overrides for a smoke run, e.g. train.epochs=1")
+    r.add_argument(
+        "--extra", nargs="*", default=[], help="config overrides for a smoke run, e.g. train.epochs=1"
+    )
     rp = sub.add_parser("report", help="tabulate and plot the finished units")
     rp.add_argument("--results", type=Path, default=UNITS, help="read unit files from here")
     args = ap.parse_args()

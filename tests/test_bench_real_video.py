@@ -48,8 +48,17 @@ def test_subject_bootstrap_resamples_whole_subjects(bench):
 
 
 def _unit(variant, fold, val, top1, loss=1.0):
-    return {"set": "s", "variant": variant, "seed": 0, "fold": fold, "validation": val, "video_top1": top1,
-            "history": [{"test_loss": loss}], "videos": [], "test_groups": [str(fold)]}
+    return {
+        "set": "s",
+        "variant": variant,
+        "seed": 0,
+        "fold": fold,
+        "validation": val,
+        "video_top1": top1,
+        "history": [{"test_loss": loss}],
+        "videos": [],
+        "test_groups": [str(fold)],
+    }
 
 
 def test_selection_reads_validation_runs_only(bench):
@@ -58,11 +67,17 @@ def test_selection_reads_validation_runs_only(bench):
         for v in bench.CANDIDATES:
             units.append(_unit(v, f, True, 0.5, loss=1.0))
             units.append(_unit(v, f, False, 1.0 if v == "ogm-ge" else 0.0))  # test folds: ogm-ge best
-    units[[i for i, u in enumerate(units) if (u["variant"], u["fold"], u["validation"]) == ("aux", 1, True)][0]] = \
-        _unit("aux", 1, True, 0.5, loss=0.5)  # a tie on top-1 broken by the lower validation loss
+    units[
+        [i for i, u in enumerate(units) if (u["variant"], u["fold"], u["validation"]) == ("aux", 1, True)][0]
+    ] = _unit("aux", 1, True, 0.5, loss=0.5)  # a tie on top-1 broken by the lower validation loss
     picks = bench.selections(units, "s", 0, 2)
     assert [p["chosen"] for p in picks] == ["hybrid", "aux"]  # ties: the order of CANDIDATES
     chosen = bench.selected_units(units, "s", 0, 2)
-    assert [(u["variant"], u["fold"], u["video_top1"]) for u in chosen] == [("selected", 0, 0.0), ("selected", 1, 0.0)]
+    assert [(u["variant"], u["fold"], u["video_top1"]) for u in chosen] == [
+        ("selected", 0, 0.0),
+        ("selected", 1, 0.0),
+    ]
     assert bench.selections(units[:-1], "s", 0, 2) is not None  # a test unit missing changes nothing
-    assert bench.selections([u for u in units if u["validation"]][:-1], "s", 0, 2) is None  # a validation one does
+    assert (
+        bench.selections([u for u in units if u["validation"]][:-1], "s", 0, 2) is None
+    )  # a validation one does

@@ -41,8 +41,13 @@ def add_parser(sub) -> None:
 
 def run_predict(args) -> int:
     from respike_nm.data.errors import DataError
-    from respike_nm.predict import (SourceSummary, expand_inputs, predict_source, predict_video,
-                                    torch_classifier)
+    from respike_nm.predict import (
+        SourceSummary,
+        expand_inputs,
+        predict_source,
+        predict_video,
+        torch_classifier,
+    )
     from respike_nm.records import to_data
     from respike_nm.train.builder import clip_spec
     from respike_nm.train.loop import default_device, load_run

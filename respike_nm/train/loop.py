@@ -33,11 +33,23 @@ from respike_nm.forked import fork_map
 from respike_nm.models.activity import ActivityLog, record_activity
 from respike_nm.models.snn import set_fake_quant
 from respike_nm.ranks import gather, launch, part, split
-from respike_nm.train.balance import (BRANCHES, HEADS, branch_test_losses, make_heads, modulate,
-                                      ogm_coefficients, step_loss)
+from respike_nm.train.balance import (
+    BRANCHES,
+    HEADS,
+    branch_test_losses,
+    make_heads,
+    modulate,
+    ogm_coefficients,
+    step_loss,
+)
 from respike_nm.train.builder import build_datasets, build_model
-from respike_nm.train.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, load_model_state,
-                                         save_checkpoint)
+from respike_nm.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 
 Progress = Callable[[Iterable, str, int], Iterable]
 CHECKPOINT = "checkpoint.pt"

@@ -11,8 +11,14 @@ from conftest import SMALL_TRAIN
 
 from respike_nm.config import ConfigError, apply_overrides, load_config
 from respike_nm.models.respike import BranchFeatures
-from respike_nm.train.balance import (BranchHeads, gblend_weights, make_heads, modulate,
-                                      ogm_coefficients, step_loss)
+from respike_nm.train.balance import (
+    BranchHeads,
+    gblend_weights,
+    make_heads,
+    modulate,
+    ogm_coefficients,
+    step_loss,
+)
 from respike_nm.train.builder import build_model
 from respike_nm.train.checkpoint import load_checkpoint
 from respike_nm.train.loop import load_run, train
@@ -45,16 +51,22 @@ def test_branch_logits_add_up_to_the_head_and_use_each_branchs_columns():
 def test_aux_heads_train_but_are_not_part_of_the_model(tmp_path):
     res = train(_cfg("train.epochs=1", "train.branch_loss=aux"), "hybrid", tmp_path / "aux")
     train(_cfg("train.epochs=1"), "hybrid", tmp_path / "fused")
-    aux, fused = load_checkpoint(tmp_path / "aux/checkpoint.pt"), load_checkpoint(tmp_path / "fused/checkpoint.pt")
+    aux, fused = (
+        load_checkpoint(tmp_path / "aux/checkpoint.pt"),
+        load_checkpoint(tmp_path / "fused/checkpoint.pt"),
+    )
     assert {k: v.shape for k, v in aux.model.items()} == {k: v.shape for k, v in fused.model.items()}
     assert fused.aux is None and set(aux.aux) == {"ann.weight", "ann.bias", "snn.weight", "snn.bias"}
     model, _, _ = load_run(tmp_path / "aux")  # loads strictly into the deployable model
-    assert [s.names for s in model.stage_specs()] == [s.names for s in load_run(tmp_path / "fused")[0].stage_specs()]
+    assert [s.names for s in model.stage_specs()] == [
+        s.names for s in load_run(tmp_path / "fused")[0].stage_specs()
+    ]
     row = res.history[-1]
     assert {"train_loss_fused", "train_loss_ann", "train_loss_snn"} <= set(row)
     # the loss is the weighted sum of the three heads' cross-entropies (weights 1, 1, 1)
-    assert row["train_loss"] == pytest.approx(row["train_loss_fused"] + row["train_loss_ann"]
-                                              + row["train_loss_snn"], rel=1e-6)
+    assert row["train_loss"] == pytest.approx(
+        row["train_loss_fused"] + row["train_loss_ann"] + row["train_loss_snn"], rel=1e-6
+    )
 
 
 def test_aux_weights_reach_the_branches_gradients():
@@ -113,10 +125,26 @@ def test_modulate_scales_only_branch_convolutions_and_adds_their_noise():
 
 def test_gblend_weights_follow_the_overfitting_to_generalisation_ratio():
     # fused: gains 0.5 and overfits by 0.5 more; ann: gains 0.5, overfits by 1.0; snn: no gain
-    h = [{"epoch": 1, "train_loss_fused": 2.0, "test_loss_fused": 2.0, "train_loss_ann": 2.0,
-          "test_loss_ann": 2.0, "train_loss_snn": 2.0, "test_loss_snn": 2.0},
-         {"epoch": 5, "train_loss_fused": 1.0, "test_loss_fused": 1.5, "train_loss_ann": 0.5,
-          "test_loss_ann": 1.5, "train_loss_snn": 1.5, "test_loss_snn": 2.1}]
+    h = [
+        {
+            "epoch": 1,
+            "train_loss_fused": 2.0,
+            "test_loss_fused": 2.0,
+            "train_loss_ann": 2.0,
+            "test_loss_ann": 2.0,
+            "train_loss_snn": 2.0,
+            "test_loss_snn": 2.0,
+        },
+        {
+            "epoch": 5,
+            "train_loss_fused": 1.0,
+            "test_loss_fused": 1.5,
+            "train_loss_ann": 0.5,
+            "test_loss_ann": 1.5,
+            "train_loss_snn": 1.5,
+            "test_loss_snn": 2.1,
+        },
+    ]
     w = gblend_weights(h, floor=0.0)
     raw = [0.5 / 0.5**2, 0.5 / 1.0**2, 0.0]
     assert w == pytest.approx([r / sum(raw) for r in raw])
@@ -139,7 +167,9 @@ def test_bad_branch_options_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="branch_loss"):
         _cfg("train.branch_loss=blend")
     with pytest.raises(ValueError, match="branch_weights"):
-        train(_cfg("train.epochs=1", "train.branch_loss=aux", "train.branch_weights=[1, 1]"), "hybrid", tmp_path)
+        train(
+            _cfg("train.epochs=1", "train.branch_loss=aux", "train.branch_weights=[1, 1]"), "hybrid", tmp_path
+        )
     assert not tmp_path.joinpath("checkpoint.pt").exists()
 
 
