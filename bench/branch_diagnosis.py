@@ -126,7 +126,7 @@ def fold_probes(work: Path, set_name: str, seed: int, fold: int) -> dict:
                 "share_std_snn": float(spread[:, 1].mean()),
                 "videos": len(yte),
             }
-    return {"fold": fold, "probes": out, "head": weights}
+    return {"fold": fold, "probes": out, "head": weights, "classes": k}
 
 
 def loss_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") -> dict | None:
@@ -155,6 +155,25 @@ def loss_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") 
     return {"folds": len(hists), "epochs": n, "curves": curves, "ogr": ogr}
 
 
+def train_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") -> dict | None:
+    """Each head's training loss per epoch (for ``fused`` and ``ogm-ge`` runs: each branch's share of
+    the head's logits), mean over the test-fold runs that recorded it."""
+    files = sorted((units / set_name / variant / f"seed{seed}").glob("fold[0-9].json"))
+    hists = [json.loads(p.read_text())["history"] for p in files]
+    hists = [h for h in hists if h and all(f"train_loss_{x}" in h[0] for x in HEADS)]
+    if not hists:
+        return None
+    n = min(len(h) for h in hists)
+    return {
+        "folds": len(hists),
+        "epochs": n,
+        "curves": {
+            f"train_loss_{x}": [float(np.mean([h[e][f"train_loss_{x}"] for h in hists])) for e in range(n)]
+            for x in HEADS
+        },
+    }
+
+
 def plot(doc: dict) -> None:
     import matplotlib
 
@@ -181,6 +200,20 @@ def plot(doc: dict) -> None:
         axes[1].set_ylabel("cross-entropy")
         axes[1].legend(fontsize=7)
         axes[1].set_title(f"each head's loss (mean of {lc['folds']} inner validation runs)", fontsize=9)
+    elif doc.get("train_curves"):
+        tc = doc["train_curves"]
+        for i, x in enumerate(HEADS):
+            axes[1].plot(
+                range(1, tc["epochs"] + 1),
+                tc["curves"][f"train_loss_{x}"],
+                color=f"C{i}",
+                label=f"{x} (training clips)",
+            )
+        axes[1].axhline(np.log(doc["classes"]), color="grey", lw=0.8, ls=":", label="chance (ln K)")
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel("cross-entropy of each head")
+        axes[1].legend(fontsize=7)
+        axes[1].set_title(f"each head's training loss (mean of {tc['folds']} folds)", fontsize=9)
     else:
         axes[1].axis("off")
     h = doc["head_means"]
@@ -239,6 +272,8 @@ def main() -> int:
         "probe_means": probe_means,
         "head_means": head_means,
         "loss_curves": loss_curves(args.results, args.set, args.seed),
+        "train_curves": train_curves(args.results, args.set, args.seed),
+        "classes": rows[0]["classes"],
     }
     write_text_atomic(RESULTS / "branch_diagnosis.json", json.dumps(doc, indent=2) + "\n")
     plot(doc)

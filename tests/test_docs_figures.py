@@ -111,22 +111,41 @@ def test_training_times_match_train_tiny_json():
 
 # ---------------------------------------------------------------- real clips
 
+SEED_CELL = re.compile(r"seed (\d+): ([\d.]+) \[([\d.]+), ([\d.]+)\] \((\d+)/(\d+)\)")
+
+
 def test_real_clip_table_matches_real_video_json():
-    results = {f"{r['set']} | {r['variant']}": r for r in _json("real_video.json")["results"]}
-    table = _keyed(_table("| set | variant |"), width=2)
-    assert set(table) == set(results)
-    for key, (folds, per_fold, video, clip, seconds) in table.items():
-        r = results[key]
-        assert int(folds) == r["folds"] == len(r["rows"]), key
-        shown = per_fold.split()
-        assert len(shown) == r["folds"], key
-        for q, row in zip(shown, r["rows"], strict=True):
-            _check(q, row["test_top1_video"], where=f"{key}, fold {row['fold']}")
-        for quoted, stat in ((video, r["summary"]["test_top1_video"]), (clip, r["summary"]["test_top1"])):
-            mean, std = quoted.split("±")
-            _check(mean, stat["mean"], where=f"{key}, mean")
-            _check(std, stat["std"], where=f"{key}, std")
-        _check(seconds, r["train_seconds"], where=f"{key}, training time")
+    sets = _json("real_video.json")["sets"]
+    expected = {f"{s} | {v}": r for s, e in sets.items() for v, r in e["variants"].items()}
+    table = _keyed(_table("| set | variant | video top-1 per seed"), width=2)
+    assert set(table) == set(expected)
+    for key, (per_seed, seconds) in table.items():
+        r = expected[key]
+        cells = SEED_CELL.findall(per_seed)
+        assert sorted(int(c[0]) for c in cells) == sorted(int(x) for x in r["seeds"]), key
+        for seed, acc, lo, hi, right, videos in cells:
+            x = r["seeds"][seed]
+            _check(acc, x["video_top1"], where=f"{key} seed {seed}")
+            _check(lo, x["ci95_subject_bootstrap"][0], where=f"{key} seed {seed} CI low")
+            _check(hi, x["ci95_subject_bootstrap"][1], where=f"{key} seed {seed} CI high")
+            assert (int(right), int(videos)) == (x["correct"], x["videos"]), key
+            assert x["correct"] / x["videos"] == pytest.approx(x["video_top1"])
+        _check(seconds, sum(x["train_seconds_per_fold"] for x in r["seeds"].values()) / len(r["seeds"]),
+               where=f"{key} training time")
+
+
+def test_real_clip_paired_tests_match_real_video_json():
+    from math import comb
+
+    sets = _json("real_video.json")["sets"]
+    expected = {f"{s} | {m['a']} vs {m['b']} | {m['seed']}": m for s, e in sets.items() for m in e["mcnemar"]}
+    table = _keyed(_table("| set | a vs b | seed |"), width=3)
+    assert set(table) == set(expected)
+    for key, (a_only, b_only, p) in table.items():
+        m = expected[key]
+        assert (int(a_only), int(b_only)) == (m["a_only"], m["b_only"]), key
+        n, k = m["a_only"] + m["b_only"], min(m["a_only"], m["b_only"])  # exact two-sided binomial
+        _check(p, min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0, where=key)
 
 
 # ---------------------------------------------------------------- Lava simulation, prediction, paper scale
