@@ -36,12 +36,12 @@ from torch.utils.data import DataLoader
 from respike_nm.atomic import write_text_atomic
 from respike_nm.data.datasets import VideoClipDataset, collate_clips
 from respike_nm.data.transforms import normalize
+from respike_nm.train.balance import HEADS, gain_and_overfitting
 from respike_nm.train.builder import build_datasets, clip_spec
 from respike_nm.train.loop import load_run
 
 RESULTS = Path(__file__).parent / "results"
 UNITS = RESULTS / "real_video"
-HEADS = ("fused", "ann", "snn")
 
 
 def log(msg: str) -> None:
@@ -129,49 +129,41 @@ def fold_probes(work: Path, set_name: str, seed: int, fold: int) -> dict:
     return {"fold": fold, "probes": out, "head": weights, "classes": k}
 
 
-def loss_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") -> dict | None:
-    """Each head's train and held-out loss per epoch, mean over the folds' inner validation runs."""
-    files = sorted((units / set_name / variant / f"seed{seed}").glob("fold*-val.json"))
+def mean_curves(files: list[Path], keys: list[str]) -> dict | None:
+    """The per-epoch mean over the unit files whose history records every one of ``keys``."""
     hists = [json.loads(p.read_text())["history"] for p in files]
-    hists = [h for h in hists if h and all(f"test_loss_{x}" in h[0] for x in HEADS)]
+    hists = [h for h in hists if h and all(k in h[0] for k in keys)]
     if not hists:
         return None
     n = min(len(h) for h in hists)
-    curves = {
-        f"{part}_loss_{x}": [float(np.mean([h[e][f"{part}_loss_{x}"] for h in hists])) for e in range(n)]
-        for x in HEADS
-        for part in ("train", "test")
-    }
-    ogr = {}
+    curves = {k: [float(np.mean([h[e][k] for h in hists])) for e in range(n)] for k in keys}
+    return {"folds": len(hists), "epochs": n, "curves": curves}
+
+
+def loss_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") -> dict | None:
+    """Each head's train and held-out loss per epoch, mean over the folds' inner validation runs,
+    and each head's overfitting-to-generalisation ratio between the first and the last epoch."""
+    files = sorted((units / set_name / variant / f"seed{seed}").glob("fold*-val.json"))
+    out = mean_curves(files, [f"{part}_loss_{x}" for x in HEADS for part in ("train", "test")])
+    if out is None:
+        return None
+    first, last = ({k: v[i] for k, v in out["curves"].items()} for i in (0, -1))
+    out["ogr"] = {}
     for x in HEADS:
-        tr, va = curves[f"train_loss_{x}"], curves[f"test_loss_{x}"]
-        gain = va[0] - va[-1]
-        d_over = (va[-1] - tr[-1]) - (va[0] - tr[0])
-        ogr[x] = {
+        gain, d_over = gain_and_overfitting(first, last, x)
+        out["ogr"][x] = {
             "generalisation_gain": gain,
             "overfitting_change": d_over,
             "ratio": d_over / gain if gain > 0 else None,
         }
-    return {"folds": len(hists), "epochs": n, "curves": curves, "ogr": ogr}
+    return out
 
 
 def train_curves(units: Path, set_name: str, seed: int, variant: str = "hybrid") -> dict | None:
     """Each head's training loss per epoch (for ``fused`` and ``ogm-ge`` runs: each branch's share of
     the head's logits), mean over the test-fold runs that recorded it."""
     files = sorted((units / set_name / variant / f"seed{seed}").glob("fold[0-9].json"))
-    hists = [json.loads(p.read_text())["history"] for p in files]
-    hists = [h for h in hists if h and all(f"train_loss_{x}" in h[0] for x in HEADS)]
-    if not hists:
-        return None
-    n = min(len(h) for h in hists)
-    return {
-        "folds": len(hists),
-        "epochs": n,
-        "curves": {
-            f"train_loss_{x}": [float(np.mean([h[e][f"train_loss_{x}"] for h in hists])) for e in range(n)]
-            for x in HEADS
-        },
-    }
+    return mean_curves(files, [f"train_loss_{x}" for x in HEADS])
 
 
 def plot(doc: dict) -> None:

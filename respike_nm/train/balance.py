@@ -148,6 +148,17 @@ def branch_test_losses(model: nn.Module, heads: nn.Module | None, loader, device
     return {name: v / max(n, 1) for name, v in totals.items()}
 
 
+def gain_and_overfitting(a: dict, b: dict, head: str) -> tuple[float, float]:
+    """Between the epoch rows ``a`` and ``b`` (``train_loss_<head>``, ``test_loss_<head>``): the
+    generalisation gain ``G = L_val(a) - L_val(b)`` and the overfitting change ``dO = O(b) - O(a)``,
+    ``O = L_val - L_train`` (Wang et al. 2020)."""
+    gain = a[f"test_loss_{head}"] - b[f"test_loss_{head}"]
+    def over(r: dict) -> float:
+        return r[f"test_loss_{head}"] - r[f"train_loss_{head}"]
+
+    return gain, over(b) - over(a)
+
+
 def gblend_weights(history: Sequence[dict], first: int | None = None, last: int | None = None,
                    floor: float = 0.1) -> list[float]:
     """Gradient-Blending weights (Wang et al. 2020, eq. 8) of the fused, ANN and SNN heads from a run's
@@ -168,8 +179,7 @@ def gblend_weights(history: Sequence[dict], first: int | None = None, last: int 
     a, b = by.get(first, rows[0]), by.get(last, rows[-1])
     raw = []
     for h in HEADS:
-        gain = a[f"test_loss_{h}"] - b[f"test_loss_{h}"]
-        d_over = (b[f"test_loss_{h}"] - b[f"train_loss_{h}"]) - (a[f"test_loss_{h}"] - a[f"train_loss_{h}"])
+        gain, d_over = gain_and_overfitting(a, b, h)
         raw.append(max(gain, 0.0) / max(d_over * d_over, 1e-8))
     total = sum(raw)
     w = [r / total for r in raw] if total > 0 else [1.0, 0.0, 0.0]  # none generalised: fused only
