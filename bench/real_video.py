@@ -51,7 +51,7 @@ from respike_nm.data.datasets import collate_clips
 from respike_nm.train.balance import gblend_weights
 from respike_nm.train.builder import build_datasets
 from respike_nm.train.crossval import fold_config, plan
-from respike_nm.train.loop import CHECKPOINT, eval_totals, load_run, train
+from respike_nm.train.loop import CHECKPOINT, eval_totals, load_run, train, video_means
 
 RESULTS = Path(__file__).parent / "results"
 UNITS = RESULTS / "real_video"
@@ -181,8 +181,7 @@ def video_logits(run: Path) -> tuple[list[dict], tuple[str, ...]]:
     loader = DataLoader(test, batch_size=cfg.train.batch_size, collate_fn=collate_clips)
     t = eval_totals(model, loader, torch.device("cpu"), activity=False)
     out = []
-    for v in sorted(t.rows):
-        mean = torch.stack(t.rows[v]).sum(0) / t.counts[v]
+    for v, mean in video_means(t).items():
         out.append(
             {
                 "file": Path(test.source(v)).name,

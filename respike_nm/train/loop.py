@@ -163,20 +163,25 @@ def merge_eval_totals(parts: list[EvalTotals]) -> EvalTotals:
     return t
 
 
+def video_means(t: EvalTotals) -> dict[int, torch.Tensor]:
+    """Each video's logits averaged over its clips (rows summed in batch order), by video index."""
+    means = {}
+    for v in sorted(t.rows):
+        total = t.rows[v][0]
+        for row in t.rows[v][1:]:
+            total = total + row
+        means[v] = total / t.counts[v]
+    return means
+
+
 def eval_result(t: EvalTotals) -> EvalResult:
     """Accuracies and loss from :class:`EvalTotals` (sums taken in batch order)."""
     loss = sum(t.batch_losses, 0.0)  # in batch order, as one pass adds them
     v1 = v5 = 0
     if t.rows:
-        ids = sorted(t.rows)
-        means = []
-        for v in ids:
-            total = t.rows[v][0]
-            for row in t.rows[v][1:]:
-                total = total + row
-            means.append(total / t.counts[v])
-        vlabels = torch.tensor([t.labels[v] for v in ids])
-        mean = torch.stack(means)
+        means = video_means(t)
+        vlabels = torch.tensor([t.labels[v] for v in means])
+        mean = torch.stack(list(means.values()))
         v1, v5 = int(_topk(mean, vlabels, 1).sum()), int(_topk(mean, vlabels, 5).sum())
     videos, clips = len(t.rows), t.clips
     rates = t.activity.rates() if t.activity is not None else {}
