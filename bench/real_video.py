@@ -9,8 +9,9 @@ cut leave-one-subject-out, so no person is in both training and test:
 
 Variants (``VARIANTS``): the single branches ``ann`` and ``snn``, the shipped ``hybrid``, the
 fusion ablation ``fusion-late`` and ``fusion-none`` (the hybrid fused only before the head, or not at
-all: concatenated pooled features), and the branch-balancing training methods of
-:mod:`respike_nm.train.balance`.
+all: concatenated pooled features), the branch-balancing training methods of
+:mod:`respike_nm.train.balance`, and ``snippets``/``snn-snippets``: the hybrid and the SNN trained on
+TSN snippets (residual frames of adjacent frames) instead of TSN segments.
 
 Every (set, variant, seed, fold) is one unit of work whose result is a small JSON file under
 bench/results/real_video/<set>/<variant>/seed<seed>/: ``fold<i>.json`` for the test fold (every
@@ -76,8 +77,13 @@ VARIANTS = {  # name -> (model kind, overrides of real-small)
     "aux": ("hybrid", ["train.branch_loss=aux", "train.branch_metrics=true"]),
     "gblend": ("hybrid", ["train.branch_loss=aux"]),  # + train.branch_weights from the aux val run
     "ogm-ge": ("hybrid", ["train.branch_loss=ogm-ge"]),
+    # TSN snippets instead of segments (respike_nm/data/sampling.py): the same key-frame span, but
+    # residuals of frames 1 to s-1 apart, not of frames a segment or more apart
+    "snippets": ("hybrid", ["data.sampling=snippets"]),
+    "snn-snippets": ("snn", ["data.sampling=snippets"]),
 }
-CANDIDATES = ("hybrid", "aux", "gblend", "ogm-ge")  # what inner validation chooses among, per fold
+# what inner validation chooses among, per fold
+CANDIDATES = ("hybrid", "aux", "gblend", "ogm-ge", "snippets")
 HISTORY_KEYS = ("epoch", "train_loss", "train_top1", "test_loss", "test_top1", "test_top1_video", "seconds")
 
 
@@ -331,6 +337,8 @@ COMPARISONS = (
     ("hybrid", "fusion-none"),
     ("fusion-late", "fusion-none"),
     ("hybrid", "fusion-late"),
+    ("snippets", "hybrid"),
+    ("snn-snippets", "snn"),
     ("selected", "ann"),
     ("selected", "snn"),
     ("selected", "hybrid"),

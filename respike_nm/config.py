@@ -33,7 +33,7 @@ class DataConfig:
     frames: int = 16  # T
     stride: int = 4  # s: key frame + s-1 residual frames (SNN time steps)
     size: int = 64  # crop side
-    sampling: str = "consecutive"  # consecutive | segments
+    sampling: str = "consecutive"  # consecutive | segments | snippets (respike_nm/data/sampling.py)
     # evaluation clips per video: tiled (eval_clips clips spread evenly through the video) | all
     # (every non-overlapping T-frame window, starts 0, T, 2T, ...; a video shorter than T gives one
     # padded clip; the published code's protocol; needs sampling=consecutive)
@@ -205,7 +205,7 @@ PRESETS = {
 CHOICES = {
     "data.dataset": ("synthetic-motion", "synthetic-binding", "ucf101", "hmdb51", "kinetics", "folder",
                      "cache"),
-    "data.sampling": ("consecutive", "segments"),
+    "data.sampling": ("consecutive", "segments", "snippets"),
     "data.eval_protocol": ("tiled", "all"),
     "data.train_clips": ("one", "all"),
     "data.eval_resize": ("short_side_8_7", "crop_size"),

@@ -58,10 +58,10 @@ def run_predict(args) -> int:
         model, cfg, ck = load_run(args.run_dir, device=default_device())
         classify = torch_classifier(model)
     spec = clip_spec(cfg)
-    if spec.sampling == "segments":
+    if spec.sampling != "consecutive":
         print(f"respike-nm: note: this run was trained on {spec.frames} frames spread over each whole clip "
-              f"(data.sampling=segments); a window is {spec.frames} consecutive frames, a shorter span than "
-              "it learnt from; each file's last line is its prediction made as evaluation makes it",
+              f"(data.sampling={spec.sampling}); a window is {spec.frames} consecutive frames, a shorter "
+              "span than it learnt from; each file's last line is its prediction made as evaluation makes it",
               file=sys.stderr)
     failed = 0
     try:

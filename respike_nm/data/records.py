@@ -22,7 +22,7 @@ def check_divisible(frames: int, stride: int) -> None:
         )
 
 
-Sampling = Literal["consecutive", "segments"]
+Sampling = Literal["consecutive", "segments", "snippets"]
 EvalProtocol = Literal["tiled", "all"]
 TrainClips = Literal["one", "all"]
 EvalResize = Literal["short_side_8_7", "crop_size"]
@@ -85,7 +85,8 @@ class ClipSpec:
 
     frames: T, frames per clip. stride: s, frames per key-frame group (T % s == 0).
     sampling: ``consecutive`` takes T frames in a row at the native rate (HMDB-51/UCF-101 in the
-    paper); ``segments`` takes one frame from each of T equal segments (TSN, Kinetics).
+    paper); ``segments`` takes one frame from each of T equal segments (TSN, Kinetics);
+    ``snippets`` takes s consecutive frames (one key-frame group) from each of T/s equal segments.
     size: square crop side in pixels.
     eval_protocol: ``tiled`` evaluates ``eval_clips`` clips per video, tiled evenly through the
     video (``consecutive``) or as shifted segment offsets (``segments``); ``all`` evaluates every
@@ -116,8 +117,9 @@ class ClipSpec:
 
     def __post_init__(self):
         check_divisible(self.frames, self.stride)
-        if self.sampling not in ("consecutive", "segments"):
-            raise ValueError(f"sampling must be 'consecutive' or 'segments', not {self.sampling!r}")
+        if self.sampling not in ("consecutive", "segments", "snippets"):
+            raise ValueError("sampling must be 'consecutive', 'segments' or 'snippets', "
+                             f"not {self.sampling!r}")
         if self.size < 8:
             raise ValueError(f"size must be at least 8 pixels, not {self.size}")
         if self.eval_clips < 1:
@@ -129,9 +131,9 @@ class ClipSpec:
         if len(self.train_scale) != 2 or not 0 < self.train_scale[0] <= self.train_scale[1] <= 1:
             raise ValueError("the training crop scale (data.train_crop_scale) must be two area fractions "
                              f"0 < low <= high <= 1, not {list(self.train_scale)}")
-        if self.sampling == "segments" and "all" in (self.eval_protocol, self.train_clips):
+        if self.sampling != "consecutive" and "all" in (self.eval_protocol, self.train_clips):
             raise ValueError("eval_protocol 'all' and train_clips 'all' cut non-overlapping windows of "
-                             "consecutive frames; they need sampling 'consecutive', not 'segments'")
+                             f"consecutive frames; they need sampling 'consecutive', not {self.sampling!r}")
 
     @property
     def eval_crop_fraction(self) -> float:

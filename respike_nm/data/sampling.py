@@ -6,6 +6,10 @@ takes one window at a random start, evaluation tiles ``n`` windows evenly throug
 ``all``, the published code's torchvision ``VideoClips`` with ``step_between_clips = T``).
 ``segments`` (TSN, Kinetics): the video is cut into T equal segments and one frame is taken from
 each, at a random position in training, at evenly shifted positions in evaluation.
+``snippets`` (TSN's snippets): the video is cut into T/s equal segments and s consecutive frames are
+taken from each (a key frame and its s-1 successors), placed as ``segments`` places its frames: the
+key frames span the whole video as with ``segments``, while every residual frame is the difference
+of frames 1 to s-1 apart at the native rate, as with ``consecutive``.
 
 Short videos: indices may point past the last frame; the decoder then repeats the last frame
 (the padding policy of :mod:`respike_nm.data.video`). Segment sampling of a video with fewer than T
@@ -53,11 +57,26 @@ def segment_clip(num_frames: int, frames: int, position: float) -> np.ndarray:
     return np.minimum(idx, num_frames - 1)
 
 
+def snippet_clip(num_frames: int, frames: int, stride: int, position: float | np.ndarray) -> np.ndarray:
+    """``frames / stride`` snippets of ``stride`` consecutive frames, one per equal segment of the
+    video, each starting at relative ``position`` in [0, 1) (one value, or one per segment) of the
+    room its segment leaves: ``int64 [frames]``."""
+    if num_frames < frames:
+        return np.arange(frames, dtype=np.int64)  # every frame once, then padding past the end
+    edges = np.linspace(0, num_frames - stride + 1, frames // stride + 1)
+    starts = np.floor(edges[:-1] + position * np.diff(edges)).astype(np.int64)
+    starts = np.minimum(starts, num_frames - stride)
+    return (starts[:, None] + np.arange(stride)).reshape(-1)
+
+
 def train_indices(num_frames: int, spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
     """Frame indices of one random training clip: ``int64 [1, T]``."""
     if spec.sampling == "consecutive":
         start = int(rng.integers(0, max(0, num_frames - spec.frames) + 1))
         return consecutive_clip(start, spec.frames)[None]
+    if spec.sampling == "snippets":
+        positions = rng.random(spec.frames // spec.stride)
+        return snippet_clip(num_frames, spec.frames, spec.stride, positions)[None]
     if num_frames < spec.frames:
         return segment_clip(num_frames, spec.frames, 0.0)[None]
     edges = np.linspace(0, num_frames, spec.frames + 1)
@@ -72,4 +91,6 @@ def eval_indices(num_frames: int, spec: ClipSpec) -> np.ndarray:
         starts = consecutive_starts(num_frames, spec.frames, n)
         return np.stack([consecutive_clip(int(s), spec.frames) for s in starts])
     positions = (np.arange(n) + 0.5) / n
+    if spec.sampling == "snippets":
+        return np.stack([snippet_clip(num_frames, spec.frames, spec.stride, float(p)) for p in positions])
     return np.stack([segment_clip(num_frames, spec.frames, float(p)) for p in positions])
