@@ -90,8 +90,11 @@ def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path, text, where, 
 def test_config_choices_are_the_registries():
     """The config's valid values are the registries' names (the config module stays light, so it
     keeps its own copy; this keeps the two from drifting apart)."""
+    from typing import get_args
+
     from respike_nm.config import CHOICES
     from respike_nm.data.factory import DATASETS
+    from respike_nm.data.records import Sampling
     from respike_nm.models.ann import ANN_ARCHS
     from respike_nm.models.respike import FUSION_NORMS, FUSIONS
     from respike_nm.models.snn import SNN_ARCHS
@@ -99,3 +102,4 @@ def test_config_choices_are_the_registries():
     assert CHOICES["data.dataset"] == DATASETS
     assert CHOICES["model.fusion"] == FUSIONS and CHOICES["model.fusion_norm"] == FUSION_NORMS
     assert CHOICES["model.snn_arch"] == tuple(SNN_ARCHS) and CHOICES["model.ann_arch"] == ANN_ARCHS
+    assert CHOICES["data.sampling"] == get_args(Sampling)
