@@ -224,16 +224,8 @@ def plot(doc: dict) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", default="weizmann10")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video"))
-    )
-    ap.add_argument("--results", type=Path, default=UNITS, help="the unit files of bench/real_video.py")
-    args = ap.parse_args()
-    torch.set_num_threads(2)
+def probe_rows(args) -> list[dict]:
+    """The probes and head figures of every fold whose three runs exist under --work."""
     folds = sorted(
         int(p.stem.removeprefix("fold"))
         for p in (args.results / args.set / "hybrid" / f"seed{args.seed}").glob("fold[0-9].json")
@@ -248,6 +240,39 @@ def main() -> int:
             continue
         log(f"fold {f}: probes")
         rows.append(fold_probes(args.work, args.set, args.seed, f))
+    return rows
+
+
+def reused_rows(args) -> list[dict]:
+    """The fold rows of the last branch_diagnosis.json, if it was made for the same set and seed."""
+    path = RESULTS / "branch_diagnosis.json"
+    if not path.is_file():
+        raise SystemExit(f"--curves-only: {path} does not exist yet; run without --curves-only first")
+    old = json.loads(path.read_text())
+    if (old["set"], old["seed"]) != (args.set, args.seed):
+        raise SystemExit(
+            f"--curves-only: {path} is for {old['set']} seed {old['seed']}, not {args.set} seed {args.seed}"
+        )
+    return old["folds"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--set", default="weizmann10")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--work", type=Path, default=Path(os.environ.get("RESPIKE_BENCH_WORK", "/tmp/respike_real_video"))
+    )
+    ap.add_argument("--results", type=Path, default=UNITS, help="the unit files of bench/real_video.py")
+    ap.add_argument(
+        "--curves-only",
+        action="store_true",
+        help="keep the probes and head figures of the last branch_diagnosis.json (same set and seed) and "
+        "recompute only the loss curves from the unit files (no model is run)",
+    )
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    rows = reused_rows(args) if args.curves_only else probe_rows(args)
     if not rows:
         log("no fold has all three runs")
         return 1
