@@ -212,7 +212,7 @@ def plot(doc: dict) -> None:
     axes[2].bar([0, 1], [h["norm_ann"], h["norm_snn"]], color=["C0", "C1"])
     axes[2].bar([3, 4], [h["share_std_ann"], h["share_std_snn"]], color=["C0", "C1"], alpha=0.6)
     axes[2].set_xticks(
-        [0, 1, 3, 4], ["|W_ann|", "|W_snn|", "share spread\nANN", "share spread\nSNN"], fontsize=8
+        [0, 1, 3, 4], ["|W_ann|", "|W_snn|", "ANN share\nspread", "SNN share\nspread"], fontsize=8
     )
     axes[2].set_title("the fused head: weight norm and logit share per branch", fontsize=9)
     fig.suptitle(
