@@ -393,11 +393,41 @@ def selected_units(units: list[dict], set_name: str, seed: int, k: int) -> list[
     ]
 
 
-def report(units: list[dict], folds: dict[str, int]) -> dict:
-    out = {"sets": {}}
+def preset_choice(units: list[dict], folds: dict[str, int]) -> dict | None:
+    """The training method for ``real-small``: the candidate with the most inner-validation videos
+    right, pooled over every (set, seed) whose candidates' validation runs are all complete (ties: the
+    order of CANDIDATES, the published method first); None until one such (set, seed) exists. Test
+    folds are not looked at."""
+    totals, videos, used = dict.fromkeys(CANDIDATES, 0), 0, []
     for s, k in folds.items():
-        entry = {"folds": k, "variants": {}, "mcnemar": [], "selections": {}}
+        for seed in sorted({u["seed"] for u in units if u["set"] == s}):
+            outs = {v: outcomes(units, s, v, seed, k, val=True) for v in CANDIDATES}
+            if any(o is None for o in outs.values()):
+                continue
+            used.append([s, seed])
+            videos += len(outs[CANDIDATES[0]][0])
+            for v, (_, correct, _) in outs.items():
+                totals[v] += int(correct.sum())
+    if not used:
+        return None
+    chosen = max(CANDIDATES, key=lambda v: (totals[v], -CANDIDATES.index(v)))
+    return {"chosen": chosen, "validation_correct": totals, "validation_videos": videos, "from": used}
+
+
+def report(units: list[dict], folds: dict[str, int]) -> dict:
+    out = {"sets": {}, "preset_choice": preset_choice(units, folds)}
+    for s, k in folds.items():
+        entry = {"folds": k, "variants": {}, "mcnemar": [], "selections": {}, "validation": {}}
         seeds = sorted({u["seed"] for u in units if u["set"] == s})
+        for v in CANDIDATES:  # each candidate's inner-validation top-1, once all its folds exist
+            for seed in seeds:
+                o = outcomes(units, s, v, seed, k, val=True)
+                if o is not None:
+                    entry["validation"].setdefault(v, {})[seed] = {
+                        "videos": len(o[0]),
+                        "correct": int(o[1].sum()),
+                        "video_top1": float(o[1].mean()),
+                    }
         for seed in seeds:
             picks = selections(units, s, seed, k)
             if picks is not None:
@@ -496,6 +526,22 @@ def table(rep: dict) -> str:
             lines.append(
                 f"| {s} | {m['a']} vs {m['b']} | {m['seed']} | {m['a_only']} | {m['b_only']} | {m['p']:.3f} |"
             )
+    val = [
+        (s, v, seed, x)
+        for s, e in rep["sets"].items()
+        for v, r in e["validation"].items()
+        for seed, x in sorted(r.items())
+    ]
+    if val:
+        lines += [
+            "",
+            "| set | method | seed | inner-validation video top-1 (held-out actor of each training fold) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s} | {v} | {seed} | {x['video_top1']:.3f} ({x['correct']}/{x['videos']}) |"
+            for s, v, seed, x in val
+        ]
     picks = [(s, seed, p) for s, e in rep["sets"].items() for seed, ps in e["selections"].items() for p in ps]
     if picks:
         lines += [
@@ -508,6 +554,15 @@ def table(rep: dict) -> str:
         for s, seed, p in picks:
             vals = " ".join(f"{p['validation_top1'][v]:.2f}" for v in CANDIDATES)
             lines.append(f"| {s} | {seed} | {p['fold']} | {p['chosen']} | {vals} |")
+    c = rep.get("preset_choice")
+    if c:
+        lines += [
+            "",
+            f"`real-small`'s training method, chosen on validation only: **{c['chosen']}** "
+            f"({c['validation_correct'][c['chosen']]} of {c['validation_videos']} held-out videos, from "
+            + ", ".join(f"{s} seed {seed}" for s, seed in c["from"])
+            + ")",
+        ]
     return "\n".join(lines)
 
 

@@ -81,3 +81,34 @@ def test_selection_reads_validation_runs_only(bench):
     assert (
         bench.selections([u for u in units if u["validation"]][:-1], "s", 0, 2) is None
     )  # a validation one does
+
+
+def _val_unit(variant, fold, val, right):
+    """A unit of two videos of which ``right`` are classified correctly."""
+    videos = [{"file": f"{fold}_{i}", "label": 0, "pred": 0 if i < right else 1} for i in range(2)]
+    return {**_unit(variant, fold, val, right / 2), "videos": videos}
+
+
+def test_preset_choice_pools_validation_videos_only(bench):
+    """The preset's method is the candidate with the most held-out videos right over every complete
+    (set, seed), whatever the test folds say; a tie goes to the published method (first candidate)."""
+    right = {"hybrid": (1, 1), "snippets": (2, 1), "aux": (1, 2)}  # snippets and aux: 3 of 4
+    units = []
+    for f in range(2):
+        for v in bench.CANDIDATES:
+            units.append(_val_unit(v, f, True, right.get(v, (0, 0))[f]))
+            units.append(_val_unit(v, f, False, 2 if v == "ogm-ge" else 0))  # test folds: ogm-ge best
+    c = bench.preset_choice(units, {"s": 2})
+    assert c["chosen"] == "aux"  # tied with snippets at 3: aux comes first among the candidates
+    assert c["validation_correct"]["snippets"] == 3 and c["validation_videos"] == 4
+    assert c["from"] == [["s", 0]]
+    units.append({**_val_unit("hybrid", 0, True, 2), "seed": 1})  # an incomplete seed is left out
+    assert bench.preset_choice(units, {"s": 2})["from"] == [["s", 0]]
+    tie = [u for u in units if u["seed"] == 0 and u["variant"] != "aux"] + [
+        _val_unit("aux", f, True, 1) for f in range(2)
+    ]
+    for u in tie:
+        if u["variant"] == "snippets" and u["validation"]:
+            u["videos"] = _val_unit("snippets", u["fold"], True, 1)["videos"]
+    assert bench.preset_choice(tie, {"s": 2})["chosen"] == "hybrid"  # all at 2 of 4: the published one
+    assert bench.preset_choice([u for u in units if u["variant"] != "gblend"], {"s": 2}) is None
