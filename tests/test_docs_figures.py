@@ -301,3 +301,17 @@ def test_start_up_figures_match_startup_json(words, entry, command, kind):
     assert quoted, f"not on the page: {words!r}"
     row = _json("startup.json")[entry]
     _check(quoted[1], row["vs_import_torch" if kind == "x" else "median_s"][command], where=words)
+
+
+def test_real_clip_validation_table_matches_real_video_json():
+    sets = _json("real_video.json")["sets"]
+    expected = {f"{s} | {v} | {seed}": x for s, e in sets.items() for v, r in e.get("validation", {}).items()
+                for seed, x in r.items()}
+    if not expected:
+        return
+    table = _keyed(_table("| set | method | seed | inner-validation video top-1"), width=3)
+    assert set(table) == set(expected)
+    for key, (cell,) in table.items():
+        acc, right, videos = re.fullmatch(r"([\d.]+) \((\d+)/(\d+)\)", cell).groups()
+        _check(acc, expected[key]["video_top1"], where=key)
+        assert (int(right), int(videos)) == (expected[key]["correct"], expected[key]["videos"]), key
