@@ -10,8 +10,8 @@ cut leave-one-subject-out, so no person is in both training and test:
 Variants (``VARIANTS``): the single branches ``ann`` and ``snn``, the shipped ``hybrid``, the
 fusion ablation ``fusion-late`` and ``fusion-none`` (the hybrid fused only before the head, or not at
 all: concatenated pooled features), the branch-balancing training methods of
-:mod:`respike_nm.train.balance`, and ``snippets``/``snn-snippets``: the hybrid and the SNN trained on
-TSN snippets (residual frames of adjacent frames) instead of TSN segments.
+:mod:`respike_nm.train.balance`, and ``snippets``/``ann-snippets``/``snn-snippets``: the hybrid and its
+branches trained on TSN snippets (residual frames of adjacent frames) instead of TSN segments.
 
 Every (set, variant, seed, fold) is one unit of work whose result is a small JSON file under
 bench/results/real_video/<set>/<variant>/seed<seed>/: ``fold<i>.json`` for the test fold (every
@@ -81,6 +81,7 @@ VARIANTS = {  # name -> (model kind, overrides of real-small)
     # residuals of frames 1 to s-1 apart, not of frames a segment or more apart
     "snippets": ("hybrid", ["data.sampling=snippets"]),
     "snn-snippets": ("snn", ["data.sampling=snippets"]),
+    "ann-snippets": ("ann", ["data.sampling=snippets"]),
 }
 # what inner validation chooses among, per fold
 CANDIDATES = ("hybrid", "aux", "gblend", "ogm-ge", "snippets")
@@ -338,6 +339,8 @@ COMPARISONS = (
     ("fusion-late", "fusion-none"),
     ("hybrid", "fusion-late"),
     ("snippets", "hybrid"),
+    ("snippets", "ann-snippets"),
+    ("snippets", "snn-snippets"),
     ("snn-snippets", "snn"),
     ("selected", "ann"),
     ("selected", "snn"),
