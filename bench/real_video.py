@@ -339,6 +339,8 @@ COMPARISONS = (
     ("fusion-late", "fusion-none"),
     ("hybrid", "fusion-late"),
     ("snippets", "hybrid"),
+    ("snippets", "ann"),
+    ("snippets", "snn"),
     ("snippets", "ann-snippets"),
     ("snippets", "snn-snippets"),
     ("snn-snippets", "snn"),
