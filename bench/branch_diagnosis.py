@@ -129,6 +129,35 @@ def fold_probes(work: Path, set_name: str, seed: int, fold: int) -> dict:
     return {"fold": fold, "probes": out, "head": weights, "classes": k}
 
 
+@torch.no_grad()
+def share_decisions(work: Path, set_name: str, seed: int, variant: str, folds: int) -> dict | None:
+    """Over the test videos of every fold run of a hybrid ``variant``: how many each branch's share of
+    the head gets right alone, how many the fused head gets right, and on how many the SNN share
+    turns the ANN share's decision (wrong to right, right to wrong). None if a run is missing."""
+    counts = dict.fromkeys(("videos", "fused", "ann_share", "snn_share", "snn_fixes", "snn_breaks"), 0)
+    for f in range(folds):
+        run = work / "runs" / set_name / variant / f"seed{seed}" / f"fold{f}"
+        if not (run / "checkpoint.pt").is_file():
+            return None
+        model, cfg, _ = load_run(run)
+        model.eval()
+        _, test_ds, _, _ = build_datasets(cfg)
+        for batch in DataLoader(test_ds, batch_size=4, collate_fn=collate_clips):
+            b, k = batch.video.shape[:2]
+            _, feats = model(normalize(batch.video).flatten(0, 1), with_features=True)
+            shares = {n: x.reshape(b, k, -1).mean(1) for n, x in model.branch_logits(feats).items()}
+            y = batch.label
+            right = {n: shares[n].argmax(1) == y for n in ("ann", "snn")}
+            fused = (shares["ann"] + shares["snn"]).argmax(1) == y
+            counts["videos"] += b
+            counts["fused"] += int(fused.sum())
+            counts["ann_share"] += int(right["ann"].sum())
+            counts["snn_share"] += int(right["snn"].sum())
+            counts["snn_fixes"] += int((fused & ~right["ann"]).sum())
+            counts["snn_breaks"] += int((~fused & right["ann"]).sum())
+    return counts
+
+
 def mean_curves(files: list[Path], keys: list[str]) -> dict | None:
     """The per-epoch mean over the unit files whose history records every one of ``keys``."""
     hists = [json.loads(p.read_text())["history"] for p in files]
@@ -270,6 +299,13 @@ def main() -> int:
         help="keep the probes and head figures of the last branch_diagnosis.json (same set and seed) and "
         "recompute only the loss curves from the unit files (no model is run)",
     )
+    ap.add_argument(
+        "--shares",
+        nargs="*",
+        default=[],
+        metavar="VARIANT",
+        help="hybrid variants (e.g. hybrid snippets) whose fold runs to score share by share (test videos)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = reused_rows(args) if args.curves_only else probe_rows(args)
@@ -290,6 +326,9 @@ def main() -> int:
         "head_means": head_means,
         "loss_curves": loss_curves(args.results, args.set, args.seed),
         "train_curves": train_curves(args.results, args.set, args.seed),
+        "share_decisions": {
+            v: share_decisions(args.work, args.set, args.seed, v, len(rows)) for v in args.shares
+        },
         "classes": rows[0]["classes"],
     }
     write_text_atomic(RESULTS / "branch_diagnosis.json", json.dumps(doc, indent=2) + "\n")
@@ -300,6 +339,7 @@ def main() -> int:
                 "probe_means": probe_means,
                 "head_means": head_means,
                 "ogr": (doc["loss_curves"] or {}).get("ogr"),
+                "share_decisions": doc["share_decisions"],
             },
             indent=1,
         )
