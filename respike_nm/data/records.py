@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 
@@ -117,8 +117,8 @@ class ClipSpec:
 
     def __post_init__(self):
         check_divisible(self.frames, self.stride)
-        if self.sampling not in ("consecutive", "segments", "snippets"):
-            raise ValueError("sampling must be 'consecutive', 'segments' or 'snippets', "
+        if self.sampling not in get_args(Sampling):
+            raise ValueError(f"sampling must be one of {', '.join(get_args(Sampling))}, "
                              f"not {self.sampling!r}")
         if self.size < 8:
             raise ValueError(f"size must be at least 8 pixels, not {self.size}")
