@@ -38,7 +38,7 @@ from respike_nm.data.datasets import VideoClipDataset, collate_clips
 from respike_nm.data.transforms import normalize
 from respike_nm.train.balance import HEADS, gain_and_overfitting
 from respike_nm.train.builder import build_datasets, clip_spec
-from respike_nm.train.loop import load_run
+from respike_nm.train.run import load_run
 
 RESULTS = Path(__file__).parent / "results"
 UNITS = RESULTS / "real_video"

@@ -160,7 +160,7 @@ def _spiking(layers: list[SpikingConv], g: torch.Generator, mean: float = 0.3, g
 def tiny_model(run_dir: Path | None):
     """The tiny config's hybrid, quantized: a trained run, or seeded random spiking weights."""
     if run_dir is not None:
-        from respike_nm.train.loop import load_run
+        from respike_nm.train.run import load_run
 
         model, cfg, _ = load_run(run_dir, quantize=True)
         return model.eval(), cfg, f"trained run {run_dir}"

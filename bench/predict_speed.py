@@ -48,7 +48,8 @@ from respike_nm.atomic import write_text_atomic
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.predict import WindowPrediction, predict_source, torch_classifier
 from respike_nm.train.builder import clip_spec
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 RESULTS = Path(__file__).parent / "results"
 QUICK_TRAIN = ["train.epochs=1", "data.train_per_class=4", "data.test_per_class=1", "train.warmup_epochs=0"]

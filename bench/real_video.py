@@ -52,7 +52,9 @@ from respike_nm.data.datasets import collate_clips
 from respike_nm.train.balance import gblend_weights
 from respike_nm.train.builder import build_datasets
 from respike_nm.train.crossval import fold_config, plan
-from respike_nm.train.loop import CHECKPOINT, eval_totals, load_run, train, video_means
+from respike_nm.train.evaluate import eval_totals, video_means
+from respike_nm.train.loop import train
+from respike_nm.train.run import CHECKPOINT, load_run
 
 RESULTS = Path(__file__).parent / "results"
 UNITS = RESULTS / "real_video"
@@ -239,7 +241,7 @@ def run_unit(root: Path, unit: Unit, work: Path) -> dict:
         "classes": list(classes),
         "videos": videos,
         "video_top1": correct / max(len(videos), 1),
-        "train_seconds": round(float(res.summary.get("seconds", 0.0)), 1),
+        "train_seconds": round(float(res.summary.seconds), 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "epochs": len(history),
         "history": history,

@@ -33,6 +33,7 @@ import torch
 
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.data.transforms import normalize
+from respike_nm.records import to_data
 from respike_nm.train.builder import build_datasets, build_model
 from respike_nm.train.loop import train
 
@@ -88,9 +89,10 @@ def run(name: str, preset: str, kind: str, overrides: list[str], workdir: Path, 
     res = train(cfg, kind, workdir / f"{name}-s{seed}")
     s = res.summary
     row = {"name": name, "config": preset, "model": kind, "overrides": overrides, "seed": seed,
-           "dataset": cfg.data.dataset, "test_top1": s["test_top1"], "epochs": s["epochs"],
+           "dataset": cfg.data.dataset, "test_top1": s.test_top1, "epochs": s.epochs,
            "epochs_planned": cfg.train.epochs, "train_seconds": round(time.perf_counter() - t0, 1),
-           "load_at_start": round(load, 2), "params": s["params"], "quantization": s.get("quantization"),
+           "load_at_start": round(load, 2), "params": s.params,
+           "quantization": to_data(s.quantization) if s.quantization else None,
            "curve": [round(h["test_top1"], 4) for h in res.history if "test_top1" in h]}
     print(f"{name} seed {seed}: top-1 {row['test_top1']:.3f} after {row['epochs']} epochs in "
           f"{row['train_seconds']:.0f} s", file=sys.stderr)

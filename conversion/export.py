@@ -28,8 +28,6 @@ from pathlib import Path
 
 import h5py
 import torch
-from lava.lib.dl import slayer
-from lava.lib.dl.slayer.neuron.norm import MeanOnlyBatchNorm
 from torch import nn
 
 from conversion.layout import chw_to_xyc
@@ -42,6 +40,7 @@ from conversion.manifest import (
     write_manifest,
 )
 from respike_nm.atomic import write_bytes_atomic
+from respike_nm.lavadl import import_slayer
 from respike_nm.models.deploy import ChipLayer, DeployError, StageSpec, check_layer
 from respike_nm.models.deploy import cut_stages as deploy_cut_stages
 from respike_nm.models.fixed_point import (
@@ -55,6 +54,9 @@ from respike_nm.models.fixed_point import (
 )
 from respike_nm.models.neurons import CubaParams
 from respike_nm.models.snn import SpikingConv
+
+slayer = import_slayer()  # lava-dl, its import-time prints kept off the command's output
+MeanOnlyBatchNorm = slayer.neuron.norm.MeanOnlyBatchNorm
 
 __all__ = [
     "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "chip_layer", "cut_stages",

@@ -30,7 +30,6 @@ from pathlib import Path
 # first, then trains, then simulates (the demo, a notebook) work.
 import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
 import numpy as np
-from lava.lib.dl.netx.hdf5 import Network
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.conv.models import PyConvModelFixed
@@ -46,6 +45,10 @@ from conversion.layout import clips_to_xyct, xyct_to_clips
 from conversion.manifest import StageManifest
 from conversion.proc_models import PyConvModelFixedFast
 from respike_nm import stopping
+from respike_nm.errors import UsageError
+from respike_nm.lavadl import import_netx
+
+netx = import_netx()  # lava-dl's netx, its import-time prints kept off the command's output
 
 # Spikes leave through Extractor taps (a shared-memory channel, one array per step), not a sink's Var:
 # Lava 0.10 reads a Var back one element per message, which took minutes for a few MB of spikes. The
@@ -99,7 +102,7 @@ def run_stage(hdf5: str | Path, graded: np.ndarray, *, time_steps: int, input_me
     cfg = run_config(stock_conv, protocol)  # a bad protocol fails before any process starts
     graded = _checked_input(graded, time_steps, input_message_bits)
     clips = graded.shape[0]
-    net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
+    net = netx.hdf5.Network(net_config=str(hdf5), input_message_bits=input_message_bits,
                   reset_interval=time_steps, reset_offset=reset_offset)
     steps = clips * time_steps + len(net.layers) - 1 + reset_offset  # last spike's tap index + 1
     stream = np.zeros((*net.inp.shape, steps), dtype=np.int32)
@@ -156,7 +159,7 @@ class StageNetwork:
                  stock_conv: bool = False):
         cfg = run_config(stock_conv, "async")
         self.hdf5, self.time_steps, self.bits = Path(hdf5), time_steps, input_message_bits
-        net = Network(net_config=str(hdf5), input_message_bits=input_message_bits,
+        net = netx.hdf5.Network(net_config=str(hdf5), input_message_bits=input_message_bits,
                       reset_interval=time_steps, reset_offset=reset_offset)
         self.delay = len(net.layers) - 1 + reset_offset  # the last layer's tap lag, as in run_stage
         self.tail = -(-self.delay // time_steps)  # zero clips after a call's clips
@@ -243,7 +246,7 @@ def run_config(stock_conv: bool = False, protocol: str = "async") -> Loihi2SimCf
     (:func:`conversion.proc_models.asynchronous`), any other process on the Loihi protocol.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        raise UsageError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
     conv = PyConvModelFixed if stock_conv else PyConvModelFixedFast
     if protocol == "loihi":
         models = {Extractor: PyLoihiExtractorModel, Injector: PyLoihiInjectorModel, Conv: conv}

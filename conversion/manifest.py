@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from respike_nm.atomic import write_text_atomic
+from respike_nm.errors import RespikeError
 from respike_nm.records import from_data, to_data
 
 FORMAT_VERSION = 1
@@ -22,7 +23,7 @@ MANIFEST_NAME = "manifest.json"
 Shape3 = tuple[int, int, int]
 
 
-class ManifestError(ValueError):
+class ManifestError(RespikeError, ValueError):
     """A manifest file that does not fit this version of the schema."""
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from conversion.manifest import MANIFEST_NAME, ExportManifest, read_manifest
 from conversion.netx_check import NetxGroup
 from respike_nm.atomic import write_text_atomic
+from respike_nm.errors import RespikeError
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
 
 FORMAT_VERSION = 1
@@ -52,7 +53,7 @@ Shape3 = tuple[int, int, int]
 CORE_LIMITS = ("neurons_per_core", "fan_in", "synapses_per_core", "synaptic_memory_bits_per_core")
 
 
-class MappingError(ValueError):
+class MappingError(RespikeError, ValueError):
     """An export or a profile the mapper cannot read; the message names the file and the field."""
 
 

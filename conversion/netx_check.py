@@ -26,12 +26,13 @@ from conversion.manifest import (
     file_sha256,
     read_manifest,
 )
+from respike_nm.errors import RespikeError
 from respike_nm.models.fixed_point import DEFAULT_SPEC, FixedPointSpec
 
 NEURON_TYPES = ("CUBA", "LOIHI")  # netx maps both to Lava's LIF; our manifest describes CUBA layers
 
 
-class ExportFileError(ValueError):
+class ExportFileError(RespikeError, ValueError):
     """A stage file that netx would misread; the message names the file, the layer and the field."""
 
 

@@ -44,6 +44,7 @@ from torch import nn
 
 import respike_nm
 from respike_nm.atomic import write_bytes_atomic
+from respike_nm.errors import RespikeError
 from respike_nm.models.deploy import DeployError, check_layer, cut_stages
 from respike_nm.models.fixed_point import (
     WEIGHT_SCALE,
@@ -59,11 +60,11 @@ DT = 1.0  # one time step; Loihi's step has no fixed physical duration
 SUFFIX = ".nir"
 
 
-class NirExportError(ValueError):
+class NirExportError(RespikeError, ValueError):
     """Something NIR cannot represent faithfully; the message names the layer and the reason."""
 
 
-class NirFormatError(ValueError):
+class NirFormatError(RespikeError, ValueError):
     """A file that is not a readable respike-nm NIR export; the message names the file and field."""
 
 

@@ -30,19 +30,20 @@ from conversion.verify import (
     verify_model,
 )
 from respike_nm.atomic import atomic_dir, write_text_atomic
+from respike_nm.errors import RespikeError, UsageError
 from respike_nm.forked import fork_map
 from respike_nm.hardware import HwProfile
 from respike_nm.ranks import gather, launch, part, split
 from respike_nm.records import from_data, to_data
 from respike_nm.train.builder import test_clips
-from respike_nm.train.loop import CHECKPOINT, load_run
+from respike_nm.train.run import CHECKPOINT, load_run
 
 REPORT_NAME = "verify.json"
 REPORT_VERSION = 2  # 2: every layer counts in spike_mismatch; passed, problems, silent layers
 STACK = ("respike-nm", "torch", "lava-nc", "lava-dl", "norse", "numpy", "h5py")
 
 
-class ReportError(ValueError):
+class ReportError(RespikeError, ValueError):
     """A ``verify.json`` that this version cannot read; the message names the field."""
 
 
@@ -172,13 +173,13 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     ranks' results, writes the report and returns it, the other ranks return ``None``
     (:mod:`respike_nm.ranks`)."""
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
+        raise UsageError(f"workers must be at least 1, not {workers}")
     where = launch()
     export_dir = Path(export_dir)
     manifest = check_export(export_dir)  # before netx reads a file
     if run_dir is None:
         if not manifest.run_dir:
-            raise ValueError(f"{export_dir / MANIFEST_NAME}: records no run; name the trained run")
+            raise UsageError(f"{export_dir / MANIFEST_NAME}: records no run; name the trained run")
         run_dir = manifest.run_dir
     run_dir = Path(run_dir)
     if where.main:
@@ -235,7 +236,7 @@ def check_writable(folder: Path, name: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.probe-"):
             pass
     except OSError as err:
-        raise ValueError(f"{folder}: cannot write {name} there ({err.strerror or err})") from None
+        raise UsageError(f"{folder}: cannot write {name} there ({err.strerror or err})") from None
 
 
 def write_simulation_report(report: SimulationReport, path: str | Path) -> Path:

@@ -34,6 +34,7 @@ from conversion.export import chip_layer, cut_stages, stage_shapes
 from conversion.lava_sim import run_manifest_stage
 from conversion.manifest import ExportManifest, StageManifest
 from conversion.netx_check import NetxGroup
+from respike_nm.errors import UsageError
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
 from respike_nm.models.fixed_point import STATE_SCALE, WEIGHT_SCALE, graded_integers
 from respike_nm.models.neurons import CubaLIF
@@ -228,15 +229,15 @@ def check_model_fits(model: nn.Module, manifest: ExportManifest, frame_shape: tu
     architecture or size, which could not be compared clip by clip."""
     stages = cut_stages(model)
     if tuple(frame_shape) != tuple(manifest.frame_shape):
-        raise ValueError(f"{where}: exported for frames of {tuple(manifest.frame_shape)}, the run uses "
+        raise UsageError(f"{where}: exported for frames of {tuple(manifest.frame_shape)}, the run uses "
                          f"{tuple(frame_shape)}: not this run's export")
     if len(stages) != len(manifest.stages):
-        raise ValueError(f"{where}: {len(manifest.stages)} stage network(s), the run's model has "
+        raise UsageError(f"{where}: {len(manifest.stages)} stage network(s), the run's model has "
                          f"{len(stages)}: not this run's export")
     for stage, record in zip(stages, manifest.stages, strict=True):
         shapes = stage_shapes(stage.layers, record.input_shape)
         if stage.names != record.layers or shapes != record.layer_shapes:
-            raise ValueError(f"{where}: stage {record.index} holds layers {list(record.layers)} of shapes "
+            raise UsageError(f"{where}: stage {record.index} holds layers {list(record.layers)} of shapes "
                              f"{list(record.layer_shapes)}, the run's model {list(stage.names)} of shapes "
                              f"{list(shapes)}: not this run's export")
 

@@ -1,7 +1,7 @@
 """The library under the command line, for what crosses the training and energy packages.
 
 Everything the ``respike-nm`` commands do is a function call: :func:`respike_nm.train.loop.train`,
-:func:`respike_nm.train.loop.evaluate_run`, :func:`price_run` here, and, on the deployment side,
+:func:`respike_nm.train.evaluate.evaluate_run`, :func:`price_run` here, and, on the deployment side,
 :mod:`conversion.pipeline` (export, simulate). The CLI modules parse arguments, call these and print.
 """
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from respike_nm.atomic import atomic_dir
 from respike_nm.energy.report import EnergyReport, energy_report, write_report
+from respike_nm.errors import UsageError
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
 from respike_nm.train.builder import test_clips
-from respike_nm.train.loop import load_run
+from respike_nm.train.run import load_run
 
 
 def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bits_source: str, *,
@@ -34,15 +35,15 @@ def price_run(run_dir: str | Path, out: str | Path, graded_bits: int, graded_bit
     from respike_nm.ranks import gather, launch, part
 
     if batch < 1:
-        raise ValueError(f"the batch must be at least 1 clip, got {batch}")
+        raise UsageError(f"the batch must be at least 1 clip, got {batch}")
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
+        raise UsageError(f"workers must be at least 1, not {workers}")
     run_dir = Path(run_dir)
     where = launch()
     targets = targets if targets is not None else [load_profile(n) for n in builtin_profiles()]
     host_p, memory_p = load_profile(host), load_profile(memory)
     if Path(out).exists():
-        raise ValueError(f"{out}: already exists; choose a new report folder")
+        raise UsageError(f"{out}: already exists; choose a new report folder")
     model, cfg, _ = load_run(run_dir, quantize=True)
     model.eval()
     video, _ = test_clips(cfg, clips)

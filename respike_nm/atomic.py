@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from respike_nm.errors import UsageError
+
 TEMP_GLOB = ".*.tmp-*"  # what temp_name and atomic_dir's temporary folders look like
 REFUSALS = {  # the file system's refusals of a write, as the error message words them
     errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
@@ -125,7 +127,7 @@ def atomic_dir(out: str | Path, what: str = "output folder") -> Iterator[Path]:
     remove it when it fails. ``out`` must not exist (a ``ValueError`` says so, naming it)."""
     out = Path(out)
     if out.exists():
-        raise ValueError(f"{out}: already exists; choose a new {what}")
+        raise UsageError(f"{out}: already exists; choose a new {what}")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

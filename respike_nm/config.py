@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from respike_nm.errors import RespikeError
 from respike_nm.records import conforms, parse_yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(RespikeError, ValueError):
     """A config file or override that does not fit the schema."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from respike_nm.errors import RespikeError
 from respike_nm.records import parse_yaml
 
 KINDS = ("measured", "simulated", "derived")
@@ -58,7 +59,7 @@ LIMIT_KEYS = {
 }
 
 
-class ProfileError(ValueError):
+class ProfileError(RespikeError, ValueError):
     """A hardware profile that does not fit the schema."""
 
 

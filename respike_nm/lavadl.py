@@ -8,16 +8,18 @@ Importing ``lava.lib.dl`` prints, from code no logging or warnings setting reach
   which lava-dl's SLAYER imports, prints it when a CUDA toolkit is installed but no GPU answers).
 
 Neither concerns the user of a command, and stdout belongs to the command's output (``--json``
-prints one JSON document there). So the first import of lava-dl goes through :func:`import_slayer`,
-which captures both streams and logs what they said on the ``respike_nm.lavadl`` logger at DEBUG
-level (``respike-nm --debug`` or ``-v`` shows it); later imports find the module loaded and print
-nothing. Should the import fail, the captured lines go to stderr with the error, since they may
-explain it. Imported lazily: ``respike_nm`` itself never needs Lava.
+prints one JSON document there). So every import of lava-dl goes through :func:`import_slayer` or
+:func:`import_netx`; the first captures both streams and logs what they said on the
+``respike_nm.lavadl`` logger at DEBUG level (``respike-nm --debug`` or ``-v`` shows it); later
+imports find the module loaded and print nothing. Should the import fail, the captured lines go to
+stderr with the error, since they may explain it. Imported lazily: ``respike_nm`` itself never needs
+Lava.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import sys
@@ -27,16 +29,26 @@ log = logging.getLogger(__name__)
 
 def import_slayer():
     """``lava.lib.dl.slayer``; its import-time output logged at DEBUG level instead of printed."""
-    if "lava.lib.dl.slayer" in sys.modules:
-        return sys.modules["lava.lib.dl.slayer"]
+    return _quiet_import("lava.lib.dl.slayer")
+
+
+def import_netx():
+    """``lava.lib.dl.netx`` (with its ``hdf5`` loader); import-time output as :func:`import_slayer`."""
+    _quiet_import("lava.lib.dl.netx.hdf5")
+    return sys.modules["lava.lib.dl.netx"]
+
+
+def _quiet_import(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            from lava.lib.dl import slayer
+            module = importlib.import_module(name)
     except BaseException:
         sys.stderr.write(captured.getvalue())
         raise
     for line in captured.getvalue().splitlines():
         if line.strip():
             log.debug("at import of lava-dl: %s", line.strip())
-    return slayer
+    return module

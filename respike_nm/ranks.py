@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from respike_nm.errors import UsageError
+
 # Ranks reach the gather when their parts are done, which on a large test set can be hours apart
 # (torch's default of 30 minutes would fail the earlier ones).
 GATHER_TIMEOUT = timedelta(days=7)
@@ -46,9 +48,9 @@ def launch() -> Launch:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError as err:
-        raise ValueError(f"WORLD_SIZE, RANK and LOCAL_RANK must be integers ({err})") from None
+        raise UsageError(f"WORLD_SIZE, RANK and LOCAL_RANK must be integers ({err})") from None
     if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} is not a rank of WORLD_SIZE={world}")
+        raise UsageError(f"RANK={rank} is not a rank of WORLD_SIZE={world}")
     return Launch(rank, world, local)
 
 

@@ -79,7 +79,7 @@ def liven_run(run: Path, gain: float = 2.5) -> None:
 
     from respike_nm.models.snn import SpikingConv
     from respike_nm.train.checkpoint import load_checkpoint, save_checkpoint
-    from respike_nm.train.loop import load_run
+    from respike_nm.train.run import load_run
 
     model, _, _ = load_run(run)
     g = torch.Generator().manual_seed(0)

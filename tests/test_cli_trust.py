@@ -24,6 +24,7 @@ from respike_nm.config import apply_overrides, load_config
 from respike_nm.hardware import ProfileError, load_profile, parse_profile
 from respike_nm.models import list_models
 from respike_nm.train import loop as train_loop
+from respike_nm.train import run as train_run
 from respike_nm.train.builder import build_model
 from respike_nm.train.loop import train
 
@@ -101,6 +102,28 @@ def test_internal_errors_exit_1_with_the_traceback_only_on_request(monkeypatch, 
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_a_value_error_from_inside_a_library_is_internal_and_the_projects_own_errors_are_the_users(
+        monkeypatch, capsys):
+    """Only the project's errors (and path errors) are the user's: a ``ValueError`` raised deep in
+    numpy or torch is a bug, reported as one, with its place in the code."""
+    import numpy as np
+
+    from respike_nm.errors import RespikeError, UsageError
+
+    def deep(what):
+        return np.zeros(3).reshape(2, 2)  # numpy's own ValueError
+
+    monkeypatch.setattr(discover, "entries", deep)
+    assert main(["list", "models"]) == 1
+    line = _err_line(capsys)
+    assert "internal error: ValueError: cannot reshape" in line and ".py:" in line
+    mine = (UsageError("data.size must be at least 8 pixels, not 4"), RespikeError("x.h5: not a cache"))
+    for error in mine:
+        monkeypatch.setattr(discover, "entries", lambda what, error=error: (_ for _ in ()).throw(error))
+        assert main(["list", "models"]) == 2
+        assert _err_line(capsys) == f"respike-nm: error: {error}"
+
+
 # ---- no lost runs ----------------------------------------------------------------------------
 
 def test_train_refuses_a_folder_holding_a_run_or_other_files(small_run, tmp_path, capsys):
@@ -165,7 +188,7 @@ def test_a_signal_while_the_first_checkpoint_moves_in_finishes_the_move(small_ru
         if len(moves) == 1:
             raise Terminated()
 
-    monkeypatch.setattr(train_loop, "os", SimpleNamespace(replace=replace_then_stop, getpid=os.getpid))
+    monkeypatch.setattr(train_run, "os", SimpleNamespace(replace=replace_then_stop, getpid=os.getpid))
     with pytest.raises(Terminated):
         train(apply_overrides(load_config("tiny"), [*SMALL, "seed=5"]), "hybrid", run, overwrite=True)
     assert moves == [run / "checkpoint.pt", run / "metrics.jsonl"]
@@ -185,7 +208,7 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_no_folder(tmp_path, mon
     assert list(tmp_path.iterdir()) == []  # neither the run folder nor the folder made for it
     monkeypatch.undo()
     assert main(["train", "--out", str(out), "--quiet", *SETS]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(train_loop.RUN_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(train_run.RUN_FILES)
 
 
 def test_resume_of_a_missing_run_is_an_error_and_creates_nothing(tmp_path, capsys):

@@ -12,7 +12,7 @@ from respike_nm.cli.main import main
 from respike_nm.data.transforms import normalize
 from respike_nm.hardware import builtin_profiles
 from respike_nm.train.builder import build_datasets
-from respike_nm.train.loop import load_run
+from respike_nm.train.run import load_run
 
 
 @pytest.mark.lava

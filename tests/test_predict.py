@@ -32,7 +32,8 @@ from respike_nm.data.transforms import ClipTransform, normalize
 from respike_nm.data.video import read_frames
 from respike_nm.predict import predict_source, torch_classifier
 from respike_nm.train.builder import clip_spec
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -130,7 +131,7 @@ def test_whole_file_prediction_equals_eval(tmp_path, capsys, sampling):
 
     from respike_nm.data.datasets import collate_clips
     from respike_nm.train.builder import build_datasets
-    from respike_nm.train.loop import eval_totals
+    from respike_nm.train.evaluate import eval_totals
 
     root = tmp_path / "clips"
     for c, n in (("a", 20), ("b", 31)):

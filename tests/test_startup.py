@@ -12,7 +12,7 @@ from pathlib import Path
 from conversion.manifest import MANIFEST_NAME
 from respike_nm import cli
 from respike_nm.cli.main import build_parser
-from respike_nm.train.loop import CHECKPOINT
+from respike_nm.train.run import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = "/nonexistent/respike"
@@ -85,3 +85,37 @@ def test_lava_dl_start_up_messages_show_only_with_debug(tmp_path):
     assert loud.returncode == 2 and loud.stdout == ""
     noise = [line for line in loud.stderr.splitlines() if line.startswith("DEBUG respike_nm.lavadl:")]
     assert any("Prophesee" in line for line in noise), loud.stderr  # lava-dl 0.6.0, no toolbox
+
+
+def test_reading_a_manifest_or_a_mapping_does_not_load_lava():
+    """Only the modules that run or write netx load lava-dl; and they print nothing while they do."""
+    light = ("conversion.manifest", "conversion.mapping", "conversion.netx_check", "conversion.nir_export")
+    code = (f"import sys; [__import__(m) for m in {light!r}]; "
+            "print(sorted(m for m in sys.modules if m == 'lava' or m.startswith('lava.')))")
+    proc = _run("-c", code)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", (proc.stdout, proc.stderr)
+    loads = "assert 'lava.lib.dl.netx.hdf5' in sys.modules and 'lava.lib.dl.slayer' in sys.modules"
+    heavy = _run("-c", f"import sys, conversion.lava_sim, conversion.export; {loads}")
+    assert heavy.returncode == 0 and heavy.stdout == "", (heavy.stdout, heavy.stderr)
+
+
+FIGURES = """
+import sys, matplotlib
+matplotlib.use("pdf")  # a caller's own backend (a notebook's inline one, say)
+import respike_nm.cli.demo, respike_nm.data.figures, respike_nm.energy.report
+from respike_nm.train.figures import plot_curves
+png = plot_curves([{"epoch": 1, "train_loss": 1.0, "train_top1": 0.5, "test_top1": 0.25}], sys.argv[1])
+print(png.read_bytes()[:4] == bytes([137, 80, 78, 71]), matplotlib.get_backend())
+"""
+
+
+def test_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """Figures are drawn with matplotlib's object API (``Figure``), never through pyplot's global state
+    or ``matplotlib.use`` (norse, a dependency, imports pyplot itself; importing it switches nothing)."""
+    proc = _run("-c", FIGURES, str(tmp_path / "curves.png"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "pdf"]  # a PNG written, the caller's backend kept
+    for folder in ("respike_nm", "conversion"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "matplotlib.use(" not in text and "pyplot" not in text, path

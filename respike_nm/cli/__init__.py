@@ -11,7 +11,9 @@ import errno
 import os
 from pathlib import Path
 
-CHECKPOINT = "checkpoint.pt"  # respike_nm.train.loop.CHECKPOINT (a test keeps them equal)
+from respike_nm.errors import UsageError
+
+CHECKPOINT = "checkpoint.pt"  # respike_nm.train.run.CHECKPOINT (a test keeps them equal)
 MANIFEST = "manifest.json"  # conversion.manifest.MANIFEST_NAME
 RUN_DIRS = ("run_dir", "run")  # eval, export, nir, energy, predict RUN_DIR; simulate --run
 EXPORT_DIRS = ("export_dir", "export", "lava")  # simulate, map EXPORT_DIR; energy --export; predict --lava
@@ -45,10 +47,10 @@ def check_paths(args: argparse.Namespace) -> None:
     values = vars(args)
     for dest in RUN_DIRS:
         if values.get(dest) is not None and not (Path(values[dest]) / CHECKPOINT).is_file():
-            raise ValueError(f"{Path(values[dest]) / CHECKPOINT}: no such checkpoint")
+            raise UsageError(f"{Path(values[dest]) / CHECKPOINT}: no such checkpoint")
     for dest in EXPORT_DIRS:
         if values.get(dest) is not None and not (Path(values[dest]) / MANIFEST).is_file():
-            raise ValueError(f"{Path(values[dest]) / MANIFEST}: no such manifest (not an export folder?)")
+            raise UsageError(f"{Path(values[dest]) / MANIFEST}: no such manifest (not an export folder?)")
     for dest in EXISTING:
         if values.get(dest) is not None and not Path(values[dest]).exists():
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(values[dest]))

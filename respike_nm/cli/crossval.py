@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from respike_nm.cli import positive_int
+from respike_nm.errors import UsageError
 
 
 def _folds(text: str) -> int:
@@ -64,14 +65,14 @@ def _resolve(args):
     from respike_nm.cli.train import resolve_config
     from respike_nm.config import apply_overrides
     from respike_nm.train.crossval import fold_dir
-    from respike_nm.train.loop import CHECKPOINT
+    from respike_nm.train.run import CHECKPOINT
 
     shim = argparse.Namespace(**vars(args))
     if args.resume and args.config is None:
         runs = sorted((p for p in args.out.glob("fold-*") if (p / CHECKPOINT).is_file()),
                       key=lambda p: p.name)
         if not runs:
-            raise ValueError(f"{args.out}: no fold run with a {CHECKPOINT} to resume; pass --config")
+            raise UsageError(f"{args.out}: no fold run with a {CHECKPOINT} to resume; pass --config")
         shim.out = runs[0]
     else:
         shim.out, shim.resume = fold_dir(args.out, 0), False

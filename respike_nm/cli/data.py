@@ -13,6 +13,7 @@ from tqdm import tqdm
 from respike_nm import stopping
 from respike_nm.cli import at_least, positive_int
 from respike_nm.data.errors import DataError
+from respike_nm.errors import UsageError
 
 
 def add_parser(sub) -> None:
@@ -119,7 +120,7 @@ def _print_table(clips: list[dict], failed: list[dict]) -> None:
 def _frame_size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d+)x(\d+)", text)
     if not m or min(int(m[1]), int(m[2])) < 8:
-        raise ValueError(f"--frame-size must look like HxW with sides >= 8, not {text!r}")
+        raise UsageError(f"--frame-size must look like HxW with sides >= 8, not {text!r}")
     return int(m[1]), int(m[2])
 
 

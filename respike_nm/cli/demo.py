@@ -17,13 +17,14 @@ from pathlib import Path
 
 from respike_nm.atomic import write_text_atomic
 from respike_nm.cli import positive_int
+from respike_nm.errors import RespikeError
 
 MODELS = ("hybrid", "ann", "snn")
 # --quick: the same stages at a size that runs in a few minutes (for tests), not for accuracy.
 QUICK_SETS = ("train.epochs=1", "data.train_per_class=4", "data.test_per_class=2")
 
 
-class DemoError(RuntimeError):
+class DemoError(RespikeError, RuntimeError):
     """A demo stage failed; the message names the stage."""
 
 
@@ -127,14 +128,15 @@ def _train(out: Path, model: str, sets: list[str]) -> Path:
 
 
 def _eval(run: Path) -> dict:
-    from respike_nm.train.loop import evaluate_run
+    from respike_nm.train.evaluate import evaluate_run
+    from respike_nm.train.run import read_summary
 
     ev = evaluate_run(run)
-    summary = json.loads((run / "summary.json").read_text())
-    q = summary.get("quantization") or {}
+    summary = read_summary(run)
+    q = summary.quantization
     return {"model": ev.model, "test_top1": ev.result.top1, "test_top1_video": ev.result.top1_video,
-            "epochs": ev.epochs, "quantized_top1": q.get("quantized_top1"),
-            "train_seconds": summary["seconds"], "params": summary["params"]}
+            "epochs": ev.epochs, "quantized_top1": q.quantized_top1 if q else None,
+            "train_seconds": summary.seconds, "params": summary.params}
 
 
 def _export(run: Path, out: Path) -> Path:
@@ -184,30 +186,29 @@ def energy_digest(report) -> dict:
 
 
 def _figures(out: Path, runs: dict, evals: dict) -> list[str]:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from respike_nm.train.run import read_metrics
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
+    fig = Figure(figsize=(8, 3))
+    a1, a2 = fig.subplots(1, 2)
     for m, run in runs.items():
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-        ep = [r["epoch"] for r in rows]
-        a1.plot(ep, [r["train_loss"] for r in rows], marker=".", label=m)
-        a2.plot(ep, [r.get("test_top1") for r in rows], marker=".", label=m)
+        rows = read_metrics(run)
+        ep = [r.epoch for r in rows]
+        a1.plot(ep, [r.train_loss for r in rows], marker=".", label=m)
+        a2.plot(ep, [r.test_top1 for r in rows], marker=".", label=m)
     a1.set(xlabel="epoch", ylabel="training loss", title="training curves")
     a2.set(xlabel="epoch", ylabel="test top-1", ylim=(0, 1.05), title="test accuracy")
     a2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "training_curves.png", dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4, 3))
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
     ax.bar(list(evals), [e["test_top1"] for e in evals.values()], color=["#4a7", "#57a", "#a75"])
     ax.set(ylim=(0, 1.05), ylabel="test top-1", title="tiny models on synthetic-motion")
     fig.tight_layout()
     fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
     pngs = ["decomposition.png", "training_curves.png", "accuracy.png"]
     pngs += [str(p.relative_to(out)) for p in sorted((out / "energy").glob("*.png"))]
     return pngs

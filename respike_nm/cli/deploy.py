@@ -116,7 +116,7 @@ def _count(n: int | None) -> str:
 def run_simulate(args) -> int:
     from conversion.pipeline import simulate_export
     from respike_nm.records import to_data
-    from respike_nm.train.loop import CHECKPOINT
+    from respike_nm.train.run import CHECKPOINT
 
     report = simulate_export(args.export_dir, args.run, args.clips, args.workers)
     if report is None:  # a torchrun rank other than 0: rank 0 reports

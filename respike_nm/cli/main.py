@@ -1,11 +1,12 @@
 """Entry point: ``respike-nm <command> ...``. Each command module adds its own subparser.
 
 The error boundary is here and only here. A failure on the user's input (a config, a path, a
-checkpoint, a video: every ``ValueError`` and data error the library raises names the file or
-option) is one line on stderr and exit code 2; a file-system refusal (missing, exists, not a
-folder, no permission, read-only, full) is one line naming the path, also 2; anything else is an
-internal error, exit 1, with the traceback only under ``--debug`` or ``RESPIKE_DEBUG=1``. SIGINT
-exits 130 and SIGTERM 143, both after the Lava networks have been stopped (:mod:`respike_nm.stopping`).
+checkpoint, a video: every :class:`~respike_nm.errors.RespikeError` the library raises names the
+file or option) is one line on stderr and exit code 2; a file-system refusal (missing, exists, not a
+folder, no permission, read-only, full) is one line naming the path, also 2; anything else, a
+``ValueError`` from deep inside numpy or torch included, is an internal error, exit 1, with the
+traceback only under ``--debug`` or ``RESPIKE_DEBUG=1``. SIGINT exits 130 and SIGTERM 143, both
+after the Lava networks have been stopped (:mod:`respike_nm.stopping`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from respike_nm.cli import energy as energy_cmd
 from respike_nm.cli import nir as nir_cmd
 from respike_nm.cli import predict as predict_cmd
 from respike_nm.cli import train as train_cmd
-from respike_nm.cli.demo import DemoError
-from respike_nm.data.errors import DataError
+from respike_nm.errors import RespikeError
 
 COMMANDS = (data_cmd, train_cmd, crossval_cmd, predict_cmd, deploy_cmd, nir_cmd, energy_cmd, demo_cmd,
             discover_cmd)
 DEBUG_ENV = "RESPIKE_DEBUG"
-USER_ERRORS = (DataError, DemoError, ValueError)
+USER_ERRORS = (RespikeError,)
 PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from respike_nm.errors import UsageError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -26,10 +28,10 @@ def add_parser(sub) -> None:
 def run_nir(args) -> int:
     from conversion.nir_export import SUFFIX, export_nir
     from respike_nm.atomic import atomic_dir
-    from respike_nm.train.loop import load_run
+    from respike_nm.train.run import load_run
 
     if args.out.exists():
-        raise ValueError(f"{args.out}: already exists; choose a new file or folder")
+        raise UsageError(f"{args.out}: already exists; choose a new file or folder")
     model, cfg, _ = load_run(args.run_dir, quantize=args.quantized)
     model.eval()
     frame = (cfg.data.size, cfg.data.size)

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from respike_nm.cli import positive_int
+from respike_nm.errors import UsageError
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE, the status of a shell tool whose output pipe closed
 
@@ -50,7 +51,8 @@ def run_predict(args) -> int:
     )
     from respike_nm.records import to_data
     from respike_nm.train.builder import clip_spec
-    from respike_nm.train.loop import default_device, load_run
+    from respike_nm.train.evaluate import default_device
+    from respike_nm.train.run import load_run
 
     if args.lava is not None:
         model, cfg, ck, classify = _lava_classifier(args.run_dir, args.lava)
@@ -99,17 +101,17 @@ def _lava_classifier(run_dir: Path, export_dir: Path):
     from conversion.manifest import MANIFEST_NAME, file_sha256
     from conversion.netx_check import check_export
     from conversion.verify import check_model_fits, compare_export
-    from respike_nm.train.loop import CHECKPOINT, load_run
+    from respike_nm.train.run import CHECKPOINT, load_run
 
     manifest = check_export(export_dir)
     model, cfg, ck = load_run(run_dir, quantize=True)
     if manifest.checkpoint_sha256 and manifest.checkpoint_sha256 != file_sha256(run_dir / CHECKPOINT):
-        raise ValueError(f"{export_dir / MANIFEST_NAME}: exported from another checkpoint than "
+        raise UsageError(f"{export_dir / MANIFEST_NAME}: exported from another checkpoint than "
                          f"{run_dir / CHECKPOINT} (sha256 differs); export this run again")
     model.eval()
     check_model_fits(model, manifest, (cfg.data.size, cfg.data.size), export_dir / MANIFEST_NAME)
     if differences := compare_export(model, manifest, export_dir):
-        raise ValueError(f"{export_dir}: the export does not hold this run's integers "
+        raise UsageError(f"{export_dir}: the export does not hold this run's integers "
                          f"({'; '.join(differences)}); export the run again")
     return model, cfg, ck, HybridClassifier(model, manifest, export_dir)
 

@@ -69,7 +69,7 @@ def resolve_config(args):
 
     if args.resume and args.config is None:
         from respike_nm.train.checkpoint import load_checkpoint
-        from respike_nm.train.loop import CHECKPOINT, check_run_dir
+        from respike_nm.train.run import CHECKPOINT, check_run_dir
 
         check_run_dir(args.out, resume=True)
         cfg = from_dict(load_checkpoint(args.out / CHECKPOINT).config)
@@ -84,6 +84,7 @@ def resolve_config(args):
 
 
 def run_train(args) -> int:
+    from respike_nm.records import to_data
     from respike_nm.train.loop import train
 
     cfg = resolve_config(args)
@@ -104,13 +105,12 @@ def run_train(args) -> int:
     if result.summary:
         s = result.summary
         if args.json:
-            print(json.dumps(s, indent=2))
+            print(json.dumps(to_data(s), indent=2))
         else:
-            q = s.get("quantization")
-            qtext = (f"; float {q['float_top1']:.3f} vs quantized {q['quantized_top1']:.3f} ({q['mode']})"
-                     if q else "")
-            print(f"{s['model']}: test top-1 {s['test_top1']:.3f} after {s['epochs']} epochs, "
-                  f"{s['seconds']:.0f} s, {s['params']} parameters{qtext}")
+            q = s.quantization
+            qtext = f"; float {q.float_top1:.3f} vs quantized {q.quantized_top1:.3f} ({q.mode})" if q else ""
+            print(f"{s.model}: test top-1 {s.test_top1:.3f} after {s.epochs} epochs, "
+                  f"{s.seconds:.0f} s, {s.params} parameters{qtext}")
             print(f"run written to {args.out}")
     return 0
 
@@ -132,7 +132,7 @@ def _dry_run(cfg, args) -> int:
 
 
 def run_eval(args) -> int:
-    from respike_nm.train.loop import evaluate_run
+    from respike_nm.train.evaluate import evaluate_run
 
     quantize = {"as-trained": None, "on": True, "off": False}[args.quantized]
     ev = evaluate_run(args.run_dir, quantize, progress=_progress(False), workers=args.workers)

@@ -41,6 +41,7 @@ from respike_nm.data.synthetic import (
     _check_range,
     _is_int,
 )
+from respike_nm.errors import UsageError
 
 BACKGROUND_GRAY = 110
 """Gray level of the scenery outside the stage (before the static noise)."""
@@ -88,14 +89,14 @@ class SyntheticBindingConfig:
         for name in ("train_per_class", "test_per_class"):
             n = getattr(self, name)
             if not _is_int(n) or n < 0 or n % step or (name == "train_per_class" and n == 0):
-                raise ValueError(
+                raise UsageError(
                     f"synthetic-binding: {name} must be a positive multiple of 2*(A-1) = {step} "
                     f"(A = {self.appearances} colours), got {n!r}: then classes are balanced and "
                     "every scene comes in its four arrangements")
         for name in ("height", "width"):
             size = getattr(self, name)
             if not _is_int(size) or size // 2 < _MIN_STAGE:
-                raise ValueError(f"{name} must be an integer >= {2 * _MIN_STAGE}, got {size!r}: the "
+                raise UsageError(f"{name} must be an integer >= {2 * _MIN_STAGE}, got {size!r}: the "
                                  f"stage (the middle half) needs two halves of >= {_MIN_STAGE // 2} px")
 
     @property

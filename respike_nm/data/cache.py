@@ -38,6 +38,7 @@ from respike_nm.data.datasets import ClipDataset, Partition
 from respike_nm.data.errors import CacheFormatError, DataError
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
 from respike_nm.data.video import read_frames
+from respike_nm.errors import UsageError
 from respike_nm.layout import tchw_to_thwc, thwc_to_tchw
 
 FORMAT = "respike-nm-clip-cache"
@@ -106,13 +107,13 @@ def check_cache_out(out: str | Path, overwrite: bool = False) -> None:
     any existing file unless ``overwrite``, and even then anything but a clip cache."""
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"{out}: is a folder; the cache is one .h5 file")
+        raise UsageError(f"{out}: is a folder; the cache is one .h5 file")
     if not (out.exists() or out.is_symlink()):
         return
     if not overwrite:
-        raise ValueError(f"{out}: already exists; pass --overwrite to replace the clip cache there")
+        raise UsageError(f"{out}: already exists; pass --overwrite to replace the clip cache there")
     if not is_clip_cache(out):
-        raise ValueError(f"{out}: is not a clip cache (an HDF5 file marked {FORMAT!r}); "
+        raise UsageError(f"{out}: is not a clip cache (an HDF5 file marked {FORMAT!r}); "
                          "not replacing it, choose another --out")
 
 

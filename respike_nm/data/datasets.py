@@ -31,6 +31,7 @@ from respike_nm.data.records import ClipSpec, Skipped, VideoRecord
 from respike_nm.data.sampling import consecutive_clip, eval_indices, train_indices, window_starts
 from respike_nm.data.transforms import ClipTransform
 from respike_nm.data.video import _open, probe_video, read_sampled
+from respike_nm.errors import UsageError
 from respike_nm.layout import thwc_to_tchw
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class EveryWindowDataset(Dataset):
 
     def __init__(self, videos: ClipDataset, progress: Callable[[Iterable, str, int], Iterable] | None = None):
         if videos.spec.sampling != "consecutive":
-            raise ValueError("every-window clips need sampling 'consecutive', not "
+            raise UsageError("every-window clips need sampling 'consecutive', not "
                              f"{videos.spec.sampling!r}")
         self.videos = videos
         ids = range(len(videos))

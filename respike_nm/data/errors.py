@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from respike_nm.errors import RespikeError
 
-class DataError(Exception):
+
+class DataError(RespikeError):
     """Base class: bad input data, reported without a library traceback."""
 
     def __init__(self, path: str | Path | None, problem: str):
@@ -26,5 +28,5 @@ class CacheFormatError(DataError):
     """An HDF5 clip cache is missing a field, has a wrong shape/dtype, or another version."""
 
 
-class DecompositionError(ValueError):
+class DecompositionError(RespikeError, ValueError):
     """A clip cannot be cut into key and residual frames (T not divisible by s)."""

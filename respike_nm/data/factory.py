@@ -20,6 +20,7 @@ from respike_nm.data.names import DATASETS, SYNTHETIC_DATASETS
 from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
 from respike_nm.data.splits import build_index
 from respike_nm.data.synthetic import SyntheticMotionConfig, SyntheticMotionVideos
+from respike_nm.errors import UsageError
 
 SYNTHETIC = dict(zip(SYNTHETIC_DATASETS, (SyntheticMotionVideos, SyntheticBindingVideos), strict=True))
 SyntheticConfig = SyntheticMotionConfig | SyntheticBindingConfig
@@ -42,11 +43,11 @@ class DataSource:
 
     def __post_init__(self):
         if self.folds is not None and self.name != "folder":
-            raise ValueError(f"data.folds applies to the folder dataset only, not {self.name!r}")
+            raise UsageError(f"data.folds applies to the folder dataset only, not {self.name!r}")
         if self.name not in DATASETS:
-            raise ValueError(f"unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}")
+            raise UsageError(f"unknown dataset {self.name!r}; valid: {', '.join(DATASETS)}")
         if self.name not in SYNTHETIC and self.root is None:
-            raise ValueError(f"dataset {self.name!r} needs a data root (--data-root)")
+            raise UsageError(f"dataset {self.name!r} needs a data root (--data-root)")
         if self.name in SYNTHETIC and self.synthetic is None:
             default = SyntheticBindingConfig if self.name == "synthetic-binding" else SyntheticMotionConfig
             object.__setattr__(self, "synthetic", default())
@@ -95,7 +96,7 @@ def cache_source(source: DataSource, max_frames: int | None = None
         n = sum(len(v) for v in parts.values())
         return tuple(parts["train"].classes), n, items(), ()
     if source.name == "cache":
-        raise ValueError("a cache cannot be built from a cache; name the original dataset")
+        raise UsageError("a cache cannot be built from a cache; name the original dataset")
     index = video_index(source)
     return (index.classes, len(index.train) + len(index.test), video_items(index, max_frames),
             index.skipped)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from respike_nm.atomic import atomic_file  # noqa: E402
-from respike_nm.data.records import DecomposedClip  # noqa: E402
-from respike_nm.data.transforms import IMAGENET_STD, denormalize  # noqa: E402
+from respike_nm.atomic import atomic_file
+from respike_nm.data.records import DecomposedClip
+from respike_nm.data.transforms import IMAGENET_STD, denormalize
 
 
 def save_strip(parts: DecomposedClip, out: str | Path, title: str = "") -> Path:
@@ -27,7 +24,8 @@ def save_strip(parts: DecomposedClip, out: str | Path, title: str = "") -> Path:
     lum = res @ np.array([0.299, 0.587, 0.114])
     scale = max(float(np.abs(lum).max()), 1e-6)
     g, r = lum.shape[:2]
-    fig, axes = plt.subplots(g, r + 1, figsize=(1.6 * (r + 1), 1.6 * g + 0.4), squeeze=False)
+    fig = Figure(figsize=(1.6 * (r + 1), 1.6 * g + 0.4))
+    axes = fig.subplots(g, r + 1, squeeze=False)
     for k in range(g):
         axes[k, 0].imshow(key[k])
         axes[k, 0].set_ylabel(f"group {k}", fontsize=7)
@@ -45,9 +43,6 @@ def save_strip(parts: DecomposedClip, out: str | Path, title: str = "") -> Path:
 
 def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_file(out) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     return out

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from respike_nm.data.errors import DataError
+from respike_nm.errors import UsageError
 
 ONE_PER_GROUP = -1  # data.folds=-1: one fold per group (leave one subject out)
 
@@ -52,16 +53,16 @@ class FoldSpec:
 
     def __post_init__(self):
         if self.folds != ONE_PER_GROUP and self.folds < 2:
-            raise ValueError(f"data.folds must be at least 2, or {ONE_PER_GROUP} for one fold per "
+            raise UsageError(f"data.folds must be at least 2, or {ONE_PER_GROUP} for one fold per "
                              f"group, not {self.folds}")
         if self.folds == ONE_PER_GROUP and not self.group_pattern:
-            raise ValueError(f"data.folds={ONE_PER_GROUP} (one fold per group) needs data.group_pattern")
+            raise UsageError(f"data.folds={ONE_PER_GROUP} (one fold per group) needs data.group_pattern")
         if self.fold < 0 or (self.folds != ONE_PER_GROUP and self.fold >= self.folds):
-            raise ValueError(f"data.fold must lie in 0..{self.folds - 1} (0-based), not {self.fold}")
+            raise UsageError(f"data.fold must lie in 0..{self.folds - 1} (0-based), not {self.fold}")
         if self.group_divisor < 1:
-            raise ValueError(f"data.group_divisor must be at least 1, not {self.group_divisor}")
+            raise UsageError(f"data.group_divisor must be at least 1, not {self.group_divisor}")
         if self.group_divisor > 1 and not self.group_pattern:
-            raise ValueError("data.group_divisor needs data.group_pattern")
+            raise UsageError("data.group_divisor needs data.group_pattern")
         if self.group_pattern is not None:
             compile_pattern(self.group_pattern)
 
@@ -70,7 +71,7 @@ def compile_pattern(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise ValueError(f"data.group_pattern '{pattern}' is not a regular expression ({e})") from None
+        raise UsageError(f"data.group_pattern '{pattern}' is not a regular expression ({e})") from None
 
 
 def group_of(name: str, pattern: re.Pattern, divisor: int = 1) -> str | None:
@@ -167,7 +168,7 @@ def assign_folds(labels: Sequence[int], groups: Sequence[str] | None, k: int,
         raise ValueError(f"{len(labels)} labels but {len(keys)} groups")
     names = sorted(set(keys))
     if not 1 <= k <= len(names):
-        raise ValueError(f"k must lie in 1..{len(names)} (the number of groups), not {k}")
+        raise UsageError(f"k must lie in 1..{len(names)} (the number of groups), not {k}")
     n_classes = max(labels, default=-1) + 1
     vec = {g: [0] * n_classes for g in names}
     for g, y in zip(keys, labels, strict=True):

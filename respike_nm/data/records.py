@@ -9,6 +9,7 @@ from typing import Literal, NamedTuple, get_args
 import torch
 
 from respike_nm.data.errors import DecompositionError
+from respike_nm.errors import UsageError
 
 
 def check_divisible(frames: int, stride: int) -> None:
@@ -118,21 +119,21 @@ class ClipSpec:
     def __post_init__(self):
         check_divisible(self.frames, self.stride)
         if self.sampling not in get_args(Sampling):
-            raise ValueError(f"sampling must be one of {', '.join(get_args(Sampling))}, "
+            raise UsageError(f"sampling must be one of {', '.join(get_args(Sampling))}, "
                              f"not {self.sampling!r}")
         if self.size < 8:
-            raise ValueError(f"size must be at least 8 pixels, not {self.size}")
+            raise UsageError(f"size must be at least 8 pixels, not {self.size}")
         if self.eval_clips < 1:
-            raise ValueError(f"eval_clips must be at least 1, not {self.eval_clips}")
+            raise UsageError(f"eval_clips must be at least 1, not {self.eval_clips}")
         for name, valid in (("eval_protocol", ("tiled", "all")), ("train_clips", ("one", "all")),
                             ("eval_resize", tuple(EVAL_CROP_FRACTIONS))):
             if getattr(self, name) not in valid:
-                raise ValueError(f"{name} must be one of {', '.join(valid)}, not {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be one of {', '.join(valid)}, not {getattr(self, name)!r}")
         if len(self.train_scale) != 2 or not 0 < self.train_scale[0] <= self.train_scale[1] <= 1:
-            raise ValueError("the training crop scale (data.train_crop_scale) must be two area fractions "
+            raise UsageError("the training crop scale (data.train_crop_scale) must be two area fractions "
                              f"0 < low <= high <= 1, not {list(self.train_scale)}")
         if self.sampling != "consecutive" and "all" in (self.eval_protocol, self.train_clips):
-            raise ValueError("eval_protocol 'all' and train_clips 'all' cut non-overlapping windows of "
+            raise UsageError("eval_protocol 'all' and train_clips 'all' cut non-overlapping windows of "
                              f"consecutive frames; they need sampling 'consecutive', not {self.sampling!r}")
 
     @property

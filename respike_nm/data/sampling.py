@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from respike_nm.data.records import ClipSpec
+from respike_nm.errors import UsageError
 
 
 def consecutive_starts(num_frames: int, frames: int, n: int) -> np.ndarray:
@@ -39,7 +40,7 @@ def window_starts(num_frames: int, frames: int) -> np.ndarray:
     a video shorter than T gives one window at 0, padded by the decoder (torchvision drops it).
     """
     if frames < 1:
-        raise ValueError(f"window length must be at least 1 frame, not {frames}")
+        raise UsageError(f"window length must be at least 1 frame, not {frames}")
     return np.arange(max(1, num_frames // frames), dtype=np.int64) * frames
 
 

@@ -53,6 +53,7 @@ from respike_nm.data.errors import SplitFileError
 from respike_nm.data.folds import FoldSpec, assign_folds, file_groups, fold_count
 from respike_nm.data.records import DatasetIndex, Skipped, VideoRecord
 from respike_nm.data.video import VIDEO_EXTENSIONS
+from respike_nm.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def _finish(name: str, classes: Sequence[str], train: Iterable[VideoRecord],
 
 def _check_split(split: int) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split must be 1, 2 or 3, not {split!r}")
+        raise UsageError(f"split must be 1, 2 or 3, not {split!r}")
 
 
 # ---------------------------------------------------------------- UCF-101
@@ -428,7 +429,7 @@ def kinetics_index(annotation_csv: str | Path | Sequence[str | Path], video_dir:
     annotation_csv, video_dir = csvs[0], Path(video_dir)
     wanted = {s.lower() for s in ((test_splits,) if isinstance(test_splits, str) else test_splits)}
     if "train" in wanted:
-        raise ValueError("test_splits must not contain 'train'")
+        raise UsageError("test_splits must not contain 'train'")
     skipped: list[Skipped] = []
     rows = [r for path in csvs for r in _read_kinetics_csv(path, skipped)
             if r.split == "train" or r.split in wanted]
@@ -484,7 +485,7 @@ def folder_index(root: str | Path, test_fraction: float = 0.2, seed: int = 0,
     if folds is not None:
         return folder_folds(root, folds).index(folds.fold)
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must lie strictly between 0 and 1, not {test_fraction}")
+        raise UsageError(f"test_fraction must lie strictly between 0 and 1, not {test_fraction}")
     root = Path(root)
     skipped: list[Skipped] = []
     videos = _class_videos(root, skipped)
@@ -515,7 +516,7 @@ class FolderFolds:
     def index(self, fold: int) -> DatasetIndex:
         """Fold ``fold`` as the test set, the others as the training set."""
         if not 0 <= fold < self.k:
-            raise ValueError(f"data.fold must lie in 0..{self.k - 1}, not {fold}")
+            raise UsageError(f"data.fold must lie in 0..{self.k - 1}, not {fold}")
         train = [r for r, f in zip(self.records, self.folds, strict=True) if f != fold]
         test = [r for r, f in zip(self.records, self.folds, strict=True) if f == fold]
         return _finish("folder", self.classes, train, test, list(self.skipped))
@@ -591,5 +592,5 @@ def build_index(name: str, root: str | Path, **kwargs) -> DatasetIndex:
     ``video_root``; ``annotation_csv``, ``video_dir``, ``test_splits``; ``test_fraction``,
     ``seed``, ``folds``)."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(INDEX_NAMES)}")
+        raise UsageError(f"unknown dataset {name!r}; valid: {', '.join(INDEX_NAMES)}")
     return _BUILDERS[name](_check_folder(Path(root)), **kwargs)

@@ -28,6 +28,8 @@ from typing import Literal
 
 import numpy as np
 
+from respike_nm.errors import UsageError
+
 Partition = Literal["train", "test"]
 
 STAGE_GRAY = 128
@@ -111,7 +113,7 @@ class SyntheticMotionConfig:
         for name in ("height", "width"):
             size = getattr(self, name)
             if not _is_int(size) or size // 2 < _MIN_STAGE:
-                raise ValueError(
+                raise UsageError(
                     f"{name} must be an integer >= {2 * _MIN_STAGE}, got {size!r}: the stage is "
                     f"the middle half of the frame and needs >= {_MIN_STAGE} px for the object "
                     "and its motion")
@@ -153,7 +155,7 @@ def _check_range(name: str, value: object, lo: int, hi: int | None) -> None:
     ok = _is_int(value) and value >= lo and (hi is None or value <= hi)
     if not ok:
         bound = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+        raise UsageError(f"{name} must be an integer {bound}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as F
 
+from respike_nm.errors import UsageError
 from respike_nm.layout import thwc_to_tchw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,7 +46,7 @@ class ClipTransform:
 
     def __post_init__(self):
         if not 0 < self.crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must lie in (0, 1], not {self.crop_fraction}")
+            raise UsageError(f"crop_fraction must lie in (0, 1], not {self.crop_fraction}")
 
     def __call__(self, frames: np.ndarray | torch.Tensor, seed: int | None = None) -> torch.Tensor:
         """``seed`` fixes the random crop and flip (for reproducible, worker-independent data)."""

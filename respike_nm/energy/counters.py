@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from respike_nm.errors import UsageError
+
 BRANCHES = ("ann", "fusion", "head", "snn")
 
 
@@ -284,7 +286,7 @@ def count_ops(model: nn.Module):
 def per_clip(log: OpLog, clips: int) -> list[LayerCount]:
     """The log's layers divided by the number of clips run, in model order."""
     if clips < 1:
-        raise ValueError(f"clips must be at least 1, got {clips}")
+        raise UsageError(f"clips must be at least 1, got {clips}")
     return [c.scaled(1.0 / clips) for c in log.layers.values()]
 
 
@@ -351,7 +353,7 @@ def count_log(model: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[OpLog,
             model(video)
             clips, shape = clips + video.shape[0], video.shape[1:]
     if shape is None:
-        raise ValueError("no clips to count")
+        raise UsageError("no clips to count")
     return log, clips, tuple(shape)
 
 

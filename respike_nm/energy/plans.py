@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from respike_nm.energy import PRECISIONS
 from respike_nm.energy.counters import ClipCounts, LayerCount
+from respike_nm.errors import UsageError
 from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.models.respike import DOWNSAMPLE_POOL
 
@@ -217,7 +218,7 @@ class _Ledger:
 def mac_figure(prof: HwProfile, precision: str) -> tuple[str, float]:
     """``(cost key, figures per MAC)`` of a GPU or CMOS profile at ``precision``."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise UsageError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if prof.target not in ("gpu", "cmos"):
         raise ProfileError(f"{prof.path or prof.name}: target {prof.target!r} cannot host the ANN "
                            "(need a gpu or cmos profile)")
@@ -239,7 +240,7 @@ def plan_energy(plan: PlanCounts, host: HwProfile, chip: HwProfile | None, memor
             led.charge("memory", name, 2 * n, memory, MEMORY_KEY)  # weight + input read per MAC
     if any(dev == "chip" for _, dev, _, _ in plan.layers):
         if chip is None:
-            raise ValueError(f"plan {plan.plan} puts the SNN on a chip: name a neuromorphic target")
+            raise UsageError(f"plan {plan.plan} puts the SNN on a chip: name a neuromorphic target")
         _chip_energy(plan, chip, memory, led)
     if plan.bytes_to_chip or plan.bytes_to_gpu:
         led.charge("transfer", "gpu<->chip", (plan.bytes_to_chip + plan.bytes_to_gpu) * 8 / 64, memory,

@@ -25,6 +25,7 @@ from respike_nm.energy.plans import (
     plan_counts,
     plan_energy,
 )
+from respike_nm.errors import RespikeError, UsageError
 from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.records import from_data
 
@@ -115,14 +116,13 @@ def csv_text(report: EnergyReport) -> str:
 def plot_plans(report: EnergyReport, path: Path) -> None:
     """Left: compute-only and memory-term totals per plan and target (log scale, uJ per clip).
     Right: what each compute total is made of (stacked shares)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = report.energy
     labels = [row_label(e) for e in rows]
     y = range(len(rows))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.38 * len(rows) + 2.6), sharey=True)
+    fig = Figure(figsize=(13, 0.38 * len(rows) + 2.6))
+    ax1, ax2 = fig.subplots(1, 2, sharey=True)
     ax1.barh([i - 0.2 for i in y], [e.compute_pj / 1e6 for e in rows], 0.4, label="compute only")
     ax1.barh([i + 0.2 for i in y], [e.memory_pj / 1e6 for e in rows], 0.4, label="memory term (Lemaire)",
              color="0.7", hatch="//")
@@ -141,19 +141,17 @@ def plot_plans(report: EnergyReport, path: Path) -> None:
     fig.suptitle("Energy per clip by deployment plan and target (kinds of figures in energy.json)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_layers(report: EnergyReport, path: Path) -> None:
     """Per SNN layer: firing rate and synaptic operations per clip (effective vs dense)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     snn = [c for c in report.counts.layers if c.branch == "snn"]
     names = [c.name.removeprefix("snn.") for c in snn]
     x = range(len(snn))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6, 0.6 * len(snn) + 2), 6), sharex=True)
+    fig = Figure(figsize=(max(6, 0.6 * len(snn) + 2), 6))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     ax1.bar(list(x), [c.firing_rate for c in snn])
     ax1.set_ylabel("firing rate (spikes / neuron / step)")
     eff = [c.effective_acs + c.effective_macs for c in snn]
@@ -167,7 +165,6 @@ def plot_layers(report: EnergyReport, path: Path) -> None:
     fig.suptitle("SNN activity per layer")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_report(report: EnergyReport, out_dir: Path) -> None:
@@ -209,7 +206,7 @@ class EnergySummary:
     energy: tuple[EnergyRow, ...]
 
 
-class EnergyReportError(ValueError):
+class EnergyReportError(RespikeError, ValueError):
     """An ``energy.json`` this version cannot read; the message names the file and field."""
 
 
@@ -244,7 +241,7 @@ def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, gra
     for h in (*hosts, host):
         mac_figure(h, precision)  # fail before the model runs
     if model.snn is None or model.ann is None:
-        raise ValueError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
+        raise UsageError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
     counts = counts if counts is not None else count_clips(model, batches)
     plans = plan_counts(counts, graded_bits)
     rows = []

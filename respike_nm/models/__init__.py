@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from respike_nm.errors import UsageError
 from respike_nm.models.names import KINDS
 
 
@@ -21,11 +22,11 @@ def create_model(name: str, num_classes: int, **overrides):
     from respike_nm.models.respike import ReSpike, ReSpikeSpec
 
     if name not in KINDS:
-        raise ValueError(f"unknown model {name!r}; registered: {', '.join(KINDS)}")
+        raise UsageError(f"unknown model {name!r}; registered: {', '.join(KINDS)}")
     valid = {f.name for f in fields(ReSpikeSpec)} - {"kind", "num_classes"}
     unknown = set(overrides) - valid
     if unknown:
-        raise ValueError(f"unknown model option(s) {', '.join(sorted(unknown))}; "
+        raise UsageError(f"unknown model option(s) {', '.join(sorted(unknown))}; "
                          f"valid: {', '.join(sorted(valid))}")
     return ReSpike(ReSpikeSpec(kind=name, num_classes=num_classes, **overrides))
 

@@ -24,6 +24,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from respike_nm.errors import UsageError
 from respike_nm.models.backbone import FeatureInfo, WeightsError, read_state_dict, state_dict_mismatches
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
         return create_lite_backbone(arch, width, weights)
     spec = arch_spec(arch)
     if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
+        raise UsageError(f"width must be positive, got {width}")
     if weights is not None and width != 1.0:
         raise WeightsError(
             f"pretrained weights {weights!r} need width 1.0, got width {width}: a reduced-width "
@@ -134,7 +135,7 @@ def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
 def arch_spec(arch: str) -> ArchSpec:
     """The :class:`ArchSpec` of ``arch``; ValueError naming the valid ones otherwise."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown ANN arch {arch!r}; valid: {', '.join(ANN_ARCHS)}")
+        raise UsageError(f"unknown ANN arch {arch!r}; valid: {', '.join(ANN_ARCHS)}")
     return ARCHS[arch]
 
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from respike_nm.errors import RespikeError
 from respike_nm.state import compare_state
 
 WRAPPER_KEYS = ("state_dict", "model")  # where training scripts nest the state dict
 
 
-class WeightsError(ValueError):
+class WeightsError(RespikeError, ValueError):
     """Pretrained weights that cannot be found, read or matched to the backbone."""
 
 

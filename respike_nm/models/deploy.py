@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from respike_nm.errors import RespikeError
 from respike_nm.models.neurons import CubaDeviceParams, CubaParams
 
 
-class DeployError(ValueError):
+class DeployError(RespikeError, ValueError):
     """A model or layer that cannot be deployed as it is; the message names the layer."""
 
 

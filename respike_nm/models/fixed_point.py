@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from respike_nm.errors import UsageError
 from respike_nm.hardware import HwProfile, load_profile
 
 ACTIVATION_SHIFT = 6  # Lava left-shifts synaptic input and threshold by 6 bits (act_shift, vth_shift)
@@ -91,11 +92,11 @@ class FixedPointSpec:
         for name in (*HARDWARE_BITS, "input_message_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
-                raise ValueError(f"FixedPointSpec.{name} must be an integer >= 2, got {value!r}")
+                raise UsageError(f"FixedPointSpec.{name} must be an integer >= 2, got {value!r}")
         for name in ("input_scale", "fused_input_scale"):
             s = getattr(self, name)
             if not isinstance(s, int) or s < 1 or s & (s - 1):
-                raise ValueError(f"FixedPointSpec.{name} must be a power of two, got {s!r}")
+                raise UsageError(f"FixedPointSpec.{name} must be a power of two, got {s!r}")
 
     @classmethod
     def from_profile(cls, profile: HwProfile, fallback: FixedPointSpec | None = None) -> FixedPointSpec:
@@ -106,7 +107,7 @@ class FixedPointSpec:
             value = profile.limit(name)
             if value is None:
                 if fallback is None:
-                    raise ValueError(f"profile {profile.name!r} declares no limits.{name}")
+                    raise UsageError(f"profile {profile.name!r} declares no limits.{name}")
                 value = getattr(fallback, name)
             values[name] = value
         return cls(**values)
@@ -209,7 +210,7 @@ def quantize_decay(d: float | Tensor, spec: FixedPointSpec = DEFAULT_SPEC) -> in
     """
     values = torch.as_tensor(d, dtype=torch.float64)
     if bool(((values < 0) | (values > 1) | values.isnan()).any()):
-        raise ValueError(f"decays are fractions in [0, 1]; got {d!r}")
+        raise UsageError(f"decays are fractions in [0, 1]; got {d!r}")
     ints = torch.round((values * spec.decay_scale).to(torch.float32)).to(torch.int64)
     return int(ints) if not isinstance(d, Tensor) else ints
 
@@ -222,7 +223,7 @@ def quantize_threshold(th: float, spec: FixedPointSpec = DEFAULT_SPEC) -> int:
     """
     mant = int(th * WEIGHT_SCALE)
     if not 1 <= mant <= spec.threshold_mant_max:
-        raise ValueError(
+        raise UsageError(
             f"threshold {th!r} gives vThMant = int(64 * threshold) = {mant}, outside "
             f"[1, {spec.threshold_mant_max}] ({spec.threshold_bits}-bit unsigned)"
         )
@@ -239,7 +240,7 @@ def quantize_bias(b: Tensor, spec: FixedPointSpec = DEFAULT_SPEC) -> Tensor:
     mant = q.detach() * WEIGHT_SCALE
     if q.numel() and bool(((mant < lo) | (mant > hi)).any()):
         worst = float(mant.abs().max())
-        raise ValueError(
+        raise UsageError(
             f"bias mantissa round(64 * b) reaches |{worst:.0f}|, outside [{lo}, {hi}] "
             f"({spec.bias_bits}-bit signed; |b| <= {-lo / WEIGHT_SCALE:g} in input units)"
         )

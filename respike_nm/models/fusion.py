@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from respike_nm.errors import UsageError
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
 
 HEAD_DIM = 32  # dims per attention head, as the published code
@@ -122,7 +123,7 @@ def make_norm(kind: str, channels: int, eps: float | None = None) -> nn.Module:
         return nn.BatchNorm2d(channels, eps=eps)
     if kind == "groupnorm":
         return nn.GroupNorm(group_count(channels), channels, eps=eps)
-    raise ValueError(f"unknown fusion norm {kind!r}; valid: {', '.join(NORMS)}")
+    raise UsageError(f"unknown fusion norm {kind!r}; valid: {', '.join(NORMS)}")
 
 
 class CrossAttentionFusion(nn.Module):

@@ -48,6 +48,7 @@ import torch
 from norse.torch.functional.iaf import IAFFeedForwardState, IAFParameters, iaf_feed_forward_step
 from torch import Tensor, nn
 
+from respike_nm.errors import UsageError
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
     STATE_SCALE,
@@ -89,9 +90,9 @@ class Surrogate:
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.scale <= 0:
-            raise ValueError(f"surrogate width and scale must be positive, got {self}")
+            raise UsageError(f"surrogate width and scale must be positive, got {self}")
         if self.norse_method not in NORSE_METHODS:
-            raise ValueError(f"norse_method {self.norse_method!r} is not one of {NORSE_METHODS}")
+            raise UsageError(f"norse_method {self.norse_method!r} is not one of {NORSE_METHODS}")
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,10 @@ class CubaParams:
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
-            raise ValueError(f"threshold must be positive, got {self.threshold!r}")
+            raise UsageError(f"threshold must be positive, got {self.threshold!r}")
         for name in ("current_decay", "voltage_decay"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
 
 
 def paper_lif() -> CubaParams:
@@ -132,7 +133,7 @@ def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec = D
     mant = quantize_threshold(params.threshold, spec) * input_scale
     if mant > spec.threshold_mant_max or slayer_fires_at_equality(mant):
         limit = min(spec.threshold_mant_max + 1, 4096)
-        raise ValueError(f"threshold x input_scale ({input_scale}) gives vThMant = {mant}, which must stay "
+        raise UsageError(f"threshold x input_scale ({input_scale}) gives vThMant = {mant}, which must stay "
                          f"below {limit} (17-bit vThMant; from 4096 on SLAYER fires at equality, Lava "
                          "does not)")
     sur = params.surrogate
@@ -172,7 +173,7 @@ class CubaLIF(nn.Module):
                  spec: FixedPointSpec = DEFAULT_SPEC):
         super().__init__()
         if backend not in ("slayer", "norse"):
-            raise ValueError(f"backend must be 'slayer' or 'norse', got {backend!r}")
+            raise UsageError(f"backend must be 'slayer' or 'norse', got {backend!r}")
         self.params, self.backend, self.quantize, self.spec = params, backend, quantize, spec
         self.fixed = device_params(params, spec) if (quantize or backend == "slayer") else None
         self.slayer = _slayer_neuron(params, spec) if backend == "slayer" else None
@@ -211,7 +212,7 @@ class CubaLIF(nn.Module):
     def _forward_slayer(self, x: Tensor, bias: Tensor | None) -> Tensor:
         if bias is not None:
             if self.fixed.current_decay != self.spec.decay_scale:
-                raise ValueError(
+                raise UsageError(
                     "the slayer backend takes a bias only with current_decay == 1 (then the current equals "
                     "the input and an input bias is Lava's voltage bias); use the norse backend or fold the "
                     f"bias elsewhere (current_decay = {self.params.current_decay})"
@@ -233,7 +234,7 @@ def _channel_view(bias: Tensor, x: Tensor) -> Tensor:
 def _slayer_neuron(params: CubaParams, spec: FixedPointSpec) -> nn.Module:
     """SLAYER's CUBA neuron for ``params`` (imported here: respike_nm must import without Lava)."""
     if spec.decay_bits != 12:
-        raise ValueError(f"SLAYER's CUBA neuron hard-codes 12-bit decays; spec has {spec.decay_bits}")
+        raise UsageError(f"SLAYER's CUBA neuron hard-codes 12-bit decays; spec has {spec.decay_bits}")
     from respike_nm.lavadl import import_slayer
 
     cuba = import_slayer().neuron.cuba

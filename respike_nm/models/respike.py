@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from respike_nm.data.decompose import decompose
+from respike_nm.errors import UsageError
 from respike_nm.layout import btchw_to_nchwt
 from respike_nm.models.ann import create_ann_backbone
 from respike_nm.models.deploy import StageSpec
@@ -60,13 +61,13 @@ class ReSpikeSpec:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}; valid: {', '.join(KINDS)}")
+            raise UsageError(f"unknown model kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+            raise UsageError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
         if self.fusion_norm not in FUSION_NORMS:
-            raise ValueError(f"unknown fusion norm {self.fusion_norm!r}; valid: {', '.join(FUSION_NORMS)}")
+            raise UsageError(f"unknown fusion norm {self.fusion_norm!r}; valid: {', '.join(FUSION_NORMS)}")
         if any(s not in (1, 2, 3, 4) for s in self.fusion_stages):
-            raise ValueError(f"fusion_stages must be among 1..4, not {self.fusion_stages}")
+            raise UsageError(f"fusion_stages must be among 1..4, not {self.fusion_stages}")
 
     @property
     def resolved_fusion_norm(self) -> str:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from respike_nm.errors import UsageError
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
 from respike_nm.models.backbone import FeatureInfo
 from respike_nm.models.deploy import ChipLayer, DeployError
@@ -272,5 +273,5 @@ SNN_ARCHS: dict[str, type[nn.Module]] = {"plain": PlainSNN, "resnet": ResNetSNN}
 def create_snn(spec: SNNSpec) -> nn.Module:
     """The SNN branch of architecture ``spec.arch`` (:data:`SNN_ARCHS`)."""
     if spec.arch not in SNN_ARCHS:
-        raise ValueError(f"unknown SNN architecture {spec.arch!r}; valid: {', '.join(SNN_ARCHS)}")
+        raise UsageError(f"unknown SNN architecture {spec.arch!r}; valid: {', '.join(SNN_ARCHS)}")
     return SNN_ARCHS[spec.arch](spec)

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from respike_nm.config import TrainConfig
+from respike_nm.errors import UsageError
 
 BRANCHES = ("ann", "snn")
 HEADS = ("fused", *BRANCHES)  # the order of train.branch_weights
@@ -52,7 +53,7 @@ def check_branch_config(t: TrainConfig) -> None:
     """``branch_weights`` must give three weights >= 0 with a positive fused one."""
     w = t.branch_weights
     if len(w) != len(HEADS) or any(not x >= 0 for x in w) or not w[0] > 0:
-        raise ValueError(f"train.branch_weights must be {len(HEADS)} weights >= 0 (fused, ann, snn; the "
+        raise UsageError(f"train.branch_weights must be {len(HEADS)} weights >= 0 (fused, ann, snn; the "
                          f"fused one > 0), not {w}")
 
 
@@ -173,7 +174,7 @@ def gblend_weights(history: Sequence[dict], first: int | None = None, last: int 
     model's) stops learning because of one noisy estimate."""
     rows = [r for r in history if all(f"test_loss_{h}" in r and f"train_loss_{h}" in r for h in HEADS)]
     if len(rows) < 2:
-        raise ValueError("Gradient-Blending needs at least two evaluated epochs with every head's "
+        raise UsageError("Gradient-Blending needs at least two evaluated epochs with every head's "
                          "train and test loss (an aux run with train.branch_metrics=true)")
     by = {r["epoch"]: r for r in rows}
     a, b = by.get(first, rows[0]), by.get(last, rows[-1])

@@ -17,6 +17,7 @@ from respike_nm.data.folds import FoldSpec, check_classes
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
 from respike_nm.data.transforms import normalize
+from respike_nm.errors import UsageError
 from respike_nm.models import create_model
 from respike_nm.models.fixed_point import spec_for
 from respike_nm.models.respike import ReSpike
@@ -61,14 +62,14 @@ def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
     normalised: ``(video [n', T, 3, S, S], labels [n'])``, ``n' = min(n, test videos)``; clips that
     fail to decode are left out."""
     if n < 1:
-        raise ValueError(f"the number of clips must be at least 1, got {n}")
+        raise UsageError(f"the number of clips must be at least 1, got {n}")
     _, test, _, _ = build_datasets(cfg)
     items = range(len(test))
     if isinstance(test, EveryWindowDataset):  # items are windows: take each video's first
         items = np.flatnonzero(test.start == 0).tolist()
     samples = [s for s in (test[i] for i in items[:n]) if s is not None]
     if not samples:
-        raise ValueError(f"{cfg.data.dataset}: no test clip could be read")
+        raise UsageError(f"{cfg.data.dataset}: no test clip could be read")
     return normalize(torch.stack([s.video[0] for s in samples])), torch.tensor([s.label for s in samples])
 
 

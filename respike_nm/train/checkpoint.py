@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from respike_nm.atomic import atomic_file
+from respike_nm.errors import RespikeError
 from respike_nm.state import compare_state
 
 FORMAT = "respike-nm-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RespikeError, ValueError):
     """A checkpoint that is missing, unreadable, of another format, or does not fit the model."""
 
 

@@ -24,8 +24,11 @@ import torch
 from respike_nm.atomic import write_text_atomic
 from respike_nm.config import Config
 from respike_nm.data.splits import FolderFolds, folder_folds
+from respike_nm.errors import UsageError
 from respike_nm.train.builder import data_source
-from respike_nm.train.loop import CHECKPOINT, Progress, no_progress, train
+from respike_nm.train.evaluate import Progress, no_progress
+from respike_nm.train.loop import train
+from respike_nm.train.run import CHECKPOINT, SUMMARY, RunError, RunSummary, read_summary
 
 RESULT = "crossval.json"
 FORMAT_VERSION = 1
@@ -89,9 +92,9 @@ class CrossvalResult:
 def plan(cfg: Config) -> FolderFolds:
     """The fold assignment ``cfg`` describes (checked: a folder dataset with ``data.folds`` set)."""
     if cfg.data.dataset != "folder":
-        raise ValueError(f"cross-validation needs data.dataset=folder, not {cfg.data.dataset!r}")
+        raise UsageError(f"cross-validation needs data.dataset=folder, not {cfg.data.dataset!r}")
     if not cfg.data.folds:
-        raise ValueError("cross-validation needs data.folds (K >= 2, or -1 for one fold per group)")
+        raise UsageError("cross-validation needs data.folds (K >= 2, or -1 for one fold per group)")
     source = data_source(cfg)
     return folder_folds(source.root, source.folds)
 
@@ -117,27 +120,23 @@ def fold_dir(out: Path, fold: int) -> Path:
 def check_crossval_dir(out: Path, resume: bool) -> None:
     """A new cross-validation needs ``out`` absent or empty; ``resume`` needs it to exist."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: is a file, not a cross-validation folder")
+        raise UsageError(f"{out}: is a file, not a cross-validation folder")
     if resume:
         if not out.is_dir():
-            raise ValueError(f"{out}: no cross-validation to resume (no such folder)")
+            raise UsageError(f"{out}: no cross-validation to resume (no such folder)")
     elif out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"{out}: is not empty; pass --resume to continue the cross-validation there "
+        raise UsageError(f"{out}: is not empty; pass --resume to continue the cross-validation there "
                          "or choose a new folder")
 
 
-def _finished(run: Path, cfg: Config) -> dict | None:
+def _finished(run: Path, cfg: Config) -> RunSummary | None:
     """The summary of a finished fold run, checked to be of ``cfg``; None when it did not finish."""
-    path = run / "summary.json"
-    if not path.is_file():
+    if not (run / SUMMARY).is_file():
         return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot be read ({e})") from None
-    if summary.get("full_config") != cfg.to_dict():
-        raise ValueError(f"{path}: was trained with another config than this cross-validation's fold; "
-                         "choose a new folder")
+    summary = read_summary(run)
+    if summary.full_config != cfg.to_dict():
+        raise RunError(f"{run / SUMMARY}: was trained with another config than this cross-validation's fold; "
+                       "choose a new folder")
     return summary
 
 
@@ -163,8 +162,7 @@ def run_crossval(cfg: Config, kind: str, out: str | Path, resume: bool = False,
                             on_epoch=on_epoch, overwrite=resume and not again).summary
         index = folds.index(i)
         row = FoldRow(i, run.name, folds.test_groups(i), len(index.train), len(index.test),
-                      summary.get("test_top1"), summary.get("test_top1_video"),
-                      float(summary.get("seconds", 0.0)), int(summary.get("epochs", 0)))
+                      summary.test_top1, summary.test_top1_video, float(summary.seconds), summary.epochs)
         rows.append(row)
         if on_fold_done:
             on_fold_done(row)

@@ -27,7 +27,8 @@ from conversion.netx_check import ExportFileError, check_export
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.train.checkpoint import load_checkpoint, save_checkpoint
-from respike_nm.train.loop import CHECKPOINT, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import CHECKPOINT
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from conversion.netx_check import check_export
 from conversion.pipeline import export_run
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.train import builder
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 
 @pytest.mark.lava

@@ -41,7 +41,8 @@ from respike_nm.models.fixed_point import DEFAULT_SPEC
 from respike_nm.models.neurons import CubaLIF, CubaParams, paper_lif
 from respike_nm.models.snn import SNNSpec, SpikingConv, run_stem
 from respike_nm.train.builder import build_model
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 SMALL = SMALL_TRAIN + ["train.epochs=1"]
 

@@ -28,7 +28,8 @@ from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.models.fixed_point import DEFAULT_SPEC
 from respike_nm.train.checkpoint import load_checkpoint, save_checkpoint
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 SMALL = SMALL_TRAIN + ["train.epochs=1"]
 pytestmark = pytest.mark.lava

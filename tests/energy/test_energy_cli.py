@@ -12,7 +12,8 @@ from conftest import SMALL_TRAIN
 
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 TARGETS = "h100,cmos45nm,loihi,truenorth"
 ROOT = Path(__file__).resolve().parents[2]

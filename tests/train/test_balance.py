@@ -21,7 +21,8 @@ from respike_nm.train.balance import (
 )
 from respike_nm.train.builder import build_model
 from respike_nm.train.checkpoint import load_checkpoint
-from respike_nm.train.loop import load_run, train
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 
 def _cfg(*extra):

@@ -14,7 +14,7 @@ from conftest import SMALL_TRAIN, write_video
 from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.train.crossval import run_crossval
-from respike_nm.train.loop import evaluate_run
+from respike_nm.train.evaluate import evaluate_run
 
 PATTERN = r"P(\d+)"
 FAST = SMALL_TRAIN + ["train.epochs=1", "train.amp=false"]

@@ -14,7 +14,9 @@ from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.data.datasets import collate_clips
 from respike_nm.train.builder import build_datasets
-from respike_nm.train.loop import eval_result, eval_totals, load_run, merge_eval_totals, train
+from respike_nm.train.evaluate import eval_result, eval_totals, merge_eval_totals
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from respike_nm.data.datasets import ClipSample, collate_clips
 from respike_nm.data.splits import build_index
 from respike_nm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from respike_nm.train import builder
-from respike_nm.train.loop import evaluate, evaluate_run, train
+from respike_nm.train.evaluate import evaluate, evaluate_run
+from respike_nm.train.loop import train
 
 
 class ChannelMean(nn.Module):

@@ -12,7 +12,9 @@ from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.models.fixed_point import DEFAULT_SPEC, quantize_weight, spec_for
 from respike_nm.train.builder import build_model
-from respike_nm.train.loop import evaluate_run, load_run, train
+from respike_nm.train.evaluate import evaluate_run
+from respike_nm.train.loop import train
+from respike_nm.train.run import load_run
 
 SMALL = SMALL_TRAIN
 
@@ -51,8 +53,8 @@ def test_qat_training_reports_float_and_quantized_accuracy(tmp_path):
     independent evaluation of that copy gives."""
     cfg = apply_overrides(load_config("tiny"), SMALL + ["train.epochs=1", "quant.enabled=true"])
     res = train(cfg, "snn", tmp_path)
-    q = res.summary["quantization"]
-    assert q["mode"] == "qat"
+    q = res.summary.quantization
+    assert q.mode == "qat"
     quant, _, _ = load_run(tmp_path)
     flt, _, _ = load_run(tmp_path, quantize=False)
     quant.eval(), flt.eval()
@@ -79,8 +81,8 @@ def test_qat_training_reports_float_and_quantized_accuracy(tmp_path):
                                             conv.stride, conv.padding) / 64 + 1 / 128) / g
         diff = (qat_current - float_current).abs()
         assert diff.max() > 1e-4 and torch.all(diff <= bound + 1e-5)
-    assert q["quantized_top1"] == evaluate_run(tmp_path).result.top1
-    assert q["float_top1"] == evaluate_run(tmp_path, quantize=False).result.top1
+    assert q.quantized_top1 == evaluate_run(tmp_path).result.top1
+    assert q.float_top1 == evaluate_run(tmp_path, quantize=False).result.top1
 
 
 @pytest.mark.parametrize("kind", ["hybrid", "ann"])

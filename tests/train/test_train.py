@@ -16,6 +16,7 @@ from conftest import SMALL_TRAIN
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.train.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from respike_nm.train.loop import train
+from respike_nm.train.run import read_summary
 
 # 2 appearances x 2 motions, 32x32, few clips: seconds per epoch on a CPU
 SMALL = SMALL_TRAIN
@@ -39,8 +40,10 @@ def test_train_writes_metrics_summary_and_checkpoint(tmp_path):
     assert {"model", "config", "test_top1", "epochs", "seconds"} <= set(s)
     assert s["model"] == "hybrid" and s["epochs"] == 2 and 0 <= s["test_top1"] <= 1
     assert s["quantization"]["mode"] == "post-training"
+    assert (s["format"], s["format_version"]) == ("respike-nm-run-summary", 1)
+    assert read_summary(tmp_path) == res.summary
     ck = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ck.epoch == 2 and ck.kind == "hybrid" and res.summary["test_top1"] == lines[-1]["test_top1"]
+    assert ck.epoch == 2 and ck.kind == "hybrid" and res.summary.test_top1 == lines[-1]["test_top1"]
 
 
 def test_summary_counts_the_clips_that_failed_to_decode(tmp_path):
@@ -137,7 +140,7 @@ def test_a_run_saved_before_newer_options_existed_resumes(tmp_path):
     del old["train"]["ann_lr_scale"], old["model"]["ann_frozen_bn"]
     save_checkpoint(tmp_path / "checkpoint.pt", ck.__class__(**{**ck.__dict__, "config": old}))
     res = train(_cfg("train.epochs=2"), "snn", tmp_path, resume=True)
-    assert res.summary["epochs"] == 2
+    assert res.summary.epochs == 2
     with pytest.raises(CheckpointError, match="train.lr"):  # a real difference is still refused
         train(_cfg("train.epochs=3", "train.lr=0.5"), "snn", tmp_path, resume=True)
 
