@@ -2,8 +2,9 @@
 the PyTorch reference.
 
 Cases: the `tiny` config's hybrid (its SNN branch exported to netx; a trained run with ``--run``,
-else seeded random weights scaled so every layer spikes), and the three stage sizes of DESIGN.md §2
-"Speed" (3x10x14 -> 8 -> 12, 16x32x48 -> 32 -> 64, 32x64x96 -> 64 -> 64; 3x3 convs, stride 1, T' = 3).
+else seeded random weights scaled so every layer spikes), and the three stage sizes of
+docs/fixed-point.md, "Speed" (3x10x14 -> 8 -> 12, 16x32x48 -> 32 -> 64, 32x64x96 -> 64 -> 64; 3x3
+convs, stride 1, T' = 3).
 Each case runs the same input three ways side by side in this process: "stock" (Lava's own models,
 scipy Conv, Loihi protocol), "loihi" (our vectorised Conv, Loihi protocol) and "async" (our Conv, every
 process on its AsyncProtocol twin: what `simulate` runs), counts the spikes (all layers) in which ours
@@ -30,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conversion.export import cut_stages, export_model, export_stage
+from conversion.export import export_model, export_stage
 from conversion.lava_sim import LavaRunResult, run_stage
 from conversion.manifest import StageManifest
 from conversion.verify import reference_stage, stage_inputs
 from respike_nm.config import load_config
 from respike_nm.data.transforms import normalize
+from respike_nm.models.deploy import cut_stages
 from respike_nm.models.fixed_point import DEFAULT_SPEC, graded_integers
 from respike_nm.models.snn import SNNSpec, SpikingConv
 from respike_nm.train.builder import build_datasets, build_model
@@ -167,7 +169,7 @@ def tiny_model(run_dir: Path | None):
     cfg = load_config("tiny")
     torch.manual_seed(0)
     model = build_model(cfg, "hybrid", cfg.data.appearances * cfg.data.motions, quantize=True).eval()
-    layers = [layer for stage in cut_stages(model) for layer in stage.layers]
+    layers = [layer for stage in cut_stages(model, quantized=True) for layer in stage.layers]
     _spiking(layers, torch.Generator().manual_seed(0))
     return model, cfg, "seeded random weights (no --run)"
 
@@ -181,9 +183,10 @@ def tiny_cases(run_dir: Path | None, videos: int, work: Path, repeat: int) -> tu
     export_s = time.perf_counter() - t0
     log(f"tiny: exported {len(manifest.stages)} stage(s) in {export_s:.2f} s ({source})")
     inputs = stage_inputs(model, video)
+    stages = cut_stages(model, quantized=True)
     cases = [measure(f"tiny stage{rec.index} ({len(rec.layers)} layers)", list(stage.layers), rec,
                      work / "tiny" / rec.hdf5, x, repeat)
-             for stage, rec, x in zip(cut_stages(model), manifest.stages, inputs, strict=True)]
+             for stage, rec, x in zip(stages, manifest.stages, inputs, strict=True)]
     info = {"weights": source, "videos": videos, "frame": cfg.data.size, "export_seconds": round(export_s, 3),
             "stages": len(manifest.stages), "layers": sum(len(s.layers) for s in manifest.stages)}
     return cases, info

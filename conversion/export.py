@@ -6,7 +6,7 @@ fixed-point quantizer as its ``pre_hook_fx``, and whose neuron carries the folde
 ``MeanOnlyBatchNorm`` (``running_mean = -b``, eval mode) quantized by our 13-bit bias quantizer; the
 blocks then write themselves with their own ``export_hdf5`` into netx's ``layer/<i>`` layout, after an
 ``input`` layer that only names the input shape. All fixed-point maths is
-:mod:`respike_nm.models.fixed_point`'s (DESIGN.md §2, "Stage entry").
+:mod:`respike_nm.models.fixed_point`'s (docs/fixed-point.md).
 
 Units, Lava side: weights ``W = 64 w`` (even integers in ``[-256, 254]``), state 4096 per input unit,
 ``vThMant = 64 threshold``, ``bias_mant = 64 b``. The first layer of every stage takes *graded* input:
@@ -41,8 +41,7 @@ from conversion.manifest import (
 )
 from respike_nm.atomic import write_bytes_atomic
 from respike_nm.lavadl import import_slayer
-from respike_nm.models.deploy import ChipLayer, DeployError, StageSpec, check_layer
-from respike_nm.models.deploy import cut_stages as deploy_cut_stages
+from respike_nm.models.deploy import ChipLayer, DeployError, StageSpec, check_layer, cut_stages
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
     WEIGHT_SCALE,
@@ -54,16 +53,17 @@ from respike_nm.models.fixed_point import (
 )
 from respike_nm.models.neurons import CubaParams
 from respike_nm.models.snn import SpikingConv
+from respike_nm.records import to_data
 
 slayer = import_slayer()  # lava-dl, its import-time prints kept off the command's output
 MeanOnlyBatchNorm = slayer.neuron.norm.MeanOnlyBatchNorm
 
 __all__ = [
-    "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "chip_layer", "cut_stages",
+    "ExportError", "ExportManifest", "ManifestError", "Stage", "StageManifest", "chip_layer",
     "export_model", "export_stage", "stage_blocks", "stage_shapes",
 ]
 
-GRADED_RESET_OFFSET = 1  # netx reset_offset for a graded-input first layer (DESIGN.md §2)
+GRADED_RESET_OFFSET = 1  # netx reset_offset for a graded-input first layer (docs/fixed-point.md, "Timing")
 
 
 class ExportError(DeployError):
@@ -71,21 +71,6 @@ class ExportError(DeployError):
 
 
 Stage = StageSpec  # one stage network (respike_nm.models.deploy)
-
-
-def cut_stages(model: nn.Module) -> tuple[StageSpec, ...]:
-    """The model's stage networks (:func:`respike_nm.models.deploy.cut_stages`: cut at every fusion
-    point, anything undeployable refused by name), each starting with a graded-input layer."""
-    try:
-        stages = deploy_cut_stages(model)
-    except DeployError as exc:
-        raise ExportError(str(exc)) from None
-    for stage in stages:
-        name, first = stage.names[0], stage.layers[0]
-        if not first.graded_input:
-            raise ExportError(f"{name} starts stage network {stage.index} but does not quantize its graded "
-                              "input")
-    return stages
 
 
 def chip_layer(layer: nn.Module, name: str = "layer") -> ChipLayer:
@@ -172,7 +157,7 @@ def export_model(model: nn.Module, out_dir: str | Path, frame_shape: tuple[int, 
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stages = cut_stages(model)
+    stages = cut_stages(model, quantized=True)
     time_steps = model.spec.stride - 1
     shape = (stages[0].layers[0].synapse.conv.in_channels, *frame_shape)
     records = []
@@ -183,7 +168,7 @@ def export_model(model: nn.Module, out_dir: str | Path, frame_shape: tuple[int, 
             snn_stages=stage.snn_stages, fused_after=stage.fused_after))
         shape = records[-1].output_shape
     manifest = ExportManifest(stages=tuple(records), snn_arch=model.spec.snn.arch, fusion=model.spec.fusion,
-                              frame_shape=tuple(frame_shape))
+                              frame_shape=tuple(frame_shape), fixed_point=to_data(model.spec.snn.quant))
     write_manifest(manifest, out_dir / MANIFEST_NAME)
     return manifest
 

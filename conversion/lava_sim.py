@@ -1,6 +1,6 @@
 """Run an exported stage network in Lava (``Loihi2SimCfg(select_tag='fixed_pt')``), clips back to back.
 
-Timing (lava-nc 0.10 / lava-dl 0.6, DESIGN.md §2): a source feeds the graded integers of clip ``k``,
+Timing (lava-nc 0.10 / lava-dl 0.6, docs/fixed-point.md): a source feeds the graded integers of clip ``k``,
 step ``t`` at Lava step ``k * T + t + 1``; every layer adds one step of synaptic delay, so layer ``i``
 integrates that input at step ``k * T + t + 2 + i`` and its spike lands at tap index
 ``k * T + t + 1 + i`` (0-based). netx resets layer ``i`` whenever ``step % T == (reset_offset + 1 + i)

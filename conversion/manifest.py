@@ -77,6 +77,10 @@ class ExportManifest:
     """A whole export: its stages in execution order, plus provenance.
 
     ``frame_shape``: the ``(H, W)`` of the residual frames the export was sized for.
+    ``fixed_point``: the bit-widths the integers were made for, the fields of the model's
+    :class:`~respike_nm.models.fixed_point.FixedPointSpec` (from the run's ``quant.target`` profile,
+    named in ``target``); the checks of the files use them (:func:`conversion.netx_check.export_spec`).
+    An export written before they were recorded has neither: the reference Loihi 2 profile's.
     ``checkpoint_sha256``, ``versions`` (package -> version) and ``run_dir`` (the trained run it was
     exported from, absolute; empty when unknown) are provenance, filled by the caller.
     """
@@ -85,6 +89,8 @@ class ExportManifest:
     snn_arch: str
     fusion: str
     frame_shape: tuple[int, int]
+    fixed_point: dict[str, int] | None = None
+    target: str = ""
     checkpoint_sha256: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     run_dir: str = ""

@@ -45,6 +45,7 @@ from conversion.netx_check import NetxGroup
 from respike_nm.atomic import write_text_atomic
 from respike_nm.errors import RespikeError
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
+from respike_nm.records import from_data
 
 FORMAT_VERSION = 1
 MAPPING_NAME = "mapping.json"
@@ -394,3 +395,17 @@ def mapping_to_dict(report: MappingReport) -> dict:
 def write_mapping(report: MappingReport, path: str | Path) -> Path:
     """Write ``report`` as JSON atomically (temporary file, then rename); returns the path."""
     return write_text_atomic(path, json.dumps(mapping_to_dict(report), indent=2) + "\n")
+
+
+def read_mapping(path: str | Path) -> MappingReport:
+    """Read a ``mapping.json`` written by :func:`write_mapping`, field by field; a
+    :class:`MappingError` naming the file and the field otherwise."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MappingError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        got = data.get("format_version") if isinstance(data, dict) else None
+        raise MappingError(f"{path}: format_version: this reader knows {FORMAT_VERSION}, "
+                           f"the file says {got!r}")
+    return from_data(MappingReport, data, str(path), MappingError, f"{path}: ")

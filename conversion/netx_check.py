@@ -40,14 +40,25 @@ def check_export(directory: str | Path, spec: FixedPointSpec | None = None) -> E
     """Read ``directory/manifest.json`` and check every stage file; returns the manifest.
 
     Raises :class:`~conversion.manifest.ManifestError` (manifest) or :class:`ExportFileError` (HDF5).
-    ``spec``: the bit-widths to check against (default: the reference Loihi 2 profile's).
+    ``spec``: the bit-widths to check against (default: those the manifest records, :func:`export_spec`).
     """
     directory = Path(directory)
     manifest = load_manifest(directory / MANIFEST_NAME)
-    spec = spec or DEFAULT_SPEC
+    spec = spec or export_spec(manifest, directory / MANIFEST_NAME)
     for stage in manifest.stages:
         check_stage_file(directory / stage.hdf5, stage, spec)
     return manifest
+
+
+def export_spec(manifest: ExportManifest, where: str | Path = "manifest") -> FixedPointSpec:
+    """The fixed-point target an export was made for: its manifest's ``fixed_point`` (a manifest
+    written before it was recorded: the reference Loihi 2 profile's, :data:`DEFAULT_SPEC`)."""
+    if manifest.fixed_point is None:
+        return DEFAULT_SPEC
+    try:
+        return FixedPointSpec(**manifest.fixed_point)
+    except (TypeError, ValueError) as exc:
+        raise ManifestError(f"{where}: fixed_point: {exc}") from None
 
 
 def load_manifest(path: str | Path) -> ExportManifest:
@@ -83,10 +94,9 @@ def _check_chain(manifest: ExportManifest) -> None:
                             f"of frame_shape {manifest.frame_shape}")
 
 
-def check_stage_file(path: str | Path, stage: StageManifest, spec: FixedPointSpec | None = None) -> None:
+def check_stage_file(path: str | Path, stage: StageManifest, spec: FixedPointSpec) -> None:
     """Check one netx HDF5 against its manifest entry; raises :class:`ExportFileError`."""
     path = Path(path)
-    spec = spec or DEFAULT_SPEC
     if not path.is_file():
         raise ExportFileError(f"{path}: missing (stages[{stage.index}].hdf5 of the manifest)")
     try:

@@ -109,7 +109,7 @@ def export_run(run_dir: str | Path, out: str | Path, profiles: list[HwProfile] |
     with atomic_dir(out, "export folder") as tmp:
         manifest = export_model(model, tmp, (cfg.data.size, cfg.data.size))
         manifest = replace(manifest, checkpoint_sha256=file_sha256(run_dir / CHECKPOINT),
-                           versions=stack_versions(), run_dir=str(run_dir.resolve()))
+                           target=cfg.quant.target, versions=stack_versions(), run_dir=str(run_dir.resolve()))
         write_manifest(manifest, tmp / MANIFEST_NAME)
         mapping = replace(map_export(tmp, profiles), export_dir=str(out))
         write_mapping(mapping, tmp / MAPPING_NAME)
@@ -213,6 +213,19 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     report = replace(report, passed=not problems, problems=problems)
     write_simulation_report(report, export_dir / REPORT_NAME)
     return report
+
+
+def checkpoint_warning(run_dir: str | Path, manifest: ExportManifest) -> str | None:
+    """The one policy for a run and an export made from another checkpoint file: the integers decide.
+    Every command that pairs them (``simulate``, ``predict --lava``) compares the export's integers
+    with the run's (:func:`conversion.verify.compare_export`): a difference fails the verification or
+    refuses the prediction. A checkpoint file that differs while the integers agree (a copied or
+    re-saved run) is only this warning, which both print; None when it is the file exported."""
+    checkpoint = Path(run_dir) / CHECKPOINT
+    if manifest.checkpoint_sha256 == file_sha256(checkpoint):
+        return None
+    return (f"{checkpoint} is not the checkpoint this export was made from (sha256 differs); the export's "
+            "integers are compared with this run's")
 
 
 def verification_problems(report: SimulationReport) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ Two PyTorch references per stage:
   :class:`~respike_nm.models.neurons.CubaLIF` -- evaluated from the layers' own integers
   (:meth:`~respike_nm.models.snn.SpikingConv.chip_layer`) exactly as the chip does it: the graded first
   layer gets the integers ``round(S x)``, every layer its integer weights and bias and a threshold ``S G``
-  times larger (DESIGN.md §2 (A)), and convolutions run in float64 so that no sum is rounded.
+  times larger (docs/fixed-point.md, (A)), and convolutions run in float64 so that no sum is rounded.
   ``spike_mismatch`` counts against it, over every layer of the stage.
 - the **model's forward** (``layer(x)``, layer after layer): what the trained model computes, in float32.
   It works in the same units as the chip, so it should agree; ``model_mismatch`` reports it.
@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from conversion.export import chip_layer, cut_stages, stage_shapes
+from conversion.export import chip_layer, stage_shapes
 from conversion.lava_sim import run_manifest_stage
 from conversion.manifest import ExportManifest, StageManifest
 from conversion.netx_check import NetxGroup
 from respike_nm.errors import UsageError
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
+from respike_nm.models.deploy import cut_stages
 from respike_nm.models.fixed_point import STATE_SCALE, WEIGHT_SCALE, graded_integers
 from respike_nm.models.neurons import CubaLIF
 from respike_nm.models.snn import SpikingConv
@@ -208,7 +209,7 @@ def verify_model(model: nn.Module, manifest: ExportManifest, directory: str | Pa
                  video: Tensor, runs: dict | None = None) -> list[VerificationResult]:
     """Verify every stage of an :func:`~conversion.export.export_model` export on ``video``
     (``runs``: see :func:`verify_stage`)."""
-    stages = cut_stages(model)
+    stages = cut_stages(model, quantized=True)
     inputs = stage_inputs(model, video)
     return [verify_stage(stage.layers, record, directory, x, runs=runs)
             for stage, record, x in zip(stages, manifest.stages, inputs, strict=True)]
@@ -227,7 +228,7 @@ def check_model_fits(model: nn.Module, manifest: ExportManifest, frame_shape: tu
     """Refuse (``ValueError`` naming ``where`` and the first difference) a model whose stage networks
     do not have the export's layers and shapes at frames of ``frame_shape``: a run of another
     architecture or size, which could not be compared clip by clip."""
-    stages = cut_stages(model)
+    stages = cut_stages(model, quantized=True)
     if tuple(frame_shape) != tuple(manifest.frame_shape):
         raise UsageError(f"{where}: exported for frames of {tuple(manifest.frame_shape)}, the run uses "
                          f"{tuple(frame_shape)}: not this run's export")
@@ -249,7 +250,7 @@ def compare_export(model: nn.Module, manifest: ExportManifest, directory: str | 
     Shapes must fit (:func:`check_model_fits`)."""
     directory = Path(directory)
     found = []
-    for stage, record in zip(cut_stages(model), manifest.stages, strict=True):
+    for stage, record in zip(cut_stages(model, quantized=True), manifest.stages, strict=True):
         path = directory / record.hdf5
         with h5py.File(path, "r") as f:
             for i, (name, layer) in enumerate(zip(stage.names, stage.layers, strict=True), start=1):

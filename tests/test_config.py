@@ -103,3 +103,6 @@ def test_config_choices_are_the_registries():
     assert CHOICES["model.fusion"] == FUSIONS and CHOICES["model.fusion_norm"] == FUSION_NORMS
     assert CHOICES["model.snn_arch"] == tuple(SNN_ARCHS) and CHOICES["model.ann_arch"] == ANN_ARCHS
     assert CHOICES["data.sampling"] == get_args(Sampling)
+    from respike_nm.data.transforms import INPUTS
+
+    assert CHOICES["model.input"] == tuple(INPUTS)

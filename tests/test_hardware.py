@@ -22,7 +22,7 @@ def test_shipped_profiles_carry_provenance(name):
 
 
 def test_published_figures_are_carried_as_published():
-    # DESIGN.md §3: Horowitz ISSCC 2014; Davies et al. IEEE Micro 2018; Merolla et al. 2014
+    # the profiles' sources: Horowitz ISSCC 2014; Davies et al. IEEE Micro 2018; Merolla et al. 2014
     assert load_profile("cmos45nm").energy_pj("mac_fp32") == pytest.approx(0.9 + 3.7)
     assert load_profile("loihi").energy_pj("synop") == 23.6
     assert load_profile("truenorth").energy_pj("synop") == 26.0

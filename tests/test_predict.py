@@ -9,6 +9,7 @@ crops frame by frame, the reference the whole clip at once; uint8 resizing is pe
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import av
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -327,14 +329,22 @@ def live(run) -> tuple[Path, Path]:
 @pytest.mark.lava
 def test_lava_path_gives_the_quantized_model_predictions(live, tmp_path, capsys):
     """--lava: the hybrid with its SNN stages in Lava equals the quantized PyTorch model (bit-exact SNN),
-    on a network whose every layer fires, so that each layer's spikes shape the logits."""
-    run, export = live
+    on a network whose every layer fires, so that each layer's spikes shape the logits. The export's
+    manifest names another checkpoint file: the integers agree, so that is a warning (as in simulate)."""
+    run, live_export = live
+    export = tmp_path / "export"
+    shutil.copytree(live_export, export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["checkpoint_sha256"] = "0" * 64
+    (export / "manifest.json").write_text(json.dumps(manifest))
     path = _video(tmp_path / "clip.avi", 12)
     classes = _classes(run)
     capsys.readouterr()
     assert main(["predict", str(run), str(path), "--lava", str(export), "--json", "--quiet",
                  "--topk", str(len(classes))]) == 0
-    rows = _json_lines(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    assert "warning" in err and "is not the checkpoint this export was made from" in err
+    rows = _json_lines(out)
     assert [r["type"] for r in rows] == ["window", "window", "summary", "video"]
     ref = _reference(run, path, [0, 4], quantize=True)
     np.testing.assert_allclose([_probs(r["top"], classes) for r in rows[:2]], ref, atol=TOL)
@@ -362,18 +372,25 @@ def _snn_spikes(run: Path, path: Path) -> list[torch.Tensor]:
     return seen
 
 
-def test_lava_export_of_another_checkpoint_is_refused(run, export, tmp_path, capsys):
-    """Checked before Lava runs: the manifest's checkpoint digest against the run's."""
+def test_lava_export_holding_other_integers_is_refused(run, export, tmp_path, capsys):
+    """Checked before Lava runs: the export's integers against the run's (one weight changed, the
+    file's digest in the manifest updated, so that every structural check passes)."""
     other = tmp_path / "other"
     shutil.copytree(export, other)
     manifest = json.loads((other / "manifest.json").read_text())
-    manifest["checkpoint_sha256"] = "0" * 64
+    path = other / manifest["stages"][0]["hdf5"]
+    with h5py.File(path, "r+") as f:
+        ds = f["layer/1/weight"]
+        w = ds[()]
+        w.flat[0] = w.flat[0] - 2 if w.flat[0] > 0 else w.flat[0] + 2  # another even integer in range
+        ds[...] = w
+    manifest["stages"][0]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     (other / "manifest.json").write_text(json.dumps(manifest))
     video = _video(tmp_path / "clip.avi", 8)
     capsys.readouterr()
     rc = main(["predict", str(run), str(video), "--lava", str(other)])
     err = capsys.readouterr().err
-    assert rc == 2 and "exported from another checkpoint" in err, err
+    assert rc == 2 and "does not hold this run's integers" in err and "weight" in err, err
 
 
 REALDATA = os.environ.get("RESPIKE_REALDATA")

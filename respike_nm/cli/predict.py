@@ -96,18 +96,20 @@ def run_predict(args) -> int:
 
 def _lava_classifier(run_dir: Path, export_dir: Path):
     """``(model, cfg, checkpoint, classifier)`` with the SNN of ``export_dir`` in Lava; the export must
-    come from this run's checkpoint (the hybrid mixes the run's ANN with the export's SNN)."""
+    hold this run's integers (the hybrid mixes the run's ANN with the export's SNN): a difference is
+    refused, another checkpoint file with the same integers a warning
+    (:func:`conversion.pipeline.checkpoint_warning`)."""
     from conversion.hybrid import HybridClassifier
-    from conversion.manifest import MANIFEST_NAME, file_sha256
+    from conversion.manifest import MANIFEST_NAME
     from conversion.netx_check import check_export
+    from conversion.pipeline import checkpoint_warning
     from conversion.verify import check_model_fits, compare_export
-    from respike_nm.train.run import CHECKPOINT, load_run
+    from respike_nm.train.run import load_run
 
     manifest = check_export(export_dir)
     model, cfg, ck = load_run(run_dir, quantize=True)
-    if manifest.checkpoint_sha256 and manifest.checkpoint_sha256 != file_sha256(run_dir / CHECKPOINT):
-        raise UsageError(f"{export_dir / MANIFEST_NAME}: exported from another checkpoint than "
-                         f"{run_dir / CHECKPOINT} (sha256 differs); export this run again")
+    if warning := checkpoint_warning(run_dir, manifest):
+        print(f"respike-nm: warning: {warning}", file=sys.stderr)
     model.eval()
     check_model_fits(model, manifest, (cfg.data.size, cfg.data.size), export_dir / MANIFEST_NAME)
     if differences := compare_export(model, manifest, export_dir):

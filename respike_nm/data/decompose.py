@@ -1,4 +1,4 @@
-"""Key/residual decomposition of a clip (ReSpike, DESIGN.md §1).
+"""Key/residual decomposition of a clip (ReSpike, docs/method.md).
 
 A clip of T frames is cut into T/s groups of s frames. The first frame of each group is its key
 frame (ANN input); the other s-1 are residual frames ``R[k, j] = F[k*s + j] - F[k*s]``, the

@@ -22,7 +22,7 @@ Not counted: normalisation, activations, softmax, pooling and additions (a few p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
@@ -167,9 +167,21 @@ def _is_binary(x: torch.Tensor, nonzero: int | None = None) -> bool:
     return int((x == 1).sum()) == nonzero
 
 
-def _branch(name: str) -> str:
-    head = name.split(".", 1)[0]
-    return head if head in BRANCHES else "ann"
+def attribution(model: nn.Module) -> Callable[[str], str]:
+    """``name -> branch`` for the layers of ``model``. A model with any top-level part named after a
+    branch (a ReSpike: ``ann``, ``snn``, ``fusion``, ``head``) must have only such parts: a layer
+    under another name is an error here, before anything is counted, not silently priced as ANN. A
+    plain network (a backbone on its own) is one ANN."""
+    parts = {name for name, _ in model.named_children()}
+    if not parts & set(BRANCHES):
+        return lambda name: "ann"
+    unknown = sorted(p for p in parts - set(BRANCHES)
+                     if any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in getattr(model, p).modules()))
+    if unknown:
+        raise ValueError(f"energy: cannot attribute {', '.join(unknown)} to a branch "
+                         f"({', '.join(BRANCHES)}); name the part after its branch or extend "
+                         "energy.counters.BRANCHES")
+    return lambda name: name.split(".", 1)[0]
 
 
 def _layer_key(name: str) -> str:
@@ -180,10 +192,10 @@ def _layer_key(name: str) -> str:
     return name
 
 
-def _count_mac(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> None:
+def _count_mac(log: OpLog, name: str, branch: str, module: nn.Module, x: torch.Tensor) -> None:
     from respike_nm.models.effnet_lite import same_padded
 
-    e = log.entry(name, _branch(name), "mac")
+    e = log.entry(name, branch, "mac")
     if isinstance(module, nn.Conv2d):
         per_pos = nonzero_per_position(x)
         nonzero = int(per_pos.sum())  # exact: integers in float64
@@ -200,12 +212,12 @@ def _count_mac(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) -> Non
     e.params = module.weight.numel()
 
 
-def _count_matmul(log: OpLog, name: str, module: nn.Module, args, kwargs) -> None:
+def _count_matmul(log: OpLog, name: str, branch: str, module: nn.Module, args, kwargs) -> None:
     x = args[0]
     ctx = kwargs.get("context", args[1] if len(args) > 1 else None)
     lk = x.shape[1] if ctx is None else ctx.shape[1]
     macs = 2.0 * x.shape[0] * x.shape[1] * lk * module.heads * module.head_dim
-    e = log.entry(f"{name}.matmul", _branch(name), "matmul")
+    e = log.entry(f"{name}.matmul", branch, "matmul")
     e.effective_macs += macs
     e.dense_macs += macs
 
@@ -245,17 +257,20 @@ def _hooks(model: nn.Module, log: OpLog) -> Iterator[torch.utils.hooks.Removable
     from respike_nm.models.neurons import CubaLIF
     from respike_nm.models.snn import ConvBN
 
+    branch = attribution(model)
     for name, m in model.named_modules():
-        in_snn = name.split(".", 1)[0] == "snn"
+        in_snn, part = name.split(".", 1)[0] == "snn", branch(name)
         if isinstance(m, ConvBN):
             yield m.register_forward_hook(lambda mod, a, o, n=name: _count_synapse(log, n, mod, a[0]))
         elif isinstance(m, CubaLIF):
             yield m.register_forward_hook(lambda mod, a, o, n=name: _count_neuron(log, n, o))
         elif isinstance(m, (nn.Conv2d, nn.Linear)) and not in_snn:
-            yield m.register_forward_hook(lambda mod, a, o, n=name: _count_mac(log, n, mod, a[0]))
+            yield m.register_forward_hook(
+                lambda mod, a, o, n=name, b=part: _count_mac(log, n, b, mod, a[0]))
         elif isinstance(m, Attention):
             yield m.register_forward_hook(
-                lambda mod, a, kw, o, n=name: _count_matmul(log, n, mod, a, kw), with_kwargs=True)
+                lambda mod, a, kw, o, n=name, b=part: _count_matmul(log, n, b, mod, a, kw),
+                with_kwargs=True)
     yield from _shape_hooks(model, log)
 
 
@@ -330,7 +345,8 @@ class ClipCounts:
     layers: list[LayerCount]
     snn_stage_shapes: dict[int, tuple[int, ...]]  # [C, H, W, T'] per key-frame group
     ann_stage_shapes: dict[int, tuple[int, ...]]  # [C, H, W] per key frame
-    snn_arch: str = "plain"  # plain: binary stage outputs; resnet: real-valued ones
+    snn_arch: str = "plain"  # the run's SNN architecture (for the record)
+    snn_emits: str = "spikes"  # what its stages hand on (SNNBranch.emits): spikes (1 bit) or currents
     fusion: str = "late"  # the run's fusion variant (whose activity was recorded)
     fused_stages: tuple[int, ...] = ()
     fusion_stages: tuple[int, ...] = (2, 3, 4)  # the multi-scale stages of the run's config
@@ -380,8 +396,8 @@ def clip_counts(model: nn.Module, log: OpLog, clips: int, shape: tuple[int, ...]
     t, _, h, w = shape
     spec = model.spec
     return ClipCounts(clips, t, spec.stride, (h, w), per_clip(log, clips), dict(log.snn_stage_shapes),
-                      dict(log.ann_stage_shapes), spec.snn.arch, spec.fusion, spec.fused_stages,
-                      tuple(spec.fusion_stages), spec.num_classes)
+                      dict(log.ann_stage_shapes), spec.snn.arch, model.snn.emits, spec.fusion,
+                      spec.fused_stages, tuple(spec.fusion_stages), spec.num_classes)
 
 
 def count_clips(model: nn.Module, batches: Iterable[torch.Tensor]) -> ClipCounts:

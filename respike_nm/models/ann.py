@@ -1,4 +1,4 @@
-"""ReSpike's ANN branch: a 2D ResNet-18/50 trunk applied to every key frame (DESIGN.md §1), or
+"""ReSpike's ANN branch: a 2D ResNet-18/50 trunk applied to every key frame (docs/method.md), or
 EfficientNet-Lite0 with ImageNet weights from the package registry (:mod:`.effnet_lite`).
 
 The four stage outputs (strides 4/8/16/32 relative to the input) are the context for fusion; the

@@ -81,13 +81,16 @@ class ChipLayer:
         return self.input_scale * self.weight_gain
 
 
-def cut_stages(model: nn.Module) -> tuple[StageSpec, ...]:
-    """The stage networks of ``model``'s SNN, each a chain of deployable spiking layers.
+def cut_stages(model: nn.Module, quantized: bool = False) -> tuple[StageSpec, ...]:
+    """The stage networks of ``model``'s SNN, each a chain of deployable spiking layers: the one cut
+    that every writer (netx, NIR), the verification and the mapping use.
 
     Refuses, naming the module: a model without SNN, any module that declares itself undeployable
     (its ``undeployable`` attribute: what it is and why, e.g. the resnet SNN's residual adds), any layer
     that cannot describe itself to the chip (no ``chip_layer``) or whose convolution netx and NIR
-    cannot hold (bias, groups, dilation, non-zero padding).
+    cannot hold (bias, groups, dilation, non-zero padding). ``quantized`` (what a chip runs: netx,
+    the verification): also a stage network whose first layer does not quantize its graded input
+    (a float model; NIR can describe one).
     """
     snn = getattr(model, "snn", None)
     if snn is None:
@@ -100,6 +103,9 @@ def cut_stages(model: nn.Module) -> tuple[StageSpec, ...]:
     for stage in stages:
         for name, layer in zip(stage.names, stage.layers, strict=True):
             check_layer(name, layer)
+        if quantized and not stage.layers[0].graded_input:
+            raise DeployError(f"{stage.names[0]} starts stage network {stage.index} but does not quantize "
+                              "its graded input")
     return stages
 
 

@@ -32,7 +32,7 @@ integers; SLAYER's CUBA neuron (``slayer.neuron.cuba.Neuron``, default ``scale =
   as ``bias_mant << 6`` (``bias_exp = 6``): steps of ``1/64``, ``|b| <= 64``.
 - **graded input** (real values entering a stage: residual frames, fused features) -- steps of
   ``1 / S`` (``round``, half to even); the chip receives the integers ``round(S x)`` and that layer's
-  threshold and bias are ``S`` times larger (DESIGN.md §2 (A)). ``S = input_scale`` (16) for the
+  threshold and bias are ``S`` times larger (docs/fixed-point.md, (A)). ``S = input_scale`` (16) for the
   residual frames, ``fused_input_scale`` (4) for fused features entering a stage after a fusion point.
 - **weight gain** -- per layer, a power of two ``G`` (:func:`weight_gain`): the chip holds the weights
   ``quantize_weight(G w)``, the bias ``G b`` and a threshold ``G`` times larger, so the weight grid is

@@ -1,4 +1,4 @@
-"""Multi-scale cross-attention fusion (ReSpike, DESIGN.md §1).
+"""Multi-scale cross-attention fusion (ReSpike, docs/method.md).
 
 At a fusion point the SNN features ``[N, C, H, W, T]`` (SLAYER layout; N = clips x key-frame
 groups) attend to the ANN stage features ``[N, C_a, H_a, W_a]`` of the same key frame, at every

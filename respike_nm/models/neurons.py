@@ -1,4 +1,4 @@
-"""Loihi CUBA-LIF spiking neuron, one interface over two backends (DESIGN.md §2).
+"""Loihi CUBA-LIF spiking neuron, one interface over two backends (docs/method.md, "Decisions").
 
 Dynamics per time step, state in input units (threshold 1.0 = 1.0)::
 
@@ -125,7 +125,7 @@ def paper_lif() -> CubaParams:
 def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec = DEFAULT_SPEC) -> CubaParams:
     """Parameters of a layer whose input arrives as graded integers ``round(input_scale * x)``.
 
-    Its state is ``input_scale`` times finer, as on the chip (DESIGN.md §2 (A)): the threshold is
+    Its state is ``input_scale`` times finer, as on the chip (docs/fixed-point.md, (A)): the threshold is
     exactly ``input_scale`` times the *quantized* threshold (``vThMant`` times ``input_scale``)
     and the surrogate is widened by the same factor. Raises ``ValueError`` when ``vThMant`` would
     not fit its bits or would reach 4096 (where SLAYER fires at equality and Lava does not).

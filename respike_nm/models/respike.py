@@ -1,4 +1,4 @@
-"""The ReSpike model and its two baselines, one code path (DESIGN.md §1).
+"""The ReSpike model and its two baselines, one code path (docs/method.md).
 
 ``hybrid``: ANN on key frames + SNN on residual frames + cross-attention fusion + head.
 ``ann``: key frames only (the SNN and fusion are not built). ``snn``: residual frames only.
@@ -25,7 +25,7 @@ from respike_nm.models.ann import create_ann_backbone
 from respike_nm.models.deploy import StageSpec
 from respike_nm.models.fusion import NORMS, CrossAttentionFusion
 from respike_nm.models.names import KINDS
-from respike_nm.models.snn import PlainSNN, SNNSpec, create_snn, run_stem
+from respike_nm.models.snn import SNNSpec, create_snn, snn_class
 
 StageRunner = Callable[[StageSpec, torch.Tensor], torch.Tensor]
 
@@ -75,7 +75,7 @@ class ReSpikeSpec:
         SNN's stages emit (:func:`fusion_norm_for`)."""
         if self.fusion_norm != "auto":
             return self.fusion_norm
-        return fusion_norm_for(self.snn.arch)
+        return fusion_norm_for(snn_class(self.snn.arch).emits)
 
     @property
     def fused_stages(self) -> tuple[int, ...]:
@@ -85,15 +85,15 @@ class ReSpikeSpec:
         return FUSION_POINTS[self.fusion](self.fusion_stages)
 
 
-def fusion_norm_for(snn_arch: str) -> str:
-    """The fusion norm for an SNN architecture, chosen by what its stages emit.
+def fusion_norm_for(emits: str) -> str:
+    """The fusion norm for what an SNN's stages emit (``SNNBranch.emits``).
 
-    ``resnet`` stages emit real-valued currents (``BN(conv(...)) + shortcut``), which the published
-    GroupNorm(32) sees. ``plain`` stages end in a LIF and emit binary spikes; on spikes many
-    groups are all zero and GroupNorm(eps 1e-6) multiplies the backward pass by ~1/sqrt(eps), so
-    the fusion uses BatchNorm with eps 1e-2 there (measurements: :mod:`respike_nm.models.fusion`).
+    Real-valued ``currents`` (the ``resnet`` stages' ``BN(conv(...)) + shortcut``) get the published
+    GroupNorm(32). Binary ``spikes`` (the ``plain`` stages end in a LIF): many groups are all zero and
+    GroupNorm(eps 1e-6) multiplies the backward pass by ~1/sqrt(eps), so the fusion uses BatchNorm
+    with eps 1e-2 there (measurements: :mod:`respike_nm.models.fusion`).
     """
-    return {"resnet": "groupnorm", "plain": "batchnorm"}[snn_arch]
+    return {"currents": "groupnorm", "spikes": "batchnorm"}[emits]
 
 
 class ReSpike(nn.Module):
@@ -164,8 +164,7 @@ class ReSpike(nn.Module):
             return ()
         groups = [(0, ("snn.stem", self.snn.stem), [("snn.stem", self.snn.stem)])]
         for i, seq in enumerate(self.snn.stages, start=1):
-            named = [(f"snn.stages.{i - 1}.{j}", m) for j, m in enumerate(seq)] \
-                if isinstance(self.snn, PlainSNN) else [(f"snn.stages.{i - 1}", seq)]
+            named = [(f"snn.{name}", m) for name, m in self.snn.stage_layers(i - 1)]
             groups.append((i, (f"snn.stages.{i - 1}", seq), named))
         last = len(self.snn.stages)
         cuts = set(self.spec.fused_stages)
@@ -184,7 +183,7 @@ class ReSpike(nn.Module):
     def run_stage(self, stage: StageSpec, x: torch.Tensor) -> torch.Tensor:
         """One stage network in PyTorch on ``[N, C, H, W, T]``, through the SNN's own modules."""
         for name, block in stage.blocks:
-            x = run_stem(self.snn, x) if name == "snn.stem" else block(x)
+            x = self.snn.run_stem(x) if name == "snn.stem" else block(x)
         return x
 
     def forward_snn(self, x: torch.Tensor, ann_feats: list[torch.Tensor] | None,

@@ -1,6 +1,9 @@
 """ReSpike's SNN branch: spiking nets over residual frames, in SLAYER's layout ``[N, C, H, W, T]``.
 
-Two architectures with the same feature taps (channels 64/128/256/512 x width, strides 4/8/16/32,
+Every architecture is an :class:`SNNBranch` that describes itself (what its stages emit, its
+deployable layers, how its stem runs), so the hybrid, quantization, deployment and energy name no
+architecture; a new one is a class here and an entry in :data:`SNN_ARCHS`. Two architectures with
+the same feature taps (channels 64/128/256/512 x width, strides 4/8/16/32,
 like the ANN's, so fusion pairs stage i with ANN stage i):
 
 - ``plain`` (deployable; the default): every layer is conv3x3 -> BatchNorm -> CUBA-LIF, strided
@@ -20,6 +23,7 @@ as graded values (the residual frames, fused features) are quantized to steps of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +116,7 @@ class ConvBN(nn.Module):
 class SpikingConv(nn.Module):
     """conv3x3 -> BN -> CUBA-LIF on ``[N, C, H, W, T]``; returns spikes ``[N, Co, H', W', T]``.
 
-    With quantization on, the layer computes what the chip does (DESIGN.md §2 (A)): graded input on
+    With quantization on, the layer computes what the chip does (docs/fixed-point.md, (A)): graded input on
     the ``1 / S`` grid (``S = input_scale``: the chip gets ``round(S x)``), weights and bias scaled by
     the layer's weight gain ``G`` (:func:`~respike_nm.models.fixed_point.weight_gain`, from the folded
     weights of this forward pass) and the neuron in units of ``1 / (S G)`` of an input unit: threshold,
@@ -175,7 +179,40 @@ class SpikingConv(nn.Module):
             folded_weight=weight, folded_bias=bias)
 
 
-class PlainSNN(nn.Module):
+class SNNBranch(nn.Module):
+    """What an SNN architecture declares about itself, as backbones declare ``feature_info``.
+
+    - ``emits``: what every stage hands on: ``"spikes"`` (binary: 1 bit per value off a chip; the
+      fusion normalises it with BatchNorm) or ``"currents"`` (real-valued, graded messages;
+      GroupNorm, as published);
+    - ``stem``, ``stages`` (four, an ``nn.ModuleList``) and ``feature_info`` (their channels and
+      strides), which the hybrid fuses with the ANN's;
+    - :meth:`stage_layers`: each stage's layers as a chip would get them, named in the branch;
+    - :meth:`run_stem`: the stem on ``[N, C, H, W, T]``.
+
+    Quantization reaches its modules through their ``fake_quant`` / ``freeze_bn`` attributes
+    (:func:`set_fake_quant`), and deployment reads only the layers' own records, so a new
+    architecture is this class's subclass and an entry in :data:`SNN_ARCHS`.
+    """
+
+    emits: ClassVar[str] = "spikes"
+    stem: nn.Module
+    stages: nn.ModuleList
+    feature_info: FeatureInfo
+
+    def stage_layers(self, i: int) -> list[tuple[str, nn.Module]]:
+        """Stage ``i`` (0-based): its deployable layers with their names in the branch. By default
+        the stage is one block (an architecture that cannot deploy refuses it at export)."""
+        return [(f"stages.{i}", self.stages[i])]
+
+    def run_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+
+EMITS = ("spikes", "currents")
+
+
+class PlainSNN(SNNBranch):
     """Stem (conv/2) and four stages of [conv/2, conv/1], every conv -> BN -> CUBA-LIF.
 
     The stem takes the residual frames as graded input (``input_scale``); the first layer of each
@@ -196,6 +233,10 @@ class PlainSNN(nn.Module):
             ))
             cin = cout
         self.feature_info = FeatureInfo(c, (4, 8, 16, 32))
+
+    def stage_layers(self, i: int) -> list[tuple[str, nn.Module]]:
+        """Every layer of the stage on its own: each is one netx layer."""
+        return [(f"stages.{i}.{j}", m) for j, m in enumerate(self.stages[i])]
 
 
 def conv_per_step(conv: ConvBN, x: torch.Tensor) -> torch.Tensor:
@@ -229,8 +270,11 @@ class PreActBlock(nn.Module):
         return out + (x if self.shortcut is None else conv_per_step(self.shortcut, x))
 
 
-class ResNetSNN(nn.Module):
-    """Spiking pre-activation ResNet-18 layout [2, 2, 2, 2] (paper-faithful, not deployable)."""
+class ResNetSNN(SNNBranch):
+    """Spiking pre-activation ResNet-18 layout [2, 2, 2, 2] (paper-faithful, not deployable). Its
+    stages end in ``BN(conv(...)) + shortcut``: real-valued currents."""
+
+    emits: ClassVar[str] = "currents"
 
     def __init__(self, spec: SNNSpec):
         super().__init__()
@@ -246,32 +290,35 @@ class ResNetSNN(nn.Module):
         self.quant = spec.quant
         self.fake_quant = True
 
+    def run_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The graded residual frames on the ``1 / S`` grid (quantization on), then conv + BN."""
+        if self.quant is not None and self.fake_quant:
+            x = quantize_graded(x, self.quant)
+        return conv_per_step(self.stem, x)
+
 
 def set_fake_quant(model: nn.Module, on: bool, freeze_bn: bool = False) -> None:
-    """Switch weight, bias and graded-input quantization of every SNN layer on or off (for a
-    float warm-up before quantization-aware training), and optionally freeze the BN statistics so
-    that training folds exactly as evaluation and export do. Neurons keep their own arithmetic."""
+    """Switch weight, bias and graded-input quantization of every SNN module that has it (a
+    ``fake_quant`` attribute) on or off, for a float warm-up before quantization-aware training, and
+    optionally freeze the BN statistics (``freeze_bn``) so that training folds exactly as evaluation
+    and export do. Neurons keep their own arithmetic."""
     for module in model.modules():
-        if isinstance(module, (ConvBN, SpikingConv, ResNetSNN)):
+        if hasattr(module, "fake_quant"):
             module.fake_quant = on
-        if isinstance(module, ConvBN):
+        if hasattr(module, "freeze_bn"):
             module.freeze_bn = freeze_bn
 
 
-def run_stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The stem of either architecture on ``[N, 3, H, W, T]``."""
-    if isinstance(net.stem, SpikingConv):
-        return net.stem(x)
-    if net.quant is not None and net.fake_quant:
-        x = quantize_graded(x, net.quant)
-    return conv_per_step(net.stem, x)
+SNN_ARCHS: dict[str, type[SNNBranch]] = {"plain": PlainSNN, "resnet": ResNetSNN}
 
 
-SNN_ARCHS: dict[str, type[nn.Module]] = {"plain": PlainSNN, "resnet": ResNetSNN}
+def snn_class(arch: str) -> type[SNNBranch]:
+    """The architecture registered as ``arch`` (:data:`SNN_ARCHS`)."""
+    if arch not in SNN_ARCHS:
+        raise UsageError(f"unknown SNN architecture {arch!r}; valid: {', '.join(SNN_ARCHS)}")
+    return SNN_ARCHS[arch]
 
 
-def create_snn(spec: SNNSpec) -> nn.Module:
-    """The SNN branch of architecture ``spec.arch`` (:data:`SNN_ARCHS`)."""
-    if spec.arch not in SNN_ARCHS:
-        raise UsageError(f"unknown SNN architecture {spec.arch!r}; valid: {', '.join(SNN_ARCHS)}")
-    return SNN_ARCHS[spec.arch](spec)
+def create_snn(spec: SNNSpec) -> SNNBranch:
+    """The SNN branch of architecture ``spec.arch``."""
+    return snn_class(spec.arch)(spec)

@@ -78,6 +78,9 @@ def _lr_lambda(cfg: Config, steps_per_epoch: int) -> Callable[[int], float]:
     return f
 
 
+PARTS = ("ann", "snn", "fusion", "head")  # a model's top-level parts that hold parameters
+
+
 def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     # a group of its own for the fusion, and for the ANN only when it has its own rate (the groups
@@ -85,8 +88,12 @@ def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     scale = {"fusion": t.fusion_lr_scale} | ({"ann": t.ann_lr_scale} if t.ann_lr_scale != 1.0 else {})
     groups: dict[str, list] = {"rest": [], "fusion": [], "ann": []}
     for n, p in model.named_parameters():
+        part = n.split(".", 1)[0]
+        if part not in PARTS:  # a new part must be given its learning rate, not the default by accident
+            raise ValueError(f"the optimizer knows the parts {', '.join(PARTS)}, not {part!r} ({n}); "
+                             "add it to train.loop.PARTS")
         if p.requires_grad:
-            groups[n.split(".", 1)[0] if n.split(".", 1)[0] in scale else "rest"].append(p)
+            groups[part if part in scale else "rest"].append(p)
     params = [{"params": groups["rest"]}]
     params += [{"params": groups[b], "lr": t.lr * scale[b]} for b in scale if groups[b]]
     if t.optimizer == "sgd":

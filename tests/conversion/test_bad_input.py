@@ -136,6 +136,27 @@ def test_well_formed_but_changed_weight_is_caught_by_the_recorded_sha256(export)
         check_export(export)
 
 
+def test_the_checks_use_the_fixed_point_target_the_manifest_records(export):
+    """The export records the bit-widths its integers were made for (the model's own), and the file
+    checks read them: the same files recorded as made for 6-bit weights fail on their weights."""
+    data = json.loads((export / "manifest.json").read_text())
+    assert data["fixed_point"] == {"weight_bits": 8, "decay_bits": 12, "threshold_bits": 17, "bias_bits": 13,
+                                   "state_bits": 24, "input_scale": 16, "fused_input_scale": 4,
+                                   "input_message_bits": 16}  # the loihi2 profile's (hw_profiles/loihi2.yaml)
+    check_export(export)
+    data["fixed_point"]["weight_bits"] = 6
+    (export / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ExportFileError, match=r"weight.*\[-64, 62\]"):
+        check_export(export)
+    data["fixed_point"]["input_scale"] = 3
+    (export / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="fixed_point: .*input_scale must be a power of two"):
+        check_export(export)
+    del data["fixed_point"]  # an export from before the target was recorded: the reference profile's
+    (export / "manifest.json").write_text(json.dumps(data))
+    assert check_export(export).fixed_point is None
+
+
 def test_netx_alone_misreads_what_the_check_refuses(export):
     """Why the check exists: netx loads a half-integer weight without a word, truncating it, and a missing
     dataset is a bare KeyError."""

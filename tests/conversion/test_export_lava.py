@@ -15,7 +15,7 @@ import torch
 from conftest import randomize
 from lava.lib.dl.netx.hdf5 import Network
 
-from conversion.export import ExportError, cut_stages, export_model, export_stage, stage_blocks
+from conversion.export import ExportError, export_model, export_stage, stage_blocks
 from conversion.hybrid import hybrid_logits
 from conversion.lava_sim import run_stage
 from conversion.manifest import (
@@ -27,6 +27,7 @@ from conversion.manifest import (
     write_manifest,
 )
 from conversion.verify import model_stage, reference_stage, verify_model, verify_stage
+from respike_nm.models.deploy import DeployError, cut_stages
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
     FixedPointSpec,
@@ -214,8 +215,8 @@ def test_slayer_blocks_agree_with_reference():
 
 def test_resnet_snn_is_refused():
     spec = ReSpikeSpec(kind="snn", snn=SNNSpec(arch="resnet", width=0.125, quant=DEFAULT_SPEC))
-    with pytest.raises(ExportError, match=r"residual add in snn\.stages\.0\.0: netx 0\.6\.0 loads"):
-        cut_stages(ReSpike(spec))
+    with pytest.raises(DeployError, match=r"residual add in snn\.stages\.0\.0: netx 0\.6\.0 loads"):
+        cut_stages(ReSpike(spec), quantized=True)
 
 
 def test_float_layers_and_wide_weights_are_refused(tmp_path):
@@ -232,7 +233,7 @@ def test_stage_cuts_follow_fusion():
     def names(fusion: str, kind: str = "hybrid") -> list[tuple[int, ...]]:
         spec = ReSpikeSpec(kind=kind, fusion=fusion, ann_width=0.125,
                            snn=SNNSpec(width=0.125, quant=DEFAULT_SPEC))
-        return [s.snn_stages for s in cut_stages(ReSpike(spec))]
+        return [s.snn_stages for s in cut_stages(ReSpike(spec), quantized=True)]
 
     assert names("multiscale") == [(0, 1, 2), (3,), (4,)]
     assert names("downsample") == [(0, 1), (2,), (3,), (4,)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from conversion.mapping import (
     map_export,
     map_target,
     place_layer,
+    read_mapping,
     weight_bits_used,
 )
 from respike_nm.cli.main import main
@@ -169,6 +171,17 @@ def test_export_writes_mapping_json_and_map_agrees(tmp_path, capsys):
     written = json.loads((out / "mapping.json").read_text())
     assert main(["map", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == written
+    report = read_mapping(out / "mapping.json")  # read back as the record the mapper made
+    assert report == map_export(out) and report.export_dir == str(out)
+    for edit, words in ((lambda d: d["layers"][0].update(neurons="many"), "layers[0].neurons: expected int"),
+                        (lambda d: d.update(format_version=7), "format_version: this reader knows 1"),
+                        (lambda d: d["targets"][0].pop("fits"), "missing field(s) fits")):
+        bad = json.loads(json.dumps(written))
+        edit(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(MappingError, match=re.escape(words)) as e:
+            read_mapping(tmp_path / "bad.json")
+        assert str(tmp_path / "bad.json") in str(e.value)
     manifest = json.loads((out / "manifest.json").read_text())
     shapes = [tuple(s) for st in manifest["stages"] for s in st["layer_shapes"]]
     assert [tuple(la["output_shape"]) for la in written["layers"]] == shapes

@@ -39,7 +39,7 @@ from respike_nm.cli.main import main
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.models.fixed_point import DEFAULT_SPEC
 from respike_nm.models.neurons import CubaLIF, CubaParams, paper_lif
-from respike_nm.models.snn import SNNSpec, SpikingConv, run_stem
+from respike_nm.models.snn import SNNSpec, SpikingConv
 from respike_nm.train.builder import build_model
 from respike_nm.train.loop import train
 from respike_nm.train.run import load_run
@@ -306,7 +306,7 @@ def test_cli_single_stage_file_runs_like_the_model(tiny_runs, tmp_path, capsys):
     x = 2 * torch.randn(4, 3, cfg.data.size, cfg.data.size, model.spec.stride - 1,
                         generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        h = run_stem(model.snn, x)
+        h = model.snn.run_stem(x)
         for stage in model.snn.stages:
             h = stage(h)
     module, graph = load_norse(out)
@@ -348,8 +348,7 @@ def test_cli_multistage_folder_quantized(tiny_runs, tmp_path, capsys):
                 assert np.array_equal(node.weight * 32 * g, np.round(node.weight * 32 * g))
             if isinstance(node, nir.CubaLIF):
                 assert np.all(node.v_threshold == 1.0) and np.allclose(node.tau_mem, 4 / 3)
-    from conversion.export import cut_stages  # the netx exporter's cut: a second implementation
-
-    model, _, _ = load_run(tiny_runs["multiscale"], quantize=True)
-    assert [s["layers"] for s in stages] == [list(st.names) for st in cut_stages(model.eval())]
+    # multi-scale fusion after SNN stages 2, 3 and 4: the stem and stages 1-2, then stage 3, then stage 4
+    two = [[f"snn.stages.{i}.0", f"snn.stages.{i}.1"] for i in range(4)]
+    assert [s["layers"] for s in stages] == [["snn.stem", *two[0], *two[1]], two[2], two[3]]
     assert [s["fused_after"] for s in stages] == [2, 3, 4]

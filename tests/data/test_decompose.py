@@ -1,4 +1,4 @@
-"""Decomposition into key and residual frames (DESIGN.md §1)."""
+"""Decomposition into key and residual frames (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from respike_nm.data.synthetic import (
     stage_mask,
 )
 
-STRIDE = 4  # group size s for HMDB-51/UCF-101 (DESIGN.md §1)
+STRIDE = 4  # group size s for HMDB-51/UCF-101 (docs/method.md)
 
 
 def residual_groups(clip: np.ndarray, s: int = STRIDE) -> np.ndarray:

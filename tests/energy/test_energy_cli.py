@@ -81,7 +81,6 @@ def test_recorded_spikes_are_the_ones_the_snn_emits(run, report):
 
     from respike_nm.data.decompose import decompose
     from respike_nm.data.transforms import normalize
-    from respike_nm.models.snn import run_stem
     from respike_nm.train.builder import build_datasets
 
     _, rep = report
@@ -96,7 +95,7 @@ def test_recorded_spikes_are_the_ones_the_snn_emits(run, report):
         x = model.snn_input(residual)
         for stage in model.stage_specs():
             for name, layer in zip(stage.names, stage.layers, strict=True):
-                x = run_stem(model.snn, x) if name == "snn.stem" else layer(x)
+                x = model.snn.run_stem(x) if name == "snn.stem" else layer(x)
                 assert set(x.unique().tolist()) <= {0.0, 1.0}
                 spikes += float(x.sum())
             if stage.fused_after is not None:

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from respike_nm.models.fusion import CrossAttentionFusion, group_count
 from respike_nm.models.respike import ReSpike, ReSpikeSpec, fusion_norm_for
-from respike_nm.models.snn import SNNSpec
+from respike_nm.models.snn import SNN_ARCHS, SNNSpec
 
 
 def sparse_spikes(n=4, c=64, h=4, w=4, t=3, rate=0.05, dead_groups=0.3, dead_channels=8,
@@ -54,7 +54,7 @@ def test_fusion_on_spikes_sends_back_a_gradient_of_the_heads_size(seed):
     """Regression: GroupNorm(eps 1e-6) on spike maps with silent groups multiplied the backward
     pass by ~1/sqrt(eps) (measured 118-1466x the head's gradient in training); the norm the plain
     SNN now gets keeps it within 10x."""
-    norm = fusion_norm_for("plain")
+    norm = fusion_norm_for(SNN_ARCHS["plain"].emits)
     assert gradient_ratio(learned_fusion(norm, seed=seed), seed) < 10
     # the test can tell: the published GroupNorm, or a BatchNorm with its usual eps (a silent channel
     # has variance 0), on the same spikes are far outside the bound
