@@ -35,7 +35,6 @@ from torch.utils.data import DataLoader
 
 from respike_nm.atomic import write_text_atomic
 from respike_nm.data.datasets import VideoClipDataset, collate_clips
-from respike_nm.data.transforms import normalize
 from respike_nm.train.balance import HEADS, gain_and_overfitting
 from respike_nm.train.builder import build_datasets, clip_spec
 from respike_nm.train.run import load_run
@@ -56,7 +55,7 @@ def video_features(model, ds) -> tuple[dict[str, np.ndarray], np.ndarray, np.nda
     labels, spreads = [], []
     for batch in DataLoader(ds, batch_size=4, collate_fn=collate_clips):
         b, k = batch.video.shape[:2]
-        _, f = model(normalize(batch.video).flatten(0, 1), with_features=True)
+        _, f = model(batch.video.flatten(0, 1), with_features=True)
         for name, x in f.parts.items():
             feats.setdefault(name, []).append(x.reshape(b, k, f.g, -1).mean(dim=(1, 2)).numpy())
         if len(f.parts) == 2:
@@ -144,7 +143,7 @@ def share_decisions(work: Path, set_name: str, seed: int, variant: str, folds: i
         _, test_ds, _, _ = build_datasets(cfg)
         for batch in DataLoader(test_ds, batch_size=4, collate_fn=collate_clips):
             b, k = batch.video.shape[:2]
-            _, feats = model(normalize(batch.video).flatten(0, 1), with_features=True)
+            _, feats = model(batch.video.flatten(0, 1), with_features=True)
             shares = {n: x.reshape(b, k, -1).mean(1) for n, x in model.branch_logits(feats).items()}
             y = batch.label
             right = {n: shares[n].argmax(1) == y for n in ("ann", "snn")}

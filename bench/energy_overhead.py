@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from respike_nm.config import load_config
-from respike_nm.data.transforms import normalize
 from respike_nm.energy.counters import count_ops
 from respike_nm.train.builder import build_datasets, build_model
 
@@ -56,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config("tiny")
     _, test, classes, _ = build_datasets(cfg)
-    video = normalize(torch.stack([test[i].video[0] for i in range(args.batch)]))
+    video = torch.stack([test[i].video[0] for i in range(args.batch)])  # uint8: the model normalises
     model = build_model(cfg, "hybrid", len(classes), quantize=True).eval()
     timed(model, video, False), timed(model, video, True)  # warm-up
     off, on, steady = [], [], []

@@ -41,6 +41,7 @@ from conversion.manifest import (
 )
 from respike_nm.atomic import write_bytes_atomic
 from respike_nm.lavadl import import_slayer
+from respike_nm.layout import conv_out
 from respike_nm.models.deploy import ChipLayer, DeployError, StageSpec, check_layer, cut_stages
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
@@ -91,7 +92,7 @@ def stage_shapes(layers: tuple[SpikingConv, ...] | list[SpikingConv],
         if conv.in_channels != c:
             raise ExportError(f"a layer expects {conv.in_channels} input channels, the stage has {c}")
         (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
-        c, h, w = conv.out_channels, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        c, h, w = conv.out_channels, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw)
         if h < 1 or w < 1:
             raise ExportError(f"input {input_shape} shrinks to nothing")
         shapes.append((c, h, w))

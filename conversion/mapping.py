@@ -45,6 +45,7 @@ from conversion.netx_check import NetxGroup
 from respike_nm.atomic import write_text_atomic
 from respike_nm.errors import RespikeError
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
+from respike_nm.layout import conv_out
 from respike_nm.records import from_data
 
 FORMAT_VERSION = 1
@@ -155,8 +156,8 @@ def conv_counts(in_shape: Shape3, out_channels: int, kernel: Pair, stride: Pair,
                 dilation: Pair = (1, 1)) -> tuple[Shape3, int, int, int]:
     """``(output (C, H, W), synapses, fan_in, fan_out)`` of a zero-padded, ungrouped conv."""
     c, size = in_shape[0], in_shape[1:]
-    outs = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
-                 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation, strict=True))
+    outs = tuple(conv_out(n, k, s, p, d) for n, k, s, p, d in zip(size, kernel, stride, padding, dilation,
+                                                                  strict=True))
     if min(outs) < 1:
         raise MappingError(f"input {in_shape} with kernel {kernel} leaves no output")
     axes = list(zip(size, outs, kernel, stride, padding, dilation, strict=True))

@@ -27,6 +27,7 @@ from conversion.manifest import (
     read_manifest,
 )
 from respike_nm.errors import RespikeError
+from respike_nm.layout import conv_out
 from respike_nm.models.fixed_point import DEFAULT_SPEC, FixedPointSpec
 
 NEURON_TYPES = ("CUBA", "LOIHI")  # netx maps both to Lava's LIF; our manifest describes CUBA layers
@@ -231,7 +232,7 @@ def _check_weight(layer: NetxGroup, shape_in, shape, stride, padding, dilation,
     if (cout, cin) != (shape[0], shape_in[0]):
         raise layer.error("weight", f"shape {ds.shape}: {cout} out x {cin} in channels, the manifest's layer "
                                     f"takes {shape_in[0]} to {shape[0]} channels")
-    out_hw = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+    out_hw = tuple(conv_out(n, k, s, p, d)
                    for n, k, s, p, d in zip(shape_in[1:], (kh, kw), stride, padding, dilation, strict=True))
     if out_hw != tuple(shape[1:]):
         raise layer.error("weight", f"kernel {kh}x{kw}, stride {stride}, padding {padding} map "

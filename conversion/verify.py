@@ -192,8 +192,8 @@ def merge_results(parts: Sequence[VerificationResult]) -> VerificationResult:
 
 def stage_inputs(model: nn.Module, video: Tensor) -> list[Tensor]:
     """Graded input ``[N, C, H, W, T]`` of every stage network while ``model`` runs on ``video``
-    (``[B, T, 3, H, W]``, normalised): the residual frames for the first stage, fused features after
-    that, recorded by a stage runner around the model's own."""
+    (``[B, T, C, H, W]``, uint8 as decoded or normalised): the residual frames for the first stage,
+    fused features after that, recorded by a stage runner around the model's own."""
     seen: dict[int, Tensor] = {}
 
     def record(stage, x: Tensor) -> Tensor:

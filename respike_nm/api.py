@@ -103,7 +103,7 @@ def describe_model(cfg, kind: str) -> dict:
         n = sum(p.numel() for p in module.parameters())
         if n:
             branches[name] = {"params": n, "dense_macs": 0.0}
-    clip = torch.zeros(1, cfg.data.frames, 3, cfg.data.size, cfg.data.size)
+    clip = torch.zeros(1, cfg.data.frames, model.input_kind.channels, cfg.data.size, cfg.data.size)
     with torch.no_grad():
         counts = count_clips(model, [clip])
     for layer in counts.layers:

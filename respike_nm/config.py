@@ -79,6 +79,7 @@ class ModelConfig:
     fusion_norm_eps: float | None = None  # the norm's eps (null: 1e-2 for batchnorm, 1e-6 for groupnorm)
     dropout: float = 0.0
     ann_frozen_bn: bool = False  # keep the ANN's BatchNorm statistics (a pretrained trunk on few clips)
+    input: str = "rgb"  # the kind of frame: its channels and normalisation (data.transforms.INPUTS)
 
 
 @dataclass
@@ -212,6 +213,7 @@ CHOICES = {
     "data.eval_resize": ("short_side_8_7", "crop_size"),
     "model.ann_arch": ("resnet18", "resnet50", "efficientnet_lite0"),
     "model.snn_arch": ("plain", "resnet"),
+    "model.input": ("rgb",),
     "model.snn_backend": ("slayer", "norse"),
     "model.fusion": ("multiscale", "downsample", "late", "none"),
     "model.fusion_norm": ("auto", "identity", "batchnorm", "groupnorm"),

@@ -1,4 +1,6 @@
-"""Named tensor layout changes; every permute in the project goes through one of these.
+"""Named tensor layout changes; every permute in the project goes through one of these. And the
+one formula for a convolution's output size (:func:`conv_out`), which the exporter, the checks of
+exported files, the mapper and the energy counter share.
 
 Video code uses ``T, C, H, W`` per clip (``B, T, C, H, W`` batched), decoders produce
 ``T, H, W, C`` (channels last, as PyAV and image files do), SLAYER code uses
@@ -8,6 +10,12 @@ Video code uses ``T, C, H, W`` per clip (``B, T, C, H, W`` batched), decoders pr
 from __future__ import annotations
 
 import torch
+
+
+def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Output length along one axis of a zero-padded convolution (PyTorch's, SLAYER's and netx's):
+    ``(size + 2 padding - dilation (kernel - 1) - 1) // stride + 1``."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def thwc_to_tchw(frames: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 
 from respike_nm.data.errors import DataError, VideoDecodeError
 from respike_nm.data.records import ClipSpec
-from respike_nm.data.transforms import ClipTransform, normalize
+from respike_nm.data.transforms import ClipTransform
 from respike_nm.data.video import VIDEO_EXTENSIONS, _open, _rgb, find_videos, open_container
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]  # normalised [1, T, 3, S, S] -> logits [1, classes]
@@ -220,7 +220,7 @@ def predict_frames(frames: Iterable[Frame], source: str, classify: Classifier, c
             count += 1
             if count < T or (count - T) % s:
                 continue
-            clip = normalize(torch.stack([r[1] for r in ring])[None])  # [1, T, 3, S, S]
+            clip = torch.stack([r[1] for r in ring])[None]  # uint8 [1, T, 3, S, S]: the model normalises
             probs = classify(clip)[0].float().cpu().softmax(-1)
             total = probs if total is None else total + probs
             latency = time.perf_counter() - f.arrived
@@ -271,7 +271,7 @@ def video_logits(path: str | Path, classify: Classifier, spec: ClipSpec) -> tupl
         sample = clips[j]
         if sample is None:
             raise VideoDecodeError(str(path), clips.failures[-1].problem)
-        for clip in normalize(sample.video):  # [K, T, 3, S, S]: each of the sample's clips
+        for clip in sample.video:  # uint8 [K, T, 3, S, S]: each of the sample's clips
             logits = classify(clip[None])[0].float().cpu()
             total = logits if total is None else total + logits
             n += 1

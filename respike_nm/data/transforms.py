@@ -11,6 +11,7 @@ convention, ``f`` = 1 the published code's Resize(S) + CenterCrop(S) (``data.eva
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,13 +86,39 @@ def resize_uint8(video: torch.Tensor, size: int) -> torch.Tensor:
                                            align_corners=False)
 
 
-_SCALE = (1 / (255 * torch.tensor(IMAGENET_STD))).view(3, 1, 1)
-_SHIFT = (-torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)).view(3, 1, 1)
+@dataclass(frozen=True)
+class InputKind:
+    """A kind of frame a model takes: ``channels`` per frame, and the per-channel ``mean`` and ``std``
+    of ``x / 255`` that normalise it. The model normalises its uint8 clips itself
+    (:meth:`respike_nm.models.respike.ReSpike.prepare`, option ``model.input``), so a new kind of
+    input (event-camera polarity frames, depth, ...) is a dataset that yields ``uint8 [T, C, H, W]``
+    clips and an entry here."""
+
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not (self.channels >= 1 and len(self.mean) == len(self.std) == self.channels):
+            raise UsageError(f"an input of {self.channels} channel(s) needs as many means and stds, "
+                             f"not {len(self.mean)} and {len(self.std)}")
 
 
-def normalize(video: torch.Tensor) -> torch.Tensor:
-    """``uint8 [..., 3, H, W]`` to ImageNet-normalised ``float32``: ``(x / 255 - mean) / std``."""
-    return video.float().mul_(_SCALE).add_(_SHIFT)  # in place on the new float copy: 20x faster
+INPUTS: dict[str, InputKind] = {"rgb": InputKind(3, IMAGENET_MEAN, IMAGENET_STD)}  # ImageNet statistics
+RGB = INPUTS["rgb"]
+
+
+@functools.cache
+def _affine(kind: InputKind) -> tuple[torch.Tensor, torch.Tensor]:
+    std = torch.tensor(kind.std)
+    return (1 / (255 * std)).view(-1, 1, 1), (-torch.tensor(kind.mean) / std).view(-1, 1, 1)
+
+
+def normalize(video: torch.Tensor, kind: InputKind = RGB) -> torch.Tensor:
+    """``uint8 [..., C, H, W]`` to normalised ``float32``: ``(x / 255 - mean) / std`` per channel
+    (default: RGB with ImageNet's statistics)."""
+    scale, shift = _affine(kind)
+    return video.float().mul_(scale).add_(shift)  # in place on the new float copy: 20x faster
 
 
 def denormalize(video: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from respike_nm.errors import UsageError
+from respike_nm.layout import conv_out
 
 BRANCHES = ("ann", "fusion", "head", "snn")
 
@@ -125,7 +126,7 @@ def reach(weight_shape: tuple[int, ...], stride, padding, dilation, h: int, w: i
     key = (tuple(weight_shape[2:]), tuple(stride), tuple(padding), tuple(dilation), h, w)
     if key not in _REACH:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight_shape[2:], stride, padding, dilation
-        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        oh, ow = conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw)
         full = F.conv_transpose2d(torch.ones(1, 1, oh, ow, dtype=torch.float64),
                                   torch.ones(1, 1, kh, kw, dtype=torch.float64), None, (sh, sw), 0, 0, 1,
                                   (dh, dw))[0, 0]
@@ -145,7 +146,7 @@ def conv_macs(conv: nn.Conv2d, x: torch.Tensor, nonzero: torch.Tensor | None = N
     fan = reach(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, h, w).to(x.device)
     effective = float((per_pos * fan).sum()) * (conv.out_channels // conv.groups)
     (kh, kw), (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
-    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw)
     dense = n * oh * ow * conv.weight[0].numel() * conv.out_channels  # padding included
     return effective, float(dense)
 
@@ -345,6 +346,7 @@ class ClipCounts:
     layers: list[LayerCount]
     snn_stage_shapes: dict[int, tuple[int, ...]]  # [C, H, W, T'] per key-frame group
     ann_stage_shapes: dict[int, tuple[int, ...]]  # [C, H, W] per key frame
+    channels: int = 3  # C of the frames [T, C, H, W]
     snn_arch: str = "plain"  # the run's SNN architecture (for the record)
     snn_emits: str = "spikes"  # what its stages hand on (SNNBranch.emits): spikes (1 bit) or currents
     fusion: str = "late"  # the run's fusion variant (whose activity was recorded)
@@ -358,14 +360,14 @@ class ClipCounts:
 
 
 def count_log(model: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[OpLog, int, tuple[int, ...]]:
-    """``(log, clips, clip shape [T, 3, H, W])``: totals of ``model`` on batches of normalised clips
-    ``[B, T, 3, H, W]`` under the counters (not yet per clip: logs of disjoint clips add exactly,
-    :func:`merge_logs`)."""
+    """``(log, clips, clip shape [T, C, H, W])``: totals of ``model`` on batches of clips
+    ``[B, T, C, H, W]`` (uint8 as decoded, or normalised) under the counters (not yet per clip: logs
+    of disjoint clips add exactly, :func:`merge_logs`)."""
     clips, shape = 0, None
     with count_ops(model) as log:
         for video in batches:
             if video.dim() != 5 or (shape is not None and video.shape[1:] != shape):
-                raise ValueError(f"expected clips [B, T, 3, H, W] of one size, got {tuple(video.shape)}")
+                raise ValueError(f"expected clips [B, T, C, H, W] of one size, got {tuple(video.shape)}")
             model(video)
             clips, shape = clips + video.shape[0], video.shape[1:]
     if shape is None:
@@ -392,14 +394,14 @@ def merge_logs(logs: list[OpLog]) -> OpLog:
 
 
 def clip_counts(model: nn.Module, log: OpLog, clips: int, shape: tuple[int, ...]) -> ClipCounts:
-    """:class:`ClipCounts` of ``clips`` clips of ``shape [T, 3, H, W]`` counted into ``log``."""
-    t, _, h, w = shape
+    """:class:`ClipCounts` of ``clips`` clips of ``shape [T, C, H, W]`` counted into ``log``."""
+    t, c, h, w = shape
     spec = model.spec
     return ClipCounts(clips, t, spec.stride, (h, w), per_clip(log, clips), dict(log.snn_stage_shapes),
-                      dict(log.ann_stage_shapes), spec.snn.arch, model.snn.emits, spec.fusion,
+                      dict(log.ann_stage_shapes), c, spec.snn.arch, model.snn.emits, spec.fusion,
                       spec.fused_stages, tuple(spec.fusion_stages), spec.num_classes)
 
 
 def count_clips(model: nn.Module, batches: Iterable[torch.Tensor]) -> ClipCounts:
-    """Run ``model`` (a ReSpike) on batches of normalised clips ``[B, T, 3, H, W]`` under the counters."""
+    """Run ``model`` (a ReSpike) on batches of clips ``[B, T, C, H, W]`` under the counters."""
     return clip_counts(model, *count_log(model, batches))

@@ -107,7 +107,8 @@ def _traffic(counts: ClipCounts, fused: tuple[int, ...], graded_bits: int) -> tu
         return n
 
     out_bits = 1 if counts.snn_emits == "spikes" else graded_bits
-    to_chip = g * 3 * h * w * steps * graded_bits + sum(g * size(i) * graded_bits for i in fused if i < 4)
+    frames = g * counts.channels * h * w * steps * graded_bits  # the residual frames, graded
+    to_chip = frames + sum(g * size(i) * graded_bits for i in fused if i < 4)
     to_gpu = sum(g * size(i) * out_bits for i in sorted(set(fused) | {4}))
     return to_chip / 8, to_gpu / 8
 

@@ -103,15 +103,19 @@ ANN_ARCHS = ("resnet18", "resnet50", "efficientnet_lite0")
 
 
 def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
-                        weights: WeightsSource = None) -> nn.Module:
+                        weights: WeightsSource = None, in_channels: int = 3) -> nn.Module:
     """Build the ANN branch: a module returning its four stage outputs, with ``feature_info``.
 
     ResNets: ``width`` scales every channel count (rounded to a multiple of 8, at least 8);
     ``weights`` is None (torchvision's random init), a local checkpoint path, or a torchvision weight
     name (``"ResNet18_Weights.IMAGENET1K_V1"`` or ``"IMAGENET1K_V1"``) looked up in the torch.hub
     cache. ``efficientnet_lite0``: :func:`.effnet_lite.create_lite_backbone` (``weights="imagenet"``
-    reads the file of the registry package).
+    reads the file of the registry package). ``in_channels``: channels of the key frames; other than
+    3, a ResNet's first convolution takes them (random init: pretrained weights are for RGB).
     """
+    if in_channels != 3 and (weights is not None or arch == "efficientnet_lite0"):
+        raise WeightsError(f"{arch} with {weights or 'its weights'}: pretrained ANN trunks take 3-channel "
+                           f"(RGB) frames, not {in_channels}; use a ResNet without ann_weights")
     if arch == "efficientnet_lite0":
         from respike_nm.models.effnet_lite import create_lite_backbone
 
@@ -125,6 +129,9 @@ def create_ann_backbone(arch: str = "resnet18", width: float = 1.0,
             "network has differently shaped tensors, so no pretrained state dict fits it"
         )
     model = _from_torchvision(spec) if width == 1.0 else _build_scaled(spec, width)
+    if in_channels != 3:
+        c = model.conv1
+        model.conv1 = nn.Conv2d(in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, bias=False)
     if weights is not None:
         path = resolve_weights_path(weights, arch)
         load_backbone_weights(model, path)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from respike_nm.data.decompose import decompose
+from respike_nm.data.transforms import INPUTS, normalize
 from respike_nm.errors import UsageError
 from respike_nm.layout import btchw_to_nchwt
 from respike_nm.models.ann import create_ann_backbone
@@ -58,8 +59,11 @@ class ReSpikeSpec:
     fusion_norm_eps: float | None = None  # the norm's eps; None: fusion.DEFAULT_EPS
     dropout: float = 0.0
     ann_frozen_bn: bool = False  # the ANN's BatchNorms keep their (pretrained) statistics in training
+    input: str = "rgb"  # the kind of frame (data.transforms.INPUTS): its channels and normalisation
 
     def __post_init__(self):
+        if self.input not in INPUTS:
+            raise UsageError(f"unknown input {self.input!r}; valid: {', '.join(INPUTS)}")
         if self.kind not in KINDS:
             raise UsageError(f"unknown model kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.fusion not in FUSIONS:
@@ -101,10 +105,14 @@ class ReSpike(nn.Module):
         super().__init__()
         self.spec = spec
         use_ann, use_snn = spec.kind in ("hybrid", "ann"), spec.kind in ("hybrid", "snn")
-        self.ann = create_ann_backbone(spec.ann_arch, spec.ann_width, spec.ann_weights) if use_ann else None
+        self.input_kind = INPUTS[spec.input]
+        channels = self.input_kind.channels
+        self.ann = (create_ann_backbone(spec.ann_arch, spec.ann_width, spec.ann_weights, channels)
+                    if use_ann else None)
         # a stage after a fusion point receives the fused, real-valued features as graded input
         graded = tuple(i + 1 for i in spec.fused_stages if i < 4) if use_ann and use_snn else ()
-        self.snn = create_snn(replace(spec.snn, graded_stages=graded)) if use_snn else None
+        snn = replace(spec.snn, graded_stages=graded, in_channels=channels)
+        self.snn = create_snn(snn) if use_snn else None
         self.fusion = nn.ModuleDict()
         if use_ann and use_snn:
             a, s = self.ann.feature_info.channels, self.snn.feature_info.channels
@@ -147,9 +155,17 @@ class ReSpike(nn.Module):
         logits = self.classify(feats)
         return (logits, feats) if with_features else logits
 
+    def prepare(self, video: torch.Tensor) -> torch.Tensor:
+        """The model's entrance: a ``uint8`` clip ``[..., C, H, W]`` (frames as decoded) normalised as
+        its input kind says (``spec.input``); a float clip is taken as normalised already."""
+        if video.shape[-3] != self.input_kind.channels:
+            raise UsageError(f"the model takes {self.spec.input} frames of {self.input_kind.channels} "
+                             f"channel(s), not {video.shape[-3]} (clip {tuple(video.shape)})")
+        return normalize(video, self.input_kind) if video.dtype == torch.uint8 else video
+
     def branch_features(self, video: torch.Tensor, stage_runner: StageRunner | None = None) -> BranchFeatures:
-        """Decompose ``[B, T, 3, H, W]``, run both branches, pool what the head sees."""
-        key, residual = decompose(video, self.spec.stride)
+        """Decompose ``[B, T, C, H, W]`` (:meth:`prepare`), run both branches, pool what the head sees."""
+        key, residual = decompose(self.prepare(video), self.spec.stride)
         b, g = key.shape[:2]
         ann_feats = self.ann_features(key)
         snn_out = None

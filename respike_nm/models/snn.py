@@ -58,6 +58,7 @@ class SNNSpec:
     neuron: CubaParams = paper_lif()
     quant: FixedPointSpec | None = None
     graded_stages: tuple[int, ...] = ()  # 1-based stages whose first layer receives fused (graded) input
+    in_channels: int = 3  # channels of the residual frames (the model's input kind)
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -222,7 +223,8 @@ class PlainSNN(SNNBranch):
     def __init__(self, spec: SNNSpec):
         super().__init__()
         c = spec.channels
-        self.stem = SpikingConv(3, c[0] // 2 if c[0] >= 16 else c[0], 2, spec, graded_input=True)
+        stem = c[0] // 2 if c[0] >= 16 else c[0]
+        self.stem = SpikingConv(spec.in_channels, stem, 2, spec, graded_input=True)
         cin = self.stem.synapse.conv.out_channels
         fused = spec.quant.fused_input_scale if spec.quant is not None else None
         self.stages = nn.ModuleList()
@@ -279,7 +281,7 @@ class ResNetSNN(SNNBranch):
     def __init__(self, spec: SNNSpec):
         super().__init__()
         c = spec.channels
-        self.stem = ConvBN(3, c[0], 2, spec)
+        self.stem = ConvBN(spec.in_channels, c[0], 2, spec)
         self.stages = nn.ModuleList()
         cin = c[0]
         for cout in c:

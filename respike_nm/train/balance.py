@@ -126,8 +126,8 @@ def modulate(model: nn.Module, coeff: dict[str, float], generator: torch.Generat
 
 
 @torch.no_grad()
-def branch_test_losses(model: nn.Module, heads: nn.Module | None, loader, device: torch.device,
-                       normalize) -> dict[str, float]:
+def branch_test_losses(model: nn.Module, heads: nn.Module | None, loader,
+                       device: torch.device) -> dict[str, float]:
     """Each head's mean cross-entropy on ``loader``'s clips: the fused head, and per branch its
     auxiliary head (``aux``) or else its share of the fused head's logits."""
     model.eval()
@@ -137,7 +137,7 @@ def branch_test_losses(model: nn.Module, heads: nn.Module | None, loader, device
     for batch in loader:
         if not len(batch.label):
             continue
-        video = normalize(batch.video.to(device)).flatten(0, 1)  # every clip on its own
+        video = batch.video.to(device).flatten(0, 1)  # every clip on its own (uint8: the model normalises)
         labels = batch.label.to(device).repeat_interleave(batch.video.shape[1])
         logits, feats = model(video, with_features=True)
         outs = heads(feats.parts, feats.b, feats.g) if heads is not None else model.branch_logits(feats)

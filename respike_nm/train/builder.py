@@ -16,7 +16,6 @@ from respike_nm.data.factory import DataSource, make_dataset
 from respike_nm.data.folds import FoldSpec, check_classes
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.synthetic import SyntheticMotionConfig
-from respike_nm.data.transforms import normalize
 from respike_nm.errors import UsageError
 from respike_nm.models import create_model
 from respike_nm.models.fixed_point import spec_for
@@ -59,8 +58,8 @@ def build_datasets(cfg: Config, progress: Callable[[Iterable, str, int], Iterabl
 
 def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
     """The first ``n`` test clips of ``cfg``'s dataset (one per video: its first evaluation window),
-    normalised: ``(video [n', T, 3, S, S], labels [n'])``, ``n' = min(n, test videos)``; clips that
-    fail to decode are left out."""
+    as decoded (the model normalises them): ``(video uint8 [n', T, C, S, S], labels [n'])``,
+    ``n' = min(n, test videos)``; clips that fail to decode are left out."""
     if n < 1:
         raise UsageError(f"the number of clips must be at least 1, got {n}")
     _, test, _, _ = build_datasets(cfg)
@@ -70,7 +69,7 @@ def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
     samples = [s for s in (test[i] for i in items[:n]) if s is not None]
     if not samples:
         raise UsageError(f"{cfg.data.dataset}: no test clip could be read")
-    return normalize(torch.stack([s.video[0] for s in samples])), torch.tensor([s.label for s in samples])
+    return torch.stack([s.video[0] for s in samples]), torch.tensor([s.label for s in samples])
 
 
 def model_options(cfg: Config, quantize: bool | None = None) -> dict:
@@ -83,7 +82,7 @@ def model_options(cfg: Config, quantize: bool | None = None) -> dict:
         stride=cfg.data.stride, ann_arch=m.ann_arch,
         ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,
         fusion_stages=tuple(m.fusion_stages), fusion_norm=m.fusion_norm,
-        fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout, ann_frozen_bn=m.ann_frozen_bn,
+        fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout, ann_frozen_bn=m.ann_frozen_bn, input=m.input,
     )
 
 

@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from respike_nm.data.datasets import collate_clips
-from respike_nm.data.transforms import normalize
 from respike_nm.errors import UsageError
 from respike_nm.forked import fork_map
 from respike_nm.models.activity import ActivityLog, record_activity
@@ -96,7 +95,7 @@ def eval_totals(model: nn.Module, loader: DataLoader, device: torch.device,
             t.failed += batch.failed
             if not len(batch.label):
                 continue
-            video = normalize(batch.video.to(device))
+            video = batch.video.to(device)  # uint8: the model normalises
             labels = batch.label.to(device)
             logits = model(video).float()  # [B, K, classes]
             k = logits.shape[1]

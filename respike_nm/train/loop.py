@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from respike_nm.atomic import named_writes
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
-from respike_nm.data.transforms import normalize
 from respike_nm.models.snn import set_fake_quant
 from respike_nm.ranks import launch
 from respike_nm.train.balance import (
@@ -271,7 +270,7 @@ def _train_epoch(run: _Session, epoch: int, progress: Progress) -> dict:
         failed += batch.failed
         if not len(batch.label):
             continue
-        video = normalize(batch.video[:, 0].to(device))  # training: one clip per item
+        video = batch.video[:, 0].to(device)  # training: one clip per item (uint8; the model normalises)
         labels = batch.label.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=run.use_amp):
             if hybrid:
@@ -315,7 +314,7 @@ def _test_metrics(run: _Session, progress: Progress) -> dict:
            if k in ("top1", "top5", "top1_video", "top5_video", "loss", "failed")}
     row["firing_rates"] = res.firing_rates
     if run.kind == "hybrid" and run.cfg.train.branch_metrics:
-        losses = branch_test_losses(run.model, run.heads, run.test_loader, run.device, normalize)
+        losses = branch_test_losses(run.model, run.heads, run.test_loader, run.device)
         row |= {f"test_loss_{n}": v for n, v in losses.items()}
     return row
 

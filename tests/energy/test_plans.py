@@ -73,7 +73,7 @@ def _counts() -> ClipCounts:
         LayerCount("snn.stages.2.0", "snn", "synop", effective_acs=40.0, dense_acs=900.0, neuron_updates=48.0,
                    active_updates=10.0, active_known=True, spikes_out=2.0),
     ]
-    return ClipCounts(2, 16, 4, (8, 8), layers, snn, ann, "plain", "spikes", "late", (4,), (2, 3, 4), 5)
+    return ClipCounts(2, 16, 4, (8, 8), layers, snn, ann, 3, "plain", "spikes", "late", (4,), (2, 3, 4), 5)
 
 
 def test_plans_traffic_and_baseline_follow_their_closed_forms():
