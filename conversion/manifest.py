@@ -15,7 +15,7 @@ from pathlib import Path
 
 from respike_nm.atomic import write_text_atomic
 from respike_nm.errors import RespikeError
-from respike_nm.records import from_data, to_data
+from respike_nm.records import from_data, read_json, to_data
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -129,10 +129,9 @@ def write_manifest(manifest: ExportManifest, path: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> ExportManifest:
     """Read a manifest written by :func:`write_manifest`."""
+    data = read_json(path, ManifestError)
     try:
-        return manifest_from_dict(json.loads(Path(path).read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: not JSON ({err})") from None
+        return manifest_from_dict(data)
     except ManifestError as err:
         raise ManifestError(f"{path}: {err}") from None
 

@@ -46,7 +46,7 @@ from respike_nm.atomic import write_text_atomic
 from respike_nm.errors import RespikeError
 from respike_nm.hardware import HwProfile, builtin_profiles, load_profile
 from respike_nm.layout import conv_out
-from respike_nm.records import from_data
+from respike_nm.records import read_record
 
 FORMAT_VERSION = 1
 MAPPING_NAME = "mapping.json"
@@ -401,12 +401,4 @@ def write_mapping(report: MappingReport, path: str | Path) -> Path:
 def read_mapping(path: str | Path) -> MappingReport:
     """Read a ``mapping.json`` written by :func:`write_mapping`, field by field; a
     :class:`MappingError` naming the file and the field otherwise."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MappingError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-        got = data.get("format_version") if isinstance(data, dict) else None
-        raise MappingError(f"{path}: format_version: this reader knows {FORMAT_VERSION}, "
-                           f"the file says {got!r}")
-    return from_data(MappingReport, data, str(path), MappingError, f"{path}: ")
+    return read_record(path, MappingReport, MappingError, format_version=FORMAT_VERSION)

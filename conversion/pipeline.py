@@ -34,7 +34,7 @@ from respike_nm.errors import RespikeError, UsageError
 from respike_nm.forked import fork_map
 from respike_nm.hardware import HwProfile
 from respike_nm.ranks import gather, launch, part, split
-from respike_nm.records import from_data, to_data
+from respike_nm.records import read_record, to_data
 from respike_nm.train.builder import test_clips
 from respike_nm.train.run import CHECKPOINT, load_run
 
@@ -258,15 +258,4 @@ def write_simulation_report(report: SimulationReport, path: str | Path) -> Path:
 
 def read_simulation_report(path: str | Path) -> SimulationReport:
     """Read a ``verify.json`` written by :func:`simulate_export`."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReportError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(data, dict) or data.get("format_version") != REPORT_VERSION:
-        got = data.get("format_version") if isinstance(data, dict) else None
-        raise ReportError(f"{path}: format_version: this reader knows {REPORT_VERSION}, the file says "
-                          f"{got!r}")
-    try:
-        return from_data(SimulationReport, data, "report", ReportError)
-    except ReportError as err:
-        raise ReportError(f"{path}: {err}") from None
+    return read_record(path, SimulationReport, ReportError, format_version=REPORT_VERSION)

@@ -11,8 +11,10 @@ their own exception class, so that an error says which kind of file was wrong.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
+from pathlib import Path
 
 import yaml
 
@@ -114,6 +116,37 @@ def _tuples(value):
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def read_json(path: str | Path, error: type[Exception]):
+    """The JSON document in the file ``path``; ``error`` in one line naming the file when it is
+    missing, unreadable or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"{path}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: not JSON ({err.msg}, line {err.lineno})") from None
+
+
+def check_versions(data, path: str | Path, error: type[Exception], **expected) -> None:
+    """Refuse, naming the file, a document whose fields ``expected`` (a format name, a version) do
+    not hold the values this reader knows: checked before any other field, so a file of another
+    kind or version says so instead of listing fields."""
+    for key, want in expected.items():
+        got = data.get(key) if isinstance(data, dict) else None
+        if got != want:
+            raise error(f"{path}: {key}: this reader knows {want!r}, the file says {got!r}")
+
+
+def read_record(path: str | Path, cls: type, error: type[Exception], **versions):
+    """Record ``cls`` from the JSON file ``path`` (:func:`read_json`, :func:`check_versions`,
+    :func:`from_data`); every error names the file."""
+    data = read_json(path, error)
+    check_versions(data, path, error, **versions)
+    return from_data(cls, data, str(path), error, f"{path}: ")
 
 
 def parse_yaml(data: bytes | str, where, error: type[Exception]):

@@ -27,7 +27,7 @@ from respike_nm.energy.plans import (
 )
 from respike_nm.errors import RespikeError, UsageError
 from respike_nm.hardware import HwProfile, ProfileError
-from respike_nm.records import from_data
+from respike_nm.records import check_versions, from_data, read_json
 
 FORMAT, VERSION = "respike-nm-energy", 1
 REPORT_NAME = "energy.json"
@@ -212,18 +212,10 @@ class EnergyReportError(RespikeError, ValueError):
 
 def read_energy_report(path: str | Path) -> EnergySummary:
     """Read ``energy.json`` (format and version checked, each plan row typed field by field)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise EnergyReportError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(data, dict) or (data.get("format"), data.get("version")) != (FORMAT, VERSION):
-        raise EnergyReportError(f"{path}: not a {FORMAT} version {VERSION} file")
+    data = read_json(path, EnergyReportError)
+    check_versions(data, path, EnergyReportError, format=FORMAT, version=VERSION)
     head = {k: data[k] for k in ("run_dir", "precision", "per", "caveats", "energy") if k in data}
-    try:
-        return from_data(EnergySummary, head, "energy.json", EnergyReportError)
-    except EnergyReportError as err:
-        raise EnergyReportError(f"{path}: {err}") from None
+    return from_data(EnergySummary, head, str(path), EnergyReportError, f"{path}: ")
 
 
 def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, graded_bits_source: str,

@@ -27,7 +27,7 @@ import torch
 from respike_nm.atomic import TEMP_GLOB, leftover_temps, named_writes, write_text_atomic
 from respike_nm.config import from_dict
 from respike_nm.errors import RespikeError
-from respike_nm.records import from_data, to_data
+from respike_nm.records import from_data, read_json, to_data
 from respike_nm.train.builder import build_model
 from respike_nm.train.checkpoint import load_checkpoint, load_model_state
 
@@ -118,7 +118,7 @@ def write_summary(out: Path, summary: RunSummary) -> Path:
 def read_summary(run_dir: str | Path) -> RunSummary:
     """The run's ``summary.json``, checked field by field; a :class:`RunError` naming the file otherwise."""
     path = Path(run_dir) / SUMMARY
-    data = _read_json(path)
+    data = read_json(path, RunError)
     if isinstance(data, dict) and "format" not in data:  # version 0: the same fields, unnamed
         data = {"format": SUMMARY_FORMAT, "format_version": 0, "quantization": None, **data}
     summary = from_data(RunSummary, data, str(path), RunError, f"{path}: ")
@@ -155,16 +155,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text()
     except FileNotFoundError:
-        raise RunError(f"{path}: no such file (not a finished run?)") from None
+        raise RunError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: cannot be read ({e})") from None
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise RunError(f"{path}: not JSON ({e.msg}, line {e.lineno})") from None
 
 
 def load_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None):
