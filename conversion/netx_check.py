@@ -213,8 +213,7 @@ def _check_conv(layer: NetxGroup, shape_in: tuple, shape: tuple, spec: FixedPoin
         raise layer.error("groups", f"{groups}; the exporter writes ungrouped convolutions only")
     _check_weight(layer, shape_in, shape, stride, padding, dilation, spec)
     if "bias" in layer.group:
-        half = 1 << (spec.bias_bits - 1)
-        layer.integral("bias", -half, half - 1, ((shape[0],), chw_to_xyc(shape)))
+        layer.integral("bias", *spec.bias_mant_range, ((shape[0],), chw_to_xyc(shape)))
     _check_neuron(layer, spec)
 
 
@@ -249,7 +248,7 @@ def _check_neuron(layer: NetxGroup, spec: FixedPointSpec) -> None:
     if (kind := neuron.string("type")) not in NEURON_TYPES:
         raise neuron.error("type", f"{kind!r}, expected one of {', '.join(NEURON_TYPES)} (CUBA-LIF)")
     for key in ("iDecay", "vDecay"):
-        neuron.integer(key, 0, 1 << spec.decay_bits)
-    neuron.integer("vThMant", 0, (1 << spec.threshold_bits) - 1)
+        neuron.integer(key, 0, spec.decay_scale)
+    neuron.integer("vThMant", 0, spec.threshold_mant_max)
     if "messageBits" in group and int(neuron.integer("messageBits", 0, _BIG)) != 0:
         raise neuron.error("messageBits", "graded output spikes; the manifest's stages emit binary spikes")

@@ -327,6 +327,16 @@ def threshold_state(vth_mant: int) -> int:
     return vth_mant << ACTIVATION_SHIFT
 
 
+SLAYER_EQUALITY_FROM = 4096
+"""The smallest ``vThMant`` at which SLAYER fires at equality (:func:`slayer_fires_at_equality`)."""
+
+
+def vth_mant_limit(spec: FixedPointSpec = DEFAULT_SPEC) -> int:
+    """``vThMant`` must stay below this for Lava and SLAYER to agree: it must fit its bits, and from
+    :data:`SLAYER_EQUALITY_FROM` on SLAYER fires at equality while Lava does not."""
+    return min(spec.threshold_mant_max + 1, SLAYER_EQUALITY_FROM)
+
+
 def slayer_fires_at_equality(vth_mant: int) -> bool:
     """Whether SLAYER spikes at ``v == vThMant << 6`` (state units).
 

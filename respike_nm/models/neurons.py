@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from respike_nm.errors import UsageError
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
+    SLAYER_EQUALITY_FROM,
     STATE_SCALE,
     WEIGHT_SCALE,
     FixedPointSpec,
@@ -61,6 +62,7 @@ from respike_nm.models.fixed_point import (
     quantize_threshold,
     slayer_fires_at_equality,
     threshold_state,
+    vth_mant_limit,
 )
 
 PAPER_INPUT_GAIN = 0.75  # ReSpike's 0.75 X[t]: the layer multiplies its weights by this
@@ -131,11 +133,10 @@ def graded_params(params: CubaParams, input_scale: int, spec: FixedPointSpec = D
     not fit its bits or would reach 4096 (where SLAYER fires at equality and Lava does not).
     """
     mant = quantize_threshold(params.threshold, spec) * input_scale
-    if mant > spec.threshold_mant_max or slayer_fires_at_equality(mant):
-        limit = min(spec.threshold_mant_max + 1, 4096)
+    if mant >= vth_mant_limit(spec) or slayer_fires_at_equality(mant):
         raise UsageError(f"threshold x input_scale ({input_scale}) gives vThMant = {mant}, which must stay "
-                         f"below {limit} (17-bit vThMant; from 4096 on SLAYER fires at equality, Lava "
-                         "does not)")
+                         f"below {vth_mant_limit(spec)} ({spec.threshold_bits}-bit vThMant; from "
+                         f"{SLAYER_EQUALITY_FROM} on SLAYER fires at equality, Lava does not)")
     sur = params.surrogate
     wider = replace(sur, width=sur.width * input_scale, norse_alpha=sur.norse_alpha / input_scale)
     return replace(params, threshold=mant / WEIGHT_SCALE, surrogate=wider)

@@ -11,6 +11,7 @@ from lava.lib.dl.slayer.neuron import cuba
 
 from respike_nm.models.fixed_point import (
     DEFAULT_SPEC,
+    SLAYER_EQUALITY_FROM,
     bias_to_int,
     input_to_grid,
     leak,
@@ -20,6 +21,7 @@ from respike_nm.models.fixed_point import (
     quantize_threshold,
     quantize_weight,
     slayer_fires_at_equality,
+    vth_mant_limit,
     weight_gain,
     weight_to_int,
 )
@@ -148,6 +150,10 @@ def test_slayer_fires_at_equality_only_from_threshold_64():
     assert not slayer_fires_at_equality(4095)
     assert slayer_fires_at_equality(4096)
     assert slayer_fires_at_equality(131071)
+    # the one limit the code uses: the first vThMant SLAYER fires at equality, or the bits if fewer
+    assert SLAYER_EQUALITY_FROM == min(m for m in range(64, 8192) if slayer_fires_at_equality(m))
+    assert vth_mant_limit(DEFAULT_SPEC) == 4096
+    assert vth_mant_limit(replace(DEFAULT_SPEC, threshold_bits=10)) == 1024
 
 
 @pytest.mark.parametrize("field", ["weight_bits", "decay_bits", "state_bits"])
