@@ -36,9 +36,9 @@ from respike_nm.data.errors import DataError, VideoDecodeError
 from respike_nm.data.records import ClipSpec
 from respike_nm.data.transforms import ClipTransform
 from respike_nm.data.video import VIDEO_EXTENSIONS, _open, _rgb, find_videos, open_container
+from respike_nm.progress import Progress, no_progress
 
-Classifier = Callable[[torch.Tensor], torch.Tensor]  # normalised [1, T, 3, S, S] -> logits [1, classes]
-Progress = Callable[[Iterable, str, int], Iterable]
+Classifier = Callable[[torch.Tensor], torch.Tensor]  # uint8 [1, T, 3, S, S] -> logits [1, classes]
 STDIN = "-"
 URL_TIMEOUT_S = 10.0  # open and read timeout of a network source: a stalled stream becomes an error
 _FORMAT_PREFIX = re.compile(r"([A-Za-z0-9_]+):(.+)")
@@ -236,12 +236,8 @@ def predict_frames(frames: Iterable[Frame], source: str, classify: Classifier, c
     yield SourceSummary(source, count, windows, top, error)
 
 
-def _no_progress(it: Iterable, desc: str = "", total: int = 0) -> Iterable:
-    return it
-
-
 def predict_source(text: str, classify: Classifier, classes: Sequence[str], spec: ClipSpec, topk: int = 5,
-                   progress: Progress = _no_progress) -> Iterator[WindowPrediction | SourceSummary]:
+                   progress: Progress = no_progress) -> Iterator[WindowPrediction | SourceSummary]:
     """:func:`open_source`, :func:`decode_frames` and :func:`predict_frames` on one input.
 
     Raises :class:`VideoDecodeError` (on the first ``next``) when the source cannot be opened.

@@ -40,6 +40,7 @@ from respike_nm.data.records import ClipSpec, DatasetIndex, Skipped
 from respike_nm.data.video import read_frames
 from respike_nm.errors import UsageError
 from respike_nm.layout import tchw_to_thwc, thwc_to_tchw
+from respike_nm.progress import Progress, no_progress
 
 FORMAT = "respike-nm-clip-cache"
 FORMAT_VERSION = 1
@@ -183,7 +184,7 @@ def write_cache(
     dataset: str,
     frame_size: tuple[int, int],
     compression: str = "lzf",
-    progress: Callable[[Iterable], Iterable] = lambda x: x,
+    progress: Progress = no_progress,
     skipped: Sequence[Skipped] = (),
     overwrite: bool = False,
     stop: Callable[[], bool] = lambda: False,
@@ -203,8 +204,8 @@ def write_cache(
     out.parent.mkdir(parents=True, exist_ok=True)
     skipped = list(skipped)
     with atomic_file(out) as tmp:
-        videos, frames = _write(tmp, out, progress(items), classes, dataset, frame_size, compression,
-                                skipped, stop)
+        videos, frames = _write(tmp, out, progress(items, "cache", 0), classes, dataset, frame_size,
+                                compression, skipped, stop)
     return CacheSummary(str(out), videos, frames, out.stat().st_size, tuple(skipped))
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -33,6 +33,7 @@ from respike_nm.data.transforms import ClipTransform
 from respike_nm.data.video import _open, probe_video, read_sampled
 from respike_nm.errors import UsageError
 from respike_nm.layout import thwc_to_tchw
+from respike_nm.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class EveryWindowDataset(Dataset):
     from each video's frame count (:meth:`ClipDataset.num_frames`), read once here.
     """
 
-    def __init__(self, videos: ClipDataset, progress: Callable[[Iterable, str, int], Iterable] | None = None):
+    def __init__(self, videos: ClipDataset, progress: Progress | None = None):
         if videos.spec.sampling != "consecutive":
             raise UsageError("every-window clips need sampling 'consecutive', not "
                              f"{videos.spec.sampling!r}")
@@ -248,7 +249,7 @@ class EveryWindowDataset(Dataset):
         return v.sample(int(self.video[j]), lambda n: window, rng)
 
 
-def with_clip_protocol(ds: ClipDataset, progress: Callable[[Iterable, str, int], Iterable] | None = None
+def with_clip_protocol(ds: ClipDataset, progress: Progress | None = None
                        ) -> ClipDataset | EveryWindowDataset:
     """``ds`` as its spec's protocol wants it: every window of every video (``eval_protocol``
     ``all`` for an evaluation set, ``train_clips`` ``all`` for a training set), else unchanged."""
@@ -277,12 +278,11 @@ def video_frame_count(path: str | os.PathLike) -> int:
     return _FRAME_COUNTS[key]
 
 
-def check_videos(records: Sequence[VideoRecord],
-                 progress: Callable[[Sequence], Sequence] = lambda x: x
+def check_videos(records: Sequence[VideoRecord], progress: Progress = no_progress
                  ) -> tuple[tuple[VideoRecord, ...], tuple[Skipped, ...]]:
     """Open each video's container (no decoding) and split off missing, empty or non-video files."""
     kept, skipped = [], []
-    for rec in progress(records):
+    for rec in progress(records, "check videos", len(records)):
         try:
             _open(Path(rec.path)).close()
             kept.append(rec)

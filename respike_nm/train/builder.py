@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from respike_nm.models import create_model
 from respike_nm.models.fixed_point import spec_for
 from respike_nm.models.respike import ReSpike
 from respike_nm.models.snn import SNNSpec
+from respike_nm.progress import Progress
 
 
 def clip_spec(cfg: Config) -> ClipSpec:
@@ -45,7 +45,7 @@ def data_source(cfg: Config) -> DataSource:
     return DataSource(d.dataset, root, d.split, cfg.seed, synthetic, folds)
 
 
-def build_datasets(cfg: Config, progress: Callable[[Iterable, str, int], Iterable] | None = None):
+def build_datasets(cfg: Config, progress: Progress | None = None):
     """``(train, test, classes, skipped)``; with ``data.train_clips``/``data.eval_protocol`` ``all``
     the set is an :class:`EveryWindowDataset` (one item per window; ``progress`` wraps the reading of
     the videos' frame counts that needs)."""

@@ -25,8 +25,8 @@ from respike_nm.atomic import write_text_atomic
 from respike_nm.config import Config
 from respike_nm.data.splits import FolderFolds, folder_folds
 from respike_nm.errors import UsageError
+from respike_nm.progress import Progress, no_progress
 from respike_nm.train.builder import data_source
-from respike_nm.train.evaluate import Progress, no_progress
 from respike_nm.train.loop import train
 from respike_nm.train.run import CHECKPOINT, SUMMARY, RunError, RunSummary, read_summary
 

@@ -6,7 +6,6 @@ set split over forked workers or ``torchrun`` ranks (:func:`evaluate_run`) gives
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,10 @@ from respike_nm.data.datasets import collate_clips
 from respike_nm.errors import UsageError
 from respike_nm.forked import fork_map
 from respike_nm.models.activity import ActivityLog, record_activity
+from respike_nm.progress import Progress, no_progress
 from respike_nm.ranks import gather, launch, part, split
 from respike_nm.train.builder import build_datasets
 from respike_nm.train.run import load_run
-
-Progress = Callable[[Iterable, str, int], Iterable]
-
-
-def no_progress(it: Iterable, desc: str = "", total: int = 0) -> Iterable:
-    return it
 
 
 @dataclass

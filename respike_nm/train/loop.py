@@ -26,6 +26,7 @@ from respike_nm.atomic import named_writes
 from respike_nm.config import Config, from_dict
 from respike_nm.data.datasets import collate_clips
 from respike_nm.models.snn import set_fake_quant
+from respike_nm.progress import Progress, no_progress
 from respike_nm.ranks import launch
 from respike_nm.train.balance import (
     BRANCHES,
@@ -44,7 +45,7 @@ from respike_nm.train.checkpoint import (
     load_model_state,
     save_checkpoint,
 )
-from respike_nm.train.evaluate import Progress, default_device, evaluate, no_progress
+from respike_nm.train.evaluate import default_device, evaluate
 from respike_nm.train.run import (
     CHECKPOINT,
     CURVES,
