@@ -24,6 +24,7 @@ not exact either, since the leak truncates on the state grid.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -83,16 +84,15 @@ def chip_layer(layer: nn.Module, name: str = "layer") -> ChipLayer:
         raise ExportError(f"{name}: {exc}") from None
 
 
-def stage_shapes(layers: tuple[SpikingConv, ...] | list[SpikingConv],
+def stage_shapes(chips: Sequence[ChipLayer],
                  input_shape: tuple[int, int, int]) -> tuple[tuple[int, int, int], ...]:
     """Output ``(C, H, W)`` of every layer for an input ``(C, H, W)`` (PyTorch's conv arithmetic)."""
     shapes, (c, h, w) = [], input_shape
-    for layer in layers:
-        conv = layer.synapse.conv
-        if conv.in_channels != c:
-            raise ExportError(f"a layer expects {conv.in_channels} input channels, the stage has {c}")
-        (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
-        c, h, w = conv.out_channels, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw)
+    for chip in chips:
+        if chip.in_channels != c:
+            raise ExportError(f"a layer expects {chip.in_channels} input channels, the stage has {c}")
+        (kh, kw), (sh, sw), (ph, pw) = chip.kernel_size, chip.stride, chip.padding
+        c, h, w = chip.out_channels, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw)
         if h < 1 or w < 1:
             raise ExportError(f"input {input_shape} shrinks to nothing")
         shapes.append((c, h, w))
@@ -116,21 +116,21 @@ def export_stage(layers: list[SpikingConv] | tuple[SpikingConv, ...], path: str 
     names = names or tuple(f"layer{i}" for i in range(len(layers)))
     if len(names) != len(layers) or not layers:
         raise ExportError(f"{len(layers)} layers and {len(names)} names")
-    chip_layer(layers[0], names[0])
-    if not layers[0].graded_input:
+    chips = [chip_layer(layer, name) for name, layer in zip(names, layers, strict=True)]  # the records
+    if not chips[0].graded_input:
         raise ExportError(f"{names[0]} starts a stage network but does not quantize its graded input")
-    scale = input_scale or layers[0].scale
-    if scale != layers[0].scale:
+    scale = input_scale or chips[0].input_scale
+    if scale != chips[0].input_scale:
         raise ExportError(f"{names[0]}: input_scale {scale} differs from the layer's own graded input "
-                          f"scale {layers[0].scale}")
-    shapes = stage_shapes(layers, input_shape)
-    _write_hdf5(stage_blocks(layers, input_shape, time_steps, names), Path(path))
+                          f"scale {chips[0].input_scale}")
+    shapes = stage_shapes(chips, input_shape)
+    _write_hdf5(chip_blocks(chips, input_shape, time_steps, names), Path(path))
     return StageManifest(
         index=index, hdf5=Path(path).name, layers=names, snn_stages=snn_stages, fused_after=fused_after,
         input_shape=tuple(input_shape), output_shape=shapes[-1], layer_shapes=shapes,
         input_shape_xyc=chw_to_xyc(input_shape), output_shape_xyc=chw_to_xyc(shapes[-1]),
         time_steps=time_steps, input_scale=scale,
-        input_message_bits=input_message_bits or layers[0].quant.input_message_bits,
+        input_message_bits=input_message_bits or chips[0].spec.input_message_bits,
         reset_offset=GRADED_RESET_OFFSET, sha256=file_sha256(path),
     )
 
@@ -139,13 +139,18 @@ def stage_blocks(layers: tuple[SpikingConv, ...], input_shape: tuple[int, int, i
                  names: tuple[str, ...]) -> list[nn.Module]:
     """The SLAYER blocks that :func:`export_stage` writes: a neuron-less input block, then one CUBA conv
     block per layer (eval mode; the first takes graded input ``round(S x)``)."""
-    chips = [chip_layer(layer, name) for name, layer in zip(names, layers, strict=True)]
+    return chip_blocks([chip_layer(layer, name) for name, layer in zip(names, layers, strict=True)],
+                       input_shape, time_steps, names)
+
+
+def chip_blocks(chips: Sequence[ChipLayer], input_shape: tuple[int, int, int], time_steps: int,
+                names: tuple[str, ...]) -> list[nn.Module]:
+    """:func:`stage_blocks` from the layers' records."""
     for name, chip in zip(names[1:], chips[1:], strict=True):
         if chip.input_scale != 1:
             raise ExportError(f"{name}: takes graded input inside a stage network (netx drops graded spikes "
                               "between layers)")
-    blocks = [_input_block()] + [_conv_block(layer, chip, name)
-                                 for layer, chip, name in zip(layers, chips, names, strict=True)]
+    blocks = [_input_block()] + [_conv_block(chip, name) for chip, name in zip(chips, names, strict=True)]
     _set_shapes(blocks, input_shape, time_steps)
     return blocks
 
@@ -160,7 +165,7 @@ def export_model(model: nn.Module, out_dir: str | Path, frame_shape: tuple[int, 
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = cut_stages(model, quantized=True)
     time_steps = model.spec.stride - 1
-    shape = (stages[0].layers[0].synapse.conv.in_channels, *frame_shape)
+    shape = (chip_layer(stages[0].layers[0], stages[0].names[0]).in_channels, *frame_shape)
     records = []
     for stage in stages:
         records.append(export_stage(
@@ -193,13 +198,13 @@ def _input_block() -> nn.Module:
     return slayer.block.cuba.Input(neuron_params=None, delay_shift=False)
 
 
-def _conv_block(layer: SpikingConv, chip: ChipLayer, name: str) -> nn.Module:
+def _conv_block(chip: ChipLayer, name: str) -> nn.Module:
     """SLAYER CUBA conv block equal to ``chip`` (threshold and bias in units ``1 / (S G)``), in eval mode.
 
     The block holds the gained float weights ``G w`` and bias ``S G b``, which our quantizers (its
     ``pre_hook_fx``) put on the grid; the integers it then exports are checked against ``chip``.
     """
-    spec, conv = layer.quant, layer.synapse.conv
+    spec = chip.spec
     lo, hi = DEFAULT_SPEC.weight_int_range  # what Lava's fixed_pt models (Loihi 2's) hold
     w_int = chip.weight
     if int(w_int.min()) < lo or int(w_int.max()) > hi:
@@ -207,8 +212,8 @@ def _conv_block(layer: SpikingConv, chip: ChipLayer, name: str) -> nn.Module:
                           f"Loihi's [{lo}, {hi}] (netx clips dense weights and Loihi holds "
                           f"{DEFAULT_SPEC.weight_bits}-bit mantissas)")
     block = slayer.block.cuba.Conv(
-        _neuron_params(chip.params), conv.in_channels, conv.out_channels, conv.kernel_size,
-        stride=conv.stride, padding=conv.padding, weight_scale=1, pre_hook_fx=_weight_hook(spec),
+        _neuron_params(chip.params), chip.in_channels, chip.out_channels, chip.kernel_size,
+        stride=chip.stride, padding=chip.padding, weight_scale=1, pre_hook_fx=_weight_hook(spec),
         delay_shift=False)
     with torch.no_grad():
         gained = chip.folded_weight * chip.weight_gain

@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nir
@@ -45,12 +45,8 @@ from torch import nn
 import respike_nm
 from respike_nm.atomic import write_bytes_atomic
 from respike_nm.errors import RespikeError
-from respike_nm.models.deploy import DeployError, check_layer, cut_stages
-from respike_nm.models.fixed_point import (
-    WEIGHT_SCALE,
-    quantize_decay,
-    quantize_threshold,
-)
+from respike_nm.models.deploy import ChipLayer, DeployError, check_layer, cut_stages
+from respike_nm.models.fixed_point import WEIGHT_SCALE
 from respike_nm.models.neurons import CubaParams
 from respike_nm.models.snn import SpikingConv
 
@@ -124,28 +120,32 @@ def conv_layer(name: str, layer: SpikingConv) -> NirLayer:
             chip = layer.chip_layer()
         except ValueError as exc:
             raise NirExportError(f"{name}: {exc}") from None
-        # the chip's integers back in input units: W / (64 G), bias_mant / (64 S G)
-        weight = chip.weight.to(torch.float64) / (WEIGHT_SCALE * chip.weight_gain)
-        bias = chip.bias_mant.to(torch.float64) / (WEIGHT_SCALE * chip.units)
-    neuron = _chip_params(name, layer)
+    return chip_nir_layer(name, chip)
+
+
+def chip_nir_layer(name: str, chip: ChipLayer) -> NirLayer:
+    """The NIR view of a quantized layer, from its record alone: the chip's integers back in input
+    units (weights ``W / (64 G)``, bias ``bias_mant / (64 S G)``) and its neuron (:func:`_chip_params`)."""
+    weight = chip.weight.to(torch.float64) / (WEIGHT_SCALE * chip.weight_gain)
+    bias = chip.bias_mant.to(torch.float64) / (WEIGHT_SCALE * chip.units)
+    neuron = _chip_params(chip)
     if neuron.current_decay != 1 and bool((bias != 0).any()):
         raise NirExportError(f"{name}: a quantized layer adds its bias to the voltage (as Loihi); with "
                              f"current_decay {neuron.current_decay} < 1 NIR's bias, on the current, would "
                              "integrate it")
-    step = 1.0 / layer.scale if layer.graded_input else 0.0
-    return NirLayer(name, _np(weight), _np(bias), neuron, **geometry, quantized=True, input_step=step)
+    step = 1.0 / chip.input_scale if chip.graded_input else 0.0
+    return NirLayer(name, _np(weight), _np(bias), neuron, stride=chip.stride, padding=chip.padding,
+                    quantized=True, input_step=step)
 
 
-def _chip_params(name: str, layer: SpikingConv) -> CubaParams:
-    """The neuron the chip runs, in input units: quantized decays and threshold, the gain in the weights."""
-    spec, base = layer.quant, layer.base_params
-    try:
-        threshold = quantize_threshold(base.threshold, spec) / WEIGHT_SCALE
-    except ValueError as exc:
-        raise NirExportError(f"{name}: {exc}") from None
-    return CubaParams(threshold=threshold, input_gain=1.0, surrogate=base.surrogate,
-                      current_decay=quantize_decay(base.current_decay, spec) / spec.decay_scale,
-                      voltage_decay=quantize_decay(base.voltage_decay, spec) / spec.decay_scale)
+def _chip_params(chip: ChipLayer) -> CubaParams:
+    """The neuron the chip runs, in input units: its integer decays and threshold (``vThMant / 64``
+    of units ``1 / (S G)``), the gain in the weights; the surrogate as the layer trained with it."""
+    d, units, sur = chip.device, chip.units, chip.params.surrogate
+    return CubaParams(threshold=d.threshold_mant / (WEIGHT_SCALE * units), input_gain=1.0,
+                      surrogate=replace(sur, width=sur.width / units, norse_alpha=sur.norse_alpha * units),
+                      current_decay=d.current_decay / chip.spec.decay_scale,
+                      voltage_decay=d.voltage_decay / chip.spec.decay_scale)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

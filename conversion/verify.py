@@ -36,7 +36,7 @@ from conversion.manifest import ExportManifest, StageManifest
 from conversion.netx_check import NetxGroup
 from respike_nm.errors import UsageError
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
-from respike_nm.models.deploy import cut_stages
+from respike_nm.models.deploy import ChipLayer, cut_stages
 from respike_nm.models.fixed_point import STATE_SCALE, WEIGHT_SCALE, graded_integers
 from respike_nm.models.neurons import CubaLIF
 from respike_nm.models.snn import SpikingConv
@@ -98,28 +98,28 @@ class StageReference:
 @torch.no_grad()
 def reference_stage(layers: Sequence[SpikingConv], x: Tensor,
                     input_scale: int | None = None) -> StageReference:
-    """Deployable reference of a stage on graded input ``x [N, C, H, W, T]`` (input units)."""
-    spec = layers[0].quant
-    scale = input_scale or layers[0].scale
-    inp = graded_integers(x, spec, scale).to(torch.float64)
+    """Deployable reference of a stage on graded input ``x [N, C, H, W, T]`` (input units), computed
+    from the layers' records (:class:`~respike_nm.models.deploy.ChipLayer`) alone."""
+    chips = [chip_layer(layer) for layer in layers]
+    scale = input_scale or chips[0].input_scale
+    inp = graded_integers(x, chips[0].spec, scale).to(torch.float64)
     spikes, drive = [], 0
-    for layer in layers:
-        out, layer_drive = _reference_layer(layer, inp)
+    for chip in chips:
+        out, layer_drive = _reference_layer(chip, inp)
         spikes.append(out)
         drive = max(drive, layer_drive)
         inp = out.to(torch.float64)
     return StageReference(tuple(spikes), drive)
 
 
-def _reference_layer(layer: SpikingConv, x: Tensor) -> tuple[Tensor, int]:
+def _reference_layer(chip: ChipLayer, x: Tensor) -> tuple[Tensor, int]:
     """One layer on its input integers ``x`` (graded ``round(S x)`` or spikes), in units ``1 / (S G)``
     of an input unit: spikes ``[N, C, H, W, T]`` and max ``|u + b|`` (Lava state units)."""
-    spec, chip = layer.quant, chip_layer(layer)
     w_q = chip.weight.to(torch.float64) / WEIGHT_SCALE
     b_s = chip.bias_mant.to(torch.float64) / WEIGHT_SCALE
     current = F.conv2d(nchwt_to_steps(x), w_q, None, chip.stride, chip.padding)
     drive = (current + b_s.view(1, -1, 1, 1)).abs().max() if current.numel() else torch.tensor(0.0)
-    neuron = CubaLIF(chip.params, backend=layer.neuron.backend, quantize=True, spec=spec)
+    neuron = CubaLIF(chip.params, backend=chip.backend, quantize=True, spec=chip.spec)
     # float64 sums are exact; float32 holds them exactly while |4096 u| < 2**24, which Lava needs anyway
     spikes = neuron(steps_to_nchwt(current, x.shape[-1]).to(torch.float32), bias=b_s.to(torch.float32))
     return spikes, int(drive * STATE_SCALE)
@@ -147,7 +147,7 @@ def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory
         layer.eval()
     ref = reference_stage(layers, x, record.input_scale)
     model_out = model_stage(layers, x)[-1]
-    graded = graded_integers(x, layers[0].quant, record.input_scale).cpu().numpy()
+    graded = graded_integers(x, chip_layer(layers[0]).spec, record.input_scale).cpu().numpy()
     run = run_manifest_stage(directory, record, graded, all_layers=all_layers)
     if runs is not None:
         runs[record.index] = (graded, run)
@@ -236,7 +236,8 @@ def check_model_fits(model: nn.Module, manifest: ExportManifest, frame_shape: tu
         raise UsageError(f"{where}: {len(manifest.stages)} stage network(s), the run's model has "
                          f"{len(stages)}: not this run's export")
     for stage, record in zip(stages, manifest.stages, strict=True):
-        shapes = stage_shapes(stage.layers, record.input_shape)
+        shapes = stage_shapes([chip_layer(m, n) for n, m in zip(stage.names, stage.layers, strict=True)],
+                              record.input_shape)
         if stage.names != record.layers or shapes != record.layer_shapes:
             raise UsageError(f"{where}: stage {record.index} holds layers {list(record.layers)} of shapes "
                              f"{list(record.layer_shapes)}, the run's model {list(stage.names)} of shapes "

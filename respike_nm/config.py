@@ -212,8 +212,9 @@ CHOICES = {
     "data.train_clips": ("one", "all"),
     "data.eval_resize": ("short_side_8_7", "crop_size"),
     "model.ann_arch": ("resnet18", "resnet50", "efficientnet_lite0"),
-    "model.snn_arch": ("plain", "resnet"),
-    "model.input": ("rgb",),
+    # model.snn_arch and model.input are checked against their registries (models.snn.SNN_ARCHS,
+    # data.transforms.INPUTS) when a run starts, before any data is read: a new architecture or input
+    # kind is an entry there, not also a name here
     "model.snn_backend": ("slayer", "norse"),
     "model.fusion": ("multiscale", "downsample", "late", "none"),
     "model.fusion_norm": ("auto", "identity", "batchnorm", "groupnorm"),

@@ -8,9 +8,11 @@
 - :func:`cut_stages`: the stage networks of a model that can be deployed, refusing anything that
   cannot once, naming the layer.
 
-The netx writer, the NIR writer, the verification reference, the mapping report and the hybrid
-runner read only these records, so a new deployable layer or fusion arrangement is a change in the
-model package alone. Pure torch; no Lava import, and no import of the modules that produce them.
+The netx writer, the verification reference and NIR's quantized graph read only these records (the
+mapping reads the exported files; NIR's float graph of an unquantized model, which has no chip
+record, reads the layer's float fold), so a new deployable layer or fusion arrangement is a change
+in the model package alone. Pure torch; no Lava import, and no import of the modules that produce
+them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from respike_nm.errors import RespikeError
+from respike_nm.models.fixed_point import FixedPointSpec
 from respike_nm.models.neurons import CubaDeviceParams, CubaParams
 
 
@@ -55,7 +58,11 @@ class ChipLayer:
     ``S round(64 G b)``; ``params``: the neuron in units of ``1 / (S G)`` of an input unit (threshold
     ``vThMant / 64``), ``device`` its integers; ``input_scale`` ``S`` (graded input ``round(S x)``;
     1 for spikes); ``weight_gain`` ``G``; ``folded_weight`` / ``folded_bias``: the float BN fold in
-    input units, before any quantization.
+    input units, before any quantization; ``spec``: the fixed-point target the integers are for;
+    ``graded_input``: the layer takes graded integers (a stage's first layer), not spikes;
+    ``backend``: the neuron implementation whose arithmetic the integers reproduce (for a
+    reference run). The writers (netx, NIR's quantized graph) and the verification reference read
+    this record and nothing else of the layer.
     """
 
     weight: Tensor
@@ -68,12 +75,27 @@ class ChipLayer:
     padding: tuple[int, int]
     folded_weight: Tensor
     folded_bias: Tensor
+    spec: FixedPointSpec
+    graded_input: bool
+    backend: str
 
     def __post_init__(self) -> None:
         co = self.weight.shape[0]
         if self.weight.dim() != 4 or tuple(self.bias_mant.shape) != (co,):
             raise ValueError(f"weight [Co, Ci, kh, kw] and bias [Co] expected, got "
                              f"{tuple(self.weight.shape)} and {tuple(self.bias_mant.shape)}")
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return int(self.weight.shape[2]), int(self.weight.shape[3])
 
     @property
     def units(self) -> int:

@@ -64,6 +64,7 @@ class ReSpikeSpec:
     def __post_init__(self):
         if self.input not in INPUTS:
             raise UsageError(f"unknown input {self.input!r}; valid: {', '.join(INPUTS)}")
+        snn_class(self.snn.arch)  # a registered architecture, or an error naming the registered ones
         if self.kind not in KINDS:
             raise UsageError(f"unknown model kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.fusion not in FUSIONS:

@@ -177,7 +177,8 @@ class SpikingConv(nn.Module):
             bias_mant=bias_mant,
             params=params, device=device_params(params, self.quant), input_scale=self.scale,
             weight_gain=g, stride=tuple(conv.stride), padding=tuple(conv.padding),
-            folded_weight=weight, folded_bias=bias)
+            folded_weight=weight, folded_bias=bias, spec=self.quant, graded_input=self.graded_input,
+            backend=self.backend)
 
 
 class SNNBranch(nn.Module):

@@ -18,7 +18,7 @@ from respike_nm.data.synthetic import SyntheticMotionConfig
 from respike_nm.errors import UsageError
 from respike_nm.models import create_model
 from respike_nm.models.fixed_point import spec_for
-from respike_nm.models.respike import ReSpike
+from respike_nm.models.respike import ReSpike, ReSpikeSpec
 from respike_nm.models.snn import SNNSpec
 from respike_nm.progress import Progress
 
@@ -84,6 +84,12 @@ def model_options(cfg: Config, quantize: bool | None = None) -> dict:
         fusion_stages=tuple(m.fusion_stages), fusion_norm=m.fusion_norm,
         fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout, ann_frozen_bn=m.ann_frozen_bn, input=m.input,
     )
+
+
+def check_model(cfg: Config, kind: str) -> None:
+    """Refuse, naming the option and the valid values, a model ``cfg`` cannot build (an SNN
+    architecture or input kind no registry holds, ...), before any data is read."""
+    ReSpikeSpec(kind=kind, num_classes=1, **model_options(cfg))
 
 
 def build_model(cfg: Config, kind: str, num_classes: int, quantize: bool | None = None) -> ReSpike:

@@ -37,7 +37,7 @@ from respike_nm.train.balance import (
     ogm_coefficients,
     step_loss,
 )
-from respike_nm.train.builder import build_datasets, build_model
+from respike_nm.train.builder import build_datasets, build_model, check_model
 from respike_nm.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -204,6 +204,7 @@ def _start(cfg: Config, kind: str, out: Path, resume: bool, device: torch.device
     main_rank = rank == 0
     if main_rank:
         check_run_dir(out, resume, overwrite)
+    check_model(cfg, kind)
     train_ds, test_ds, classes, skipped = build_datasets(cfg, progress)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, kind, len(classes)).to(device)

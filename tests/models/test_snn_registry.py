@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from respike_nm.config import load_config
+from respike_nm.config import apply_overrides, load_config
 from respike_nm.energy.counters import count_clips, count_ops
 from respike_nm.energy.plans import plan_counts
 from respike_nm.models.backbone import FeatureInfo
 from respike_nm.models.fixed_point import DEFAULT_SPEC
 from respike_nm.models.respike import ReSpike, ReSpikeSpec
 from respike_nm.models.snn import SNN_ARCHS, SNNBranch, SNNSpec, SpikingConv, set_fake_quant
+from respike_nm.train.builder import build_model
 from respike_nm.train.loop import _optimizer
 
 
@@ -74,6 +75,9 @@ def test_a_new_spiking_architecture_is_fused_cut_and_switched_by_its_own_descrip
     logits = model(torch.rand(1, 8, 3, 32, 32))
     assert logits.shape == (1, 3) and torch.isfinite(logits).all()
     assert _hybrid("three-currents").spec.resolved_fusion_norm == "groupnorm"
+    # and from a config, with no other edit: the name is checked against the registry, nowhere else
+    cfg = apply_overrides(load_config("tiny"), ["model.snn_arch=three", "model.snn_width=0.125"])
+    assert isinstance(build_model(cfg, "hybrid", 3).snn, ThreeLayerSNN)
 
 
 def test_the_energy_plans_price_a_stage_output_by_what_the_architecture_emits(registered):
