@@ -36,6 +36,7 @@ from conversion.manifest import ExportManifest, StageManifest
 from conversion.netx_check import NetxGroup
 from respike_nm.errors import UsageError
 from respike_nm.layout import nchwt_to_steps, steps_to_nchwt
+from respike_nm.models.activity import firing_rate
 from respike_nm.models.deploy import ChipLayer, cut_stages
 from respike_nm.models.fixed_point import STATE_SCALE, WEIGHT_SCALE, graded_integers
 from respike_nm.models.neurons import CubaLIF
@@ -158,7 +159,7 @@ def verify_stage(layers: Sequence[SpikingConv], record: StageManifest, directory
         spike_mismatch=sum(per_layer), layer_mismatch=per_layer,
         output_mismatch=_mismatch(run.output, ref.spikes[-1]),
         model_mismatch=_mismatch(run.output, model_out), max_abs_error=None,
-        layer_rates=tuple(int(s.sum()) / s.numel() for s in ref.spikes), max_drive=ref.max_drive,
+        layer_rates=tuple(firing_rate(int(s.sum()), s.numel()) for s in ref.spikes), max_drive=ref.max_drive,
         steps_per_second=run.steps_per_second, layer_spikes=tuple(int(s.sum()) for s in ref.spikes),
         layer_neuron_steps=tuple(s.numel() for s in ref.spikes),
     )
@@ -182,7 +183,7 @@ def merge_results(parts: Sequence[VerificationResult]) -> VerificationResult:
         model_mismatch=sum(p.model_mismatch for p in parts),
         max_abs_error=None if all(p.max_abs_error is None for p in parts)
         else max(p.max_abs_error or 0.0 for p in parts),
-        layer_rates=tuple(a / b for a, b in zip(spikes, steps, strict=True)),
+        layer_rates=tuple(firing_rate(a, b) for a, b in zip(spikes, steps, strict=True)),
         max_drive=max(p.max_drive for p in parts),
         steps_per_second=sum(p.clips * p.time_steps for p in parts) / seconds if seconds else 0.0,
         layer_spikes=spikes, layer_neuron_steps=steps,

@@ -96,7 +96,9 @@ def _bar(batches):
 
 def snn_firing_rate(layers) -> float | None:
     """Spikes per neuron update over the SNN's layers (None: no SNN layer was counted)."""
+    from respike_nm.models.activity import firing_rate
+
     snn = [la for la in layers if la.branch == "snn" and la.neuron_updates]
     if not snn:
         return None
-    return sum(la.spikes_out for la in snn) / sum(la.neuron_updates for la in snn)
+    return firing_rate(sum(la.spikes_out for la in snn), sum(la.neuron_updates for la in snn))

@@ -32,6 +32,7 @@ from torch import nn
 
 from respike_nm.errors import UsageError
 from respike_nm.layout import conv_out
+from respike_nm.models.activity import firing_rate, spike_count
 
 BRANCHES = ("ann", "fusion", "head", "snn")
 
@@ -64,7 +65,7 @@ class LayerCount:
     @property
     def firing_rate(self) -> float:
         """Spikes per neuron per step."""
-        return self.spikes_out / self.neuron_updates if self.neuron_updates else 0.0
+        return firing_rate(self.spikes_out, self.neuron_updates)
 
     def scaled(self, factor: float) -> LayerCount:
         """Every count multiplied by ``factor`` (shapes and parameters unchanged)."""
@@ -248,8 +249,9 @@ def _count_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) ->
 def _count_neuron(log: OpLog, name: str, out: torch.Tensor) -> None:
     """A CubaLIF's spikes ``[N, C, H, W, T]``."""
     e = log.entry(_layer_key(name), "snn", "synop")
-    e.neuron_updates += out.numel()
-    e.spikes_out += float(out.detach().sum())
+    spikes, steps = spike_count(out)
+    e.neuron_updates += steps
+    e.spikes_out += spikes
     e.out_shape = tuple(out.shape[1:-1])
 
 

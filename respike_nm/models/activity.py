@@ -1,4 +1,6 @@
-"""Spike activity recorded from outside the model, by forward hooks (never a forward flag)."""
+"""Spike activity recorded from outside the model, by forward hooks (never a forward flag), and the
+one definition of a firing rate (:func:`firing_rate`) and of a layer output's spike count
+(:func:`spike_count`), which evaluation, the energy counter and the verification share."""
 
 from __future__ import annotations
 
@@ -10,6 +12,17 @@ import torch
 from torch import nn
 
 
+def firing_rate(spikes: float, neuron_steps: float) -> float:
+    """Spikes per neuron per time step (0 when nothing was observed)."""
+    return spikes / neuron_steps if neuron_steps else 0.0
+
+
+def spike_count(out: torch.Tensor) -> tuple[float, int]:
+    """``(spikes, neuron steps)`` of a spiking layer's output ``[N, C, (H, W,) T]``."""
+    with torch.no_grad():
+        return float(out.detach().sum()), out.numel()
+
+
 @dataclass
 class LayerActivity:
     spikes: float = 0.0  # total spikes emitted
@@ -19,7 +32,7 @@ class LayerActivity:
     @property
     def rate(self) -> float:
         """Spikes per neuron per time step."""
-        return self.spikes / self.neuron_steps if self.neuron_steps else 0.0
+        return firing_rate(self.spikes, self.neuron_steps)
 
 
 @dataclass
@@ -56,9 +69,9 @@ def record_activity(model: nn.Module):
 
         def hook(mod, args, out, name=name):
             act = log.layers[name]
-            with torch.no_grad():
-                act.spikes += float(out.detach().sum())
-            act.neuron_steps += out.numel()
+            spikes, steps = spike_count(out)
+            act.spikes += spikes
+            act.neuron_steps += steps
             act.shape = tuple(out.shape[1:])
 
         handles.append(module.register_forward_hook(hook))
