@@ -77,7 +77,7 @@ class ClipDataset(Dataset):
         self.train = train
         self.seed = seed
         self.epoch = 0
-        self.transform = transform or ClipTransform(spec.size, train=train, scale=spec.train_scale,
+        self.transform = transform or ClipTransform(spec.size, train=train, scale=spec.train_crop_scale,
                                                     crop_fraction=spec.eval_crop_fraction)
         self.failures: list[Skipped] = []  # filled in the main process only (num_workers=0)
 

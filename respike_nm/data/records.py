@@ -98,7 +98,7 @@ class ClipSpec:
     eval_resize: ``short_side_8_7`` scales the short side to ``size * 8/7`` and centre-crops
     ``size`` (the 256-for-224 convention); ``crop_size`` scales it to ``size`` and centre-crops
     ``size`` (the published code's Resize(224) + CenterCrop(224)).
-    train_scale: the range of the training crop's area relative to the frame (RandomResizedCrop's
+    train_crop_scale: the range of the training crop's area relative to the frame (RandomResizedCrop's
     ``scale``; torchvision's ImageNet default 0.08-1 can miss a small actor entirely).
     short_side: frames are scaled while decoding so their shorter side has this many pixels
     (0: what ``eval_resize`` centre-crops from, ``round(size * 8/7)`` or ``size``; None: decode
@@ -114,7 +114,7 @@ class ClipSpec:
     eval_protocol: EvalProtocol = "tiled"
     train_clips: TrainClips = "one"
     eval_resize: EvalResize = "short_side_8_7"
-    train_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's area range in training
+    train_crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's area range in training
 
     def __post_init__(self):
         check_divisible(self.frames, self.stride)
@@ -129,9 +129,10 @@ class ClipSpec:
                             ("eval_resize", tuple(EVAL_CROP_FRACTIONS))):
             if getattr(self, name) not in valid:
                 raise UsageError(f"{name} must be one of {', '.join(valid)}, not {getattr(self, name)!r}")
-        if len(self.train_scale) != 2 or not 0 < self.train_scale[0] <= self.train_scale[1] <= 1:
+        low, high = self.train_crop_scale if len(self.train_crop_scale) == 2 else (0, 0)
+        if not 0 < low <= high <= 1:
             raise UsageError("the training crop scale (data.train_crop_scale) must be two area fractions "
-                             f"0 < low <= high <= 1, not {list(self.train_scale)}")
+                             f"0 < low <= high <= 1, not {list(self.train_crop_scale)}")
         if self.sampling != "consecutive" and "all" in (self.eval_protocol, self.train_clips):
             raise UsageError("eval_protocol 'all' and train_clips 'all' cut non-overlapping windows of "
                              f"consecutive frames; they need sampling 'consecutive', not {self.sampling!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,15 @@ from respike_nm.models.snn import SNNSpec
 from respike_nm.progress import Progress
 
 
+def _copy(config, names) -> dict:
+    """The config fields ``names``, lists as tuples (the specs are frozen records)."""
+    return {n: tuple(v) if isinstance(v := getattr(config, n), list) else v for n in names}
+
+
 def clip_spec(cfg: Config) -> ClipSpec:
-    d = cfg.data
-    return ClipSpec(frames=d.frames, stride=d.stride, sampling=d.sampling, size=d.size,
-                    eval_clips=d.eval_clips, eval_protocol=d.eval_protocol, train_clips=d.train_clips,
-                    eval_resize=d.eval_resize, train_scale=tuple(d.train_crop_scale))
+    """Every :class:`ClipSpec` field is the ``data`` field of the same name (``short_side``, set by
+    ``predict`` and the data tools, is not a config option: its default)."""
+    return ClipSpec(**_copy(cfg.data, [f.name for f in fields(ClipSpec) if f.name != "short_side"]))
 
 
 def data_source(cfg: Config) -> DataSource:
@@ -73,17 +78,16 @@ def test_clips(cfg: Config, n: int) -> tuple[Tensor, Tensor]:
 
 
 def model_options(cfg: Config, quantize: bool | None = None) -> dict:
-    """``create_model`` options (fields of :class:`ReSpikeSpec`) that ``cfg`` sets."""
-    m = cfg.model
+    """``create_model`` options (fields of :class:`ReSpikeSpec`) that ``cfg`` sets: each ``model.<x>``
+    is ``ReSpikeSpec.<x>``, each ``model.snn_<x>`` is ``SNNSpec.<x>`` (a config field without its
+    spec field is an error when the model is built, never silently dropped)."""
+    names = [f.name for f in fields(cfg.model)]
+    options = _copy(cfg.model, [n for n in names if not n.startswith("snn_")])
+    snn = _copy(cfg.model, [n for n in names if n.startswith("snn_")])
     q = cfg.quant.enabled if quantize is None else quantize
-    snn = SNNSpec(arch=m.snn_arch, width=m.snn_width, backend=m.snn_backend,
-                  quant=spec_for(cfg.quant.target) if q else None)
-    return dict(
-        stride=cfg.data.stride, ann_arch=m.ann_arch,
-        ann_width=m.ann_width, ann_weights=m.ann_weights, snn=snn, fusion=m.fusion,
-        fusion_stages=tuple(m.fusion_stages), fusion_norm=m.fusion_norm,
-        fusion_norm_eps=m.fusion_norm_eps, dropout=m.dropout, ann_frozen_bn=m.ann_frozen_bn, input=m.input,
-    )
+    quant = spec_for(cfg.quant.target) if q else None
+    return dict(stride=cfg.data.stride, **options,
+                snn=SNNSpec(**{n.removeprefix("snn_"): v for n, v in snn.items()}, quant=quant))
 
 
 def check_model(cfg: Config, kind: str) -> None:
