@@ -58,6 +58,12 @@ class PlanCounts:
     def total(self, device: str, op: str) -> float:
         return sum(n for _, d, o, n in self.layers if d == device and o == op)
 
+    @property
+    def uses_chip(self) -> bool:
+        """Whether any of the plan's work runs on a neuromorphic chip (then it is priced on a host and
+        chip pair, else on every GPU/CMOS host alone)."""
+        return any(d == "chip" for _, d, _, _ in self.layers)
+
 
 def fusion_macs(counts: ClipCounts, stages: tuple[int, ...], pool: dict[int, int] | None = None) -> dict:
     """Closed-form MACs per clip of a fusion point after each SNN stage in ``stages``."""

@@ -238,10 +238,10 @@ def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, gra
     plans = plan_counts(counts, graded_bits)
     rows = []
     for p in plans:
-        if p.plan in ("a", "d"):
-            rows += [plan_energy(p, h, None, memory, precision) for h in hosts]
-        else:
+        if p.uses_chip:
             rows += [plan_energy(p, host, c, memory, precision) for c in chips]
+        else:
+            rows += [plan_energy(p, h, None, memory, precision) for h in hosts]
     profiles = {p.name: {"path": p.path, "target": p.target, "description": p.description}
                 for p in [*targets, host, memory]}
     return EnergyReport(run_dir, precision, graded_bits, graded_bits_source, counts, plans, rows, profiles)

@@ -92,6 +92,7 @@ def test_plans_traffic_and_baseline_follow_their_closed_forms():
     # d: the ANN on all 16 frames (x s) and a 64 -> 5 linear head per frame
     assert plans["d"].total("gpu", "mac") == 4 * 1000 + 16 * 64 * 5
     assert plans["a"].bytes_to_chip == plans["d"].bytes_to_gpu == 0
+    assert [k for k, p in plans.items() if p.uses_chip] == ["b", "c"]  # priced on host + chip pairs
 
 
 def test_plan_b_prices_the_runs_own_multiscale_fusion_and_says_which_plan_borrows():
