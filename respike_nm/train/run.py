@@ -4,7 +4,8 @@ A run folder holds four files (``RUN_FILES``):
 
 - ``checkpoint.pt``: the model, optimizer and history (:mod:`respike_nm.train.checkpoint`);
 - ``metrics.jsonl``: one :class:`EpochRow` per finished epoch, written with the checkpoint;
-- ``summary.json``: the :class:`RunSummary` of a finished run (``format``, ``format_version``);
+- ``summary.json``: the :class:`RunSummary` of a finished run (``format``, ``format_version``: the
+  version of the run folder's JSON, summary and metrics rows together);
 - ``training_curves.png``: loss and top-1 against the epoch.
 
 Everything that opens a run (evaluation, conversion, the API, cross-validation, the demo) reads it
