@@ -13,17 +13,18 @@ from torch.utils.data import DataLoader
 from respike_nm.config import apply_overrides, load_config
 from respike_nm.data.datasets import ClipSample, collate_clips
 from respike_nm.data.splits import build_index
-from respike_nm.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from respike_nm.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from respike_nm.train import builder
 from respike_nm.train.evaluate import evaluate, evaluate_run
 from respike_nm.train.loop import train
 
 
 class ChannelMean(nn.Module):
-    """Logits = the normalised input's mean per colour channel: 3 classes, a known function of the clip."""
+    """Logits = the normalised input's mean per colour channel: 3 classes, a known function of the clip.
+    Evaluation hands a model its clips as decoded (uint8); the model normalises them, as ReSpike does."""
 
     def forward(self, video):  # [B, K, T, 3, H, W] -> [B, K, 3]
-        return video.mean(dim=(-4, -2, -1))
+        return normalize(video).mean(dim=(-4, -2, -1))
 
 
 # (video, label, clip colour RGB): video 0 has 3 clips whose majority and last say class 1 but whose
