@@ -184,7 +184,7 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
     run_dir = Path(run_dir)
     if where.main:
         check_writable(export_dir, REPORT_NAME)  # before minutes of simulation, not after
-    digest = file_sha256(run_dir / CHECKPOINT)
+    warning = checkpoint_warning(run_dir, manifest)
     model, cfg, _ = load_run(run_dir, quantize=True)
     model.eval()
     check_model_fits(model, manifest, (cfg.data.size, cfg.data.size), export_dir / MANIFEST_NAME)
@@ -206,7 +206,7 @@ def simulate_export(export_dir: str | Path, run_dir: str | Path | None = None,
         hybrid_top1=float((lava_pred == labels).float().mean()),
         torch_top1=float((run.torch_pred == labels).float().mean()),
         lava_steps_per_second=round(run.lava_steps / run.lava_seconds, 2) if run.lava_seconds else None,
-        checkpoint_matches=digest == manifest.checkpoint_sha256, run_dir=str(run_dir),
+        checkpoint_matches=warning is None, run_dir=str(run_dir),
         output_mismatch=int(sum(s.output_mismatch for s in run.stages)), export_differences=differences,
         layers=layers, layers_fired=layers - len(silent), silent_layers=silent, passed=False, problems=())
     problems = verification_problems(report)
@@ -221,11 +221,15 @@ def checkpoint_warning(run_dir: str | Path, manifest: ExportManifest) -> str | N
     with the run's (:func:`conversion.verify.compare_export`): a difference fails the verification or
     refuses the prediction. A checkpoint file that differs while the integers agree (a copied or
     re-saved run) is only this warning, which both print; None when it is the file exported."""
-    checkpoint = Path(run_dir) / CHECKPOINT
-    if manifest.checkpoint_sha256 == file_sha256(checkpoint):
+    if manifest.checkpoint_sha256 == file_sha256(Path(run_dir) / CHECKPOINT):
         return None
-    return (f"{checkpoint} is not the checkpoint this export was made from (sha256 differs); the export's "
-            "integers are compared with this run's")
+    return checkpoint_differs(run_dir)
+
+
+def checkpoint_differs(run_dir: str | Path) -> str:
+    """The warning of :func:`checkpoint_warning`, for a run already known to differ."""
+    return (f"{Path(run_dir) / CHECKPOINT} is not the checkpoint this export was made from (sha256 differs); "
+            "the export's integers are compared with this run's")
 
 
 def verification_problems(report: SimulationReport) -> tuple[str, ...]:

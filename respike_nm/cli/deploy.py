@@ -114,16 +114,14 @@ def _count(n: int | None) -> str:
 
 
 def run_simulate(args) -> int:
-    from conversion.netx_check import check_export
-    from conversion.pipeline import checkpoint_warning, simulate_export
+    from conversion.pipeline import checkpoint_differs, simulate_export
     from respike_nm.records import to_data
 
     report = simulate_export(args.export_dir, args.run, args.clips, args.workers)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     if not report.checkpoint_matches:
-        warning = checkpoint_warning(report.run_dir, check_export(args.export_dir))
-        print(f"respike-nm: warning: {warning}", file=sys.stderr)
+        print(f"respike-nm: warning: {checkpoint_differs(report.run_dir)}", file=sys.stderr)
     if report.silent_layers:
         print(f"respike-nm: warning: {len(report.silent_layers)} of {report.layers} layers never fired on "
               f"the {report.clips} clips verified ({_layers(list(report.silent_layers))}): their agreement "
