@@ -118,15 +118,23 @@ def _tuples(value):
     return value
 
 
-def read_json(path: str | Path, error: type[Exception]):
-    """The JSON document in the file ``path``; ``error`` in one line naming the file when it is
-    missing, unreadable or not JSON."""
+def read_text(path: str | Path, error: type[Exception]) -> str:
+    """The text of the file ``path``; ``error`` in one line naming the file when it is missing or
+    unreadable."""
     try:
-        return json.loads(Path(path).read_text())
+        return Path(path).read_text()
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise error(f"{path}: cannot be read ({err})") from None
+
+
+def read_json(path: str | Path, error: type[Exception]):
+    """The JSON document in the file ``path``; ``error`` in one line naming the file when it is
+    missing, unreadable or not JSON."""
+    text = read_text(path, error)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise error(f"{path}: not JSON ({err.msg}, line {err.lineno})") from None
 

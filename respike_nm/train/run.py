@@ -28,7 +28,7 @@ import torch
 from respike_nm.atomic import TEMP_GLOB, leftover_temps, named_writes, write_text_atomic
 from respike_nm.config import from_dict
 from respike_nm.errors import RespikeError
-from respike_nm.records import from_data, read_json, to_data
+from respike_nm.records import from_data, read_json, read_text, to_data
 from respike_nm.train.builder import build_model
 from respike_nm.train.checkpoint import load_checkpoint, load_model_state
 
@@ -141,7 +141,7 @@ def read_metrics(run_dir: str | Path) -> list[EpochRow]:
     """The rows of the run's ``metrics.jsonl``; a :class:`RunError` naming the file and line otherwise."""
     path = Path(run_dir) / METRICS
     rows = []
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(read_text(path, RunError).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -150,15 +150,6 @@ def read_metrics(run_dir: str | Path) -> list[EpochRow]:
             raise RunError(f"{path}: line {n} is not JSON ({e.msg})") from None
         rows.append(from_data(EpochRow, data, f"{path}: line {n}", RunError, f"{path}: line {n}: "))
     return rows
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise RunError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"{path}: cannot be read ({e})") from None
 
 
 def load_run(run_dir: str | Path, quantize: bool | None = None, device: torch.device | None = None):
