@@ -2,13 +2,14 @@
 
 ``with count_ops(model) as log: model(video)`` fills one :class:`LayerCount` per layer:
 
-- ANN, fusion and head (``nn.Conv2d``, ``nn.Linear``): MACs; dense = every input, effective = MACs
-  whose input is nonzero (NeuroBench's Effective_MACs). Grouped and depthwise convolutions count
-  ``C_in / groups`` inputs per output; EfficientNet-Lite's "same" padding, applied inside its
-  convolutions' forward, is applied to the hooked input first, so borders count as in the network.
-  Attention matrix products are functional (``scaled_dot_product_attention``), so hooks on modules
-  miss them: each ``Attention`` module adds ``2 * n * Lq * Lk * heads * head_dim`` MACs (QK^T and
-  AV) explicitly.
+This module is the ReSpike adapter: it knows the branches (:func:`attribution`), the SNN's synapses
+and neurons and the stage shapes the plans need; the arithmetic of convolutions, linear layers and
+attention products is :mod:`respike_nm.energy.ops`, which knows no model.
+
+- ANN, fusion and head (convolutions 1-3 D, ``nn.Linear``): MACs; dense = every input, effective =
+  MACs whose input is nonzero (NeuroBench's Effective_MACs). EfficientNet-Lite's "same" padding,
+  applied inside its convolutions' forward, is applied to the hooked input first, so borders count
+  as in the network. Attention matrix products: a module's own ``matmul_macs`` (``ops``).
 - SNN synapses (every :class:`~respike_nm.models.snn.ConvBN`, time folded into the batch): with a
   binary input, synaptic operations (accumulates) = sum over steps of (input spikes x fan-out),
   computed exactly as a convolution of the spike map with an all-ones kernel (borders included);
@@ -18,6 +19,11 @@
 
 Counts are totals over everything the hooks saw; :func:`per_clip` divides by the clips run.
 Not counted: normalisation, activations, softmax, pooling and additions (a few percent of an ANN).
+A weighted layer that none of these rules counts is an error, not a silent zero.
+
+:func:`count_shapes` counts one clip from shapes alone (a forward pass on the ``meta`` device, no
+weights, no arithmetic): every count dense, no activity; :mod:`respike_nm.energy.scale` then gives
+the SNN its firing rates.
 """
 
 from __future__ import annotations
@@ -27,11 +33,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from respike_nm.energy.ops import (
+    CONVS,
+    COUNTED,
+    conv_macs,
+    conv_ops,
+    dense_conv_macs,
+    linear_dense_macs,
+    linear_ops,
+    nonzero_per_position,
+    on_meta,
+    unaccounted,
+)
 from respike_nm.errors import UsageError
-from respike_nm.layout import conv_out
 from respike_nm.models.activity import firing_rate, spike_count
 
 BRANCHES = ("ann", "fusion", "head", "snn")
@@ -91,78 +107,6 @@ class OpLog:
         return self.layers[name]
 
 
-def fanout_events(active: torch.Tensor, weight_shape: tuple[int, ...], stride, padding, dilation,
-                  groups: int) -> torch.Tensor:
-    """Synaptic events per output position ``[N, groups, H', W']``: the number of active inputs in
-    each output's receptive field, from ``active [N, C_in, H, W]`` (0/1) and a conv's geometry.
-    Multiply by the output channels per group for operations (each event reaches each of them)."""
-    n, c, h, w = active.shape
-    per_group = active.reshape(n, groups, c // groups, h, w).sum(2)
-    ones = torch.ones(groups, 1, *weight_shape[2:], dtype=per_group.dtype, device=active.device)
-    return F.conv2d(per_group, ones, None, stride, padding, dilation, groups)
-
-
-def conv_ops(conv: nn.Conv2d, x: torch.Tensor,
-             active: torch.Tensor | None = None) -> tuple[float, float, torch.Tensor]:
-    """``(effective, dense, events [N, groups, H', W'])`` operations of ``conv`` on ``x [N, C, H, W]``.
-
-    Dense counts every weight at every output position, zero padding included (as every MAC counter
-    does); effective counts only the nonzero inputs inside the frame. ``active``: ``x != 0`` as
-    float32, if known."""
-    geo = (tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups)
-    per_out = conv.out_channels // conv.groups
-    # float32 is exact here: each count is at most k*k*C_in/groups (< 2^24); the total is summed in float64
-    events = fanout_events((x != 0).to(torch.float32) if active is None else active, *geo)
-    dense = events.numel() // conv.groups * conv.weight[0].numel() * conv.out_channels  # padding included
-    return float(events.sum(dtype=torch.float64)) * per_out, float(dense), events
-
-
-_REACH: dict[tuple, torch.Tensor] = {}
-
-
-def reach(weight_shape: tuple[int, ...], stride, padding, dilation, h: int, w: int) -> torch.Tensor:
-    """``[H, W]``: how many output positions each input position reaches (its fan-out per output
-    channel), for a conv's geometry on an ``H x W`` input: the transposed convolution of an all-ones
-    output map with an all-ones kernel; positions that no window covers reach none. Cached."""
-    key = (tuple(weight_shape[2:]), tuple(stride), tuple(padding), tuple(dilation), h, w)
-    if key not in _REACH:
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight_shape[2:], stride, padding, dilation
-        oh, ow = conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw)
-        full = F.conv_transpose2d(torch.ones(1, 1, oh, ow, dtype=torch.float64),
-                                  torch.ones(1, 1, kh, kw, dtype=torch.float64), None, (sh, sw), 0, 0, 1,
-                                  (dh, dw))[0, 0]
-        out = torch.zeros(h + 2 * ph, w + 2 * pw, dtype=torch.float64)
-        out[: full.shape[0], : full.shape[1]] = full[: h + 2 * ph, : w + 2 * pw]
-        _REACH[key] = out[ph : ph + h, pw : pw + w].contiguous()
-    return _REACH[key]
-
-
-def conv_macs(conv: nn.Conv2d, x: torch.Tensor, nonzero: torch.Tensor | None = None) -> tuple[float, float]:
-    """``(effective, dense)`` MACs of ``conv`` on ``x [N, C, H, W]`` as :func:`conv_ops` counts them,
-    without the per-output events: each nonzero input times the output positions it reaches
-    (:func:`reach`) times the output channels of its group; ``nonzero``: the ``[H, W]`` count of
-    nonzero inputs per position (over clips and channels), if known."""
-    n, c, h, w = x.shape
-    per_pos = nonzero_per_position(x) if nonzero is None else nonzero  # each group reaches its own outputs
-    fan = reach(tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, h, w).to(x.device)
-    effective = float((per_pos * fan).sum()) * (conv.out_channels // conv.groups)
-    (kh, kw), (ph, pw), (dh, dw), (sh, sw) = conv.kernel_size, conv.padding, conv.dilation, conv.stride
-    oh, ow = conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw)
-    dense = n * oh * ow * conv.weight[0].numel() * conv.out_channels  # padding included
-    return effective, float(dense)
-
-
-def nonzero_per_position(x: torch.Tensor) -> torch.Tensor:
-    """``float64 [H, W]``: the nonzero elements of ``x [N, C, H, W]`` at each position."""
-    return (x != 0).sum(dim=(0, 1), dtype=torch.float64)
-
-
-def linear_ops(lin: nn.Linear, x: torch.Tensor, nonzero: int | None = None) -> tuple[float, float]:
-    """``(effective, dense)`` MACs of ``lin`` on ``x [..., in]`` (``nonzero``: its count of nonzeros)."""
-    nonzero = int(torch.count_nonzero(x)) if nonzero is None else nonzero
-    return float(nonzero) * lin.out_features, float(x.numel()) * lin.out_features
-
-
 def _is_binary(x: torch.Tensor, nonzero: int | None = None) -> bool:
     """Every element 0 or 1: as many ones as nonzero elements (two reductions, no temporary mask)."""
     nonzero = int(torch.count_nonzero(x)) if nonzero is None else nonzero
@@ -178,9 +122,9 @@ def attribution(model: nn.Module) -> Callable[[str], str]:
     if not parts & set(BRANCHES):
         return lambda name: "ann"
     unknown = sorted(p for p in parts - set(BRANCHES)
-                     if any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in getattr(model, p).modules()))
+                     if any(True for _ in getattr(model, p).parameters()))
     if unknown:
-        raise ValueError(f"energy: cannot attribute {', '.join(unknown)} to a branch "
+        raise UsageError(f"energy: cannot attribute {', '.join(unknown)} to a branch "
                          f"({', '.join(BRANCHES)}); name the part after its branch or extend "
                          "energy.counters.BRANCHES")
     return lambda name: name.split(".", 1)[0]
@@ -204,6 +148,9 @@ def _count_mac(log: OpLog, name: str, branch: str, module: nn.Module, x: torch.T
         # a convolution that pads inside its forward (TensorFlow "same") is counted on the padded input
         padded = same_padded(module, x)
         eff, dense = conv_macs(module, padded, per_pos if padded is x else None)
+    elif isinstance(module, CONVS):
+        nonzero = int(torch.count_nonzero(x))
+        eff, dense = conv_macs(module, x)
     else:
         nonzero = int(torch.count_nonzero(x))
         eff, dense = linear_ops(module, x, nonzero)
@@ -214,11 +161,25 @@ def _count_mac(log: OpLog, name: str, branch: str, module: nn.Module, x: torch.T
     e.params = module.weight.numel()
 
 
+def _shape_mac(log: OpLog, name: str, branch: str, module: nn.Module, x: torch.Tensor) -> None:
+    """Shapes only: every input counted active (effective = dense)."""
+    from respike_nm.models.effnet_lite import same_padded
+
+    e = log.entry(name, branch, "mac")
+    if isinstance(module, CONVS):
+        shape = tuple(same_padded(module, x).shape) if isinstance(module, nn.Conv2d) else tuple(x.shape)
+        dense = dense_conv_macs(module, shape)
+    else:
+        dense = linear_dense_macs(module, tuple(x.shape))
+    e.effective_macs += dense
+    e.dense_macs += dense
+    e.inputs += x.numel()
+    e.nonzero_inputs += x.numel()
+    e.params = module.weight.numel()
+
+
 def _count_matmul(log: OpLog, name: str, branch: str, module: nn.Module, args, kwargs) -> None:
-    x = args[0]
-    ctx = kwargs.get("context", args[1] if len(args) > 1 else None)
-    lk = x.shape[1] if ctx is None else ctx.shape[1]
-    macs = 2.0 * x.shape[0] * x.shape[1] * lk * module.heads * module.head_dim
+    macs = float(module.matmul_macs(*args, **kwargs))
     e = log.entry(f"{name}.matmul", branch, "matmul")
     e.effective_macs += macs
     e.dense_macs += macs
@@ -246,6 +207,21 @@ def _count_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) ->
     e.params = module.conv.weight.numel()
 
 
+def _shape_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor, graded: bool) -> None:
+    """Shapes only: a synapse's dense operations; whether its input is graded is what the model
+    declares (:func:`_graded_synapses`), not what a recorded run fed it. No activity yet."""
+    e = log.entry(_layer_key(name), "snn", "graded" if graded else "synop")
+    dense = dense_conv_macs(module.conv, tuple(x.shape))
+    if graded:
+        e.dense_macs += dense
+        e.effective_macs += dense  # graded input: every value is a message
+        e.nonzero_inputs += x.numel()
+    else:
+        e.dense_acs += dense
+    e.inputs += x.numel()
+    e.params = module.conv.weight.numel()
+
+
 def _count_neuron(log: OpLog, name: str, out: torch.Tensor) -> None:
     """A CubaLIF's spikes ``[N, C, H, W, T]``."""
     e = log.entry(_layer_key(name), "snn", "synop")
@@ -255,22 +231,47 @@ def _count_neuron(log: OpLog, name: str, out: torch.Tensor) -> None:
     e.out_shape = tuple(out.shape[1:-1])
 
 
-def _hooks(model: nn.Module, log: OpLog) -> Iterator[torch.utils.hooks.RemovableHandle]:
-    from respike_nm.models.fusion import Attention
+def _shape_neuron(log: OpLog, name: str, out: torch.Tensor) -> None:
+    e = log.entry(_layer_key(name), "snn", "synop")
+    e.neuron_updates += out.numel()
+    e.out_shape = tuple(out.shape[1:-1])
+
+
+def _graded_synapses(model: nn.Module) -> set[str]:
+    """Names of the SNN synapses (``ConvBN``) that the model declares to take graded input: the
+    stem's, and a ``SpikingConv``'s declared ``graded_input`` (a fusion point's entry)."""
+    from respike_nm.models.snn import ConvBN
+
+    modules = dict(model.named_modules())
+    return {name for name, m in modules.items() if isinstance(m, ConvBN) and (
+        name.startswith("snn.stem") or getattr(modules.get(name.rpartition(".")[0]), "graded_input", False))}
+
+
+def _hooks(model: nn.Module, log: OpLog, shapes: bool = False) -> Iterator[torch.utils.hooks.RemovableHandle]:
     from respike_nm.models.neurons import CubaLIF
     from respike_nm.models.snn import ConvBN
 
     branch = attribution(model)
+    synapses = {n for n, m in model.named_modules() if isinstance(m, (ConvBN, CubaLIF))}
+    missing = [n for n in unaccounted(model, synapses) if n]
+    if missing:
+        raise UsageError(f"energy: no counter for {', '.join(missing[:5])} (weighted layers other than "
+                         "convolutions, linear layers, normalisations and the SNN's synapses and neurons)")
+    graded = _graded_synapses(model) if shapes else set()
     for name, m in model.named_modules():
         in_snn, part = name.split(".", 1)[0] == "snn", branch(name)
         if isinstance(m, ConvBN):
-            yield m.register_forward_hook(lambda mod, a, o, n=name: _count_synapse(log, n, mod, a[0]))
-        elif isinstance(m, CubaLIF):
-            yield m.register_forward_hook(lambda mod, a, o, n=name: _count_neuron(log, n, o))
-        elif isinstance(m, (nn.Conv2d, nn.Linear)) and not in_snn:
             yield m.register_forward_hook(
-                lambda mod, a, o, n=name, b=part: _count_mac(log, n, b, mod, a[0]))
-        elif isinstance(m, Attention):
+                (lambda mod, a, o, n=name: _shape_synapse(log, n, mod, a[0], n in graded)) if shapes else
+                (lambda mod, a, o, n=name: _count_synapse(log, n, mod, a[0])))
+        elif isinstance(m, CubaLIF):
+            neuron = _shape_neuron if shapes else _count_neuron
+            yield m.register_forward_hook(lambda mod, a, o, n=name, f=neuron: f(log, n, o))
+        elif isinstance(m, COUNTED) and not in_snn:
+            mac = _shape_mac if shapes else _count_mac
+            yield m.register_forward_hook(
+                lambda mod, a, o, n=name, b=part, f=mac: f(log, n, b, mod, a[0]))
+        elif callable(getattr(m, "matmul_macs", None)):
             yield m.register_forward_hook(
                 lambda mod, a, kw, o, n=name, b=part: _count_matmul(log, n, b, mod, a, kw),
                 with_kwargs=True)
@@ -289,10 +290,11 @@ def _shape_hooks(model: nn.Module, log: OpLog) -> Iterator[torch.utils.hooks.Rem
 
 
 @contextmanager
-def count_ops(model: nn.Module):
-    """``with count_ops(model) as log: model(x)``; the hooks are removed on exit."""
+def count_ops(model: nn.Module, shapes: bool = False):
+    """``with count_ops(model) as log: model(x)``; the hooks are removed on exit. ``shapes``: count
+    dense operations from shapes only (for a model on the ``meta`` device, :func:`count_shapes`)."""
     log = OpLog()
-    handles = list(_hooks(model, log))
+    handles = list(_hooks(model, log, shapes))
     try:
         with torch.no_grad():
             yield log
@@ -355,10 +357,25 @@ class ClipCounts:
     fused_stages: tuple[int, ...] = ()
     fusion_stages: tuple[int, ...] = (2, 3, 4)  # the multi-scale stages of the run's config
     num_classes: int = 0
+    # stage number (1-based, as fused_stages) -> its layers as a chip gets them (SNNBranch.stage_layers)
+    snn_stage_layers: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    activity: str = "recorded"  # recorded (a run's spikes) | what scale.with_rates assumed
 
     @property
     def groups(self) -> int:
         return self.frames // self.stride
+
+    @property
+    def last_stage(self) -> int:
+        """The SNN's last stage (its output always goes to the fusion or head)."""
+        return max(self.snn_stage_shapes)
+
+    def stage_entry(self, stage: int) -> str | None:
+        """The counted layer that receives stage ``stage``'s input: the first SNN layer under the
+        first layer of the stage's own description (None: the stage has no counted layer)."""
+        first = self.snn_stage_layers[stage][0]
+        return next((c.name for c in self.layers if c.branch == "snn"
+                     and (c.name == first or c.name.startswith(first + "."))), None)
 
 
 def count_log(model: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[OpLog, int, tuple[int, ...]]:
@@ -399,9 +416,22 @@ def clip_counts(model: nn.Module, log: OpLog, clips: int, shape: tuple[int, ...]
     """:class:`ClipCounts` of ``clips`` clips of ``shape [T, C, H, W]`` counted into ``log``."""
     t, c, h, w = shape
     spec = model.spec
+    stages = {i + 1: tuple(f"snn.{n}" for n, _ in model.snn.stage_layers(i))
+              for i in range(len(model.snn.stages))}
     return ClipCounts(clips, t, spec.stride, (h, w), per_clip(log, clips), dict(log.snn_stage_shapes),
                       dict(log.ann_stage_shapes), c, spec.snn.arch, model.snn.emits, spec.fusion,
-                      spec.fused_stages, tuple(spec.fusion_stages), spec.num_classes)
+                      spec.fused_stages, tuple(spec.fusion_stages), spec.num_classes, stages)
+
+
+def count_shapes(model: nn.Module, shape: tuple[int, ...]) -> ClipCounts:
+    """Dense counts of one clip of ``shape [T, C, H, W]`` from shapes alone: a forward pass of a
+    ``meta`` copy of ``model`` (a ReSpike; no weights used, no arithmetic done, ``model`` unchanged).
+    Every count is dense and the SNN has no activity yet (no spikes, no synaptic events): give it
+    firing rates with :func:`respike_nm.energy.scale.with_rates`."""
+    meta = on_meta(model).eval()
+    with count_ops(meta, shapes=True) as log:
+        meta(torch.zeros(1, *shape, device="meta"))
+    return replace(clip_counts(model, log, 1, tuple(shape)), activity="none (shapes only)")
 
 
 def count_clips(model: nn.Module, batches: Iterable[torch.Tensor]) -> ClipCounts:

@@ -13,6 +13,14 @@ Plans (all per clip of T frames, G = T/s key-frame groups, T' = s-1 SNN steps):
 - ``c`` the same with late fusion (after stage 4 only): one SNN network, one transfer each way.
 - ``d`` an ANN baseline on every frame: the run's ANN trunk on all T frames (not T/s key frames)
   plus an ANN-only head per frame; what a plain 2D-CNN video model costs.
+- ``e:<name>`` a 3D CNN (torchvision's R3D-18, MC3-18, R(2+1)D-18, S3D) on the same clips
+  (:mod:`respike_nm.energy.baselines`); a baseline that cannot take the clip geometry is skipped
+  with its reason.
+
+Plans are a registry (:data:`PLANS`, :func:`register_plan`): each is a small function
+``(counts, graded_bits) -> PlanCounts``, its rows typed :class:`Work` records. Plans b and c cut the
+SNN where the model's own stage description (``SNNBranch.stage_layers``, recorded in
+:class:`~respike_nm.energy.counters.ClipCounts`) puts each stage.
 
 Spike counts for ``b`` and ``c`` come from the trained run's recorded activity: a plan with the
 run's own fusion prices that run exactly; the other borrows its spikes (:attr:`PlanCounts.activity`
@@ -23,88 +31,133 @@ cost ``spikes x address bits`` instead).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from respike_nm.energy import PRECISIONS
 from respike_nm.energy.counters import ClipCounts, LayerCount
-from respike_nm.errors import UsageError
+from respike_nm.errors import RespikeError, UsageError
 from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.models.respike import DOWNSAMPLE_POOL
 
-PLANS = {
-    "a": "all on GPU",
-    "b": "GPU + chip, multi-scale fusion",
-    "c": "GPU + chip, late fusion",
-    "d": "ANN on every frame",
-}
 LIF_MACS = 2  # CUBA-LIF on a GPU: current and voltage each decay-and-add once per step
 MEMORY_KEY = "sram_read_64b_32kb"  # per word access in the memory term
 TRANSFER_KEY = "dram_access_64b"  # per 64 bits crossing between GPU and chip
+DEVICES = ("gpu", "chip")
+OPS = ("mac", "matmul", "synop", "graded", "active_update", "neuron_update", "spike")
+
+
+class Work(NamedTuple):
+    """One layer's work in a plan, per clip: ``count`` operations of kind ``op`` on ``device``.
+    GPU ops: ``mac`` (a layer) and ``matmul`` (attention products, priced as MACs); chip ops:
+    ``synop``, ``graded`` (MACs on graded input), ``active_update``, ``neuron_update``, ``spike``."""
+
+    layer: str
+    device: str
+    op: str
+    count: float
 
 
 @dataclass
 class PlanCounts:
-    """Operations and traffic of one plan, per clip. ``layers``: name -> (device, op, count)."""
+    """Operations and traffic of one plan, per clip."""
 
     plan: str
     title: str
     fused_stages: tuple[int, ...]
     activity: str
-    layers: list[tuple[str, str, str, float]] = field(default_factory=list)
+    layers: list[Work] = field(default_factory=list)
     bytes_to_chip: float = 0.0
     bytes_to_gpu: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def total(self, device: str, op: str) -> float:
-        return sum(n for _, d, o, n in self.layers if d == device and o == op)
+        return sum(w.count for w in self.layers if w.device == device and w.op == op)
 
     @property
     def uses_chip(self) -> bool:
         """Whether any of the plan's work runs on a neuromorphic chip (then it is priced on a host and
         chip pair, else on every GPU/CMOS host alone)."""
-        return any(d == "chip" for _, d, _, _ in self.layers)
+        return any(w.device == "chip" for w in self.layers)
 
 
-def fusion_macs(counts: ClipCounts, stages: tuple[int, ...], pool: dict[int, int] | None = None) -> dict:
-    """Closed-form MACs per clip of a fusion point after each SNN stage in ``stages``."""
+class PlanNotApplicable(RespikeError):
+    """A plan that cannot be built for these counts (e.g. a baseline that cannot take the frames)."""
+
+
+PlanBuilder = Callable[[ClipCounts, int], PlanCounts]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A registered deployment plan: ``build(counts, graded_bits) -> PlanCounts``."""
+
+    key: str
+    title: str
+    build: PlanBuilder
+    default: bool = True  # priced by ``respike-nm energy`` unless plans are named
+
+
+PLANS: dict[str, Plan] = {}
+
+
+def register_plan(key: str, title: str, default: bool = True) -> Callable[[PlanBuilder], PlanBuilder]:
+    """Decorator: register ``build`` under ``key`` (a new plan is one function and this line)."""
+    def add(build: PlanBuilder) -> PlanBuilder:
+        if key in PLANS:
+            raise ValueError(f"plan {key!r} registered twice")
+        PLANS[key] = Plan(key, title, build, default)
+        return build
+    return add
+
+
+def fusion_macs(counts: ClipCounts, stages: tuple[int, ...],
+                pool: dict[int, int] | None = None) -> list[Work]:
+    """Closed-form GPU work per clip of a fusion point after each SNN stage in ``stages``: the layers
+    (``fusion.i``, op ``mac``) and the attention products (``fusion.i.matmul``, op ``matmul``)."""
     from respike_nm.models.fusion import CrossAttentionFusion
 
-    out = {}
+    out = []
     for i in stages:
         snn, ann = counts.snn_stage_shapes[i], counts.ann_stage_shapes[i]
         fusion = CrossAttentionFusion(snn[0], ann[0], pool=(pool or {}).get(i, 1))
-        out[f"fusion.{i}"] = fusion.macs((counts.groups, *snn), (counts.groups, *ann))
+        parts = fusion.macs_parts((counts.groups, *snn), (counts.groups, *ann))
+        out += [Work(f"fusion.{i}", "gpu", "mac", parts["layers"]),
+                Work(f"fusion.{i}.matmul", "gpu", "matmul", parts["matmul"])]
     return out
 
 
-def _gpu_layers(layers: list[LayerCount], branches: tuple[str, ...], factor: float = 1.0) -> list:
-    return [(c.name, "gpu", "mac", c.dense_macs * factor) for c in layers if c.branch in branches]
+def _gpu_layers(layers: list[LayerCount], branches: tuple[str, ...], factor: float = 1.0) -> list[Work]:
+    return [Work(c.name, "gpu", "matmul" if c.op == "matmul" else "mac", c.dense_macs * factor)
+            for c in layers if c.branch in branches]
 
 
-def _snn_on_chip(counts: ClipCounts, fused: tuple[int, ...]) -> tuple[list, list[str]]:
+def _snn_on_chip(counts: ClipCounts, fused: tuple[int, ...]) -> tuple[list[Work], list[str]]:
     rows, notes = [], []
-    entries = {f"snn.stages.{i}.0" for i in fused if i < 4}  # first layer after a fusion point
+    # the first layer after a fusion point, from the SNN's own stage description
+    entries = {counts.stage_entry(i + 1) for i in fused if i < counts.last_stage}
     for c in counts.layers:
         if c.branch != "snn":
             continue
         if c.name in entries and c.op == "synop":
-            rows.append((c.name, "chip", "graded", c.dense_acs))
+            rows.append(Work(c.name, "chip", "graded", c.dense_acs))
             notes.append(f"{c.name}: fed fused real-valued features in this plan: charged as dense "
                          "graded MACs (the recorded run fed it binary spikes)")
         else:
-            rows.append((c.name, "chip", "synop", c.effective_acs))
-            rows.append((c.name, "chip", "graded", c.effective_macs))
-        rows.append((c.name, "chip", "active_update", c.active_updates if c.active_known
-                     else c.neuron_updates))
-        rows.append((c.name, "chip", "neuron_update", c.neuron_updates))
-        rows.append((c.name, "chip", "spike", c.spikes_out))
+            rows.append(Work(c.name, "chip", "synop", c.effective_acs))
+            rows.append(Work(c.name, "chip", "graded", c.effective_macs))
+        rows.append(Work(c.name, "chip", "active_update", c.active_updates if c.active_known
+                         else c.neuron_updates))
+        rows.append(Work(c.name, "chip", "neuron_update", c.neuron_updates))
+        rows.append(Work(c.name, "chip", "spike", c.spikes_out))
     return rows, notes
 
 
 def _traffic(counts: ClipCounts, fused: tuple[int, ...], graded_bits: int) -> tuple[float, float]:
     """``(bytes GPU->chip, bytes chip->GPU)`` per clip for an SNN cut after ``fused`` stages."""
     g, (h, w) = counts.groups, counts.frame_shape
-    steps = counts.stride - 1
+    steps, last = counts.stride - 1, counts.last_stage
 
     def size(i: int) -> int:
         n = 1
@@ -114,45 +167,93 @@ def _traffic(counts: ClipCounts, fused: tuple[int, ...], graded_bits: int) -> tu
 
     out_bits = 1 if counts.snn_emits == "spikes" else graded_bits
     frames = g * counts.channels * h * w * steps * graded_bits  # the residual frames, graded
-    to_chip = frames + sum(g * size(i) * graded_bits for i in fused if i < 4)
-    to_gpu = sum(g * size(i) * out_bits for i in sorted(set(fused) | {4}))
+    to_chip = frames + sum(g * size(i) * graded_bits for i in fused if i < last)
+    to_gpu = sum(g * size(i) * out_bits for i in sorted(set(fused) | {last}))
     return to_chip / 8, to_gpu / 8
 
 
-def plan_counts(counts: ClipCounts, graded_bits: int) -> list[PlanCounts]:
-    """The four plans' counts from one recorded :class:`ClipCounts`."""
-    rec = (f"spike counts recorded from the trained run ({counts.fusion} fusion, {counts.snn_arch} SNN, "
-           f"{counts.clips} clips)")
-    plans = []
-    a = PlanCounts("a", PLANS["a"], counts.fused_stages, rec)
+def _recorded(counts: ClipCounts) -> str:
+    if counts.activity != "recorded":
+        return f"SNN activity {counts.activity}"
+    return (f"spike counts recorded from the trained run ({counts.fusion} fusion, {counts.snn_arch} SNN, "
+            f"{counts.clips} clips)")
+
+
+@register_plan("a", "all on GPU")
+def plan_a(counts: ClipCounts, graded_bits: int) -> PlanCounts:
+    a = PlanCounts("a", PLANS["a"].title, counts.fused_stages, _recorded(counts))
     a.layers = _gpu_layers(counts.layers, ("ann", "fusion", "head"))
-    for c in counts.layers:
-        if c.branch == "snn":
-            a.layers.append((c.name, "gpu", "mac", c.dense_macs + c.dense_acs + LIF_MACS * c.neuron_updates))
+    a.layers += [Work(c.name, "gpu", "mac", c.dense_macs + c.dense_acs + LIF_MACS * c.neuron_updates)
+                 for c in counts.layers if c.branch == "snn"]
     a.notes.append("SNN on the GPU: dense MACs (zeros are not skipped) + 2 MACs per LIF update")
-    plans.append(a)
+    return a
+
+
+def _chip_plan(key: str, counts: ClipCounts, fused: tuple[int, ...], graded_bits: int,
+               pool: dict[int, int] | None) -> PlanCounts:
+    own = tuple(fused) == tuple(counts.fused_stages)
+    p = PlanCounts(key, PLANS[key].title, fused, _recorded(counts) + (
+        "; this plan's own fusion" if own else f"; borrowed: this plan fuses after stages {fused}"))
+    p.layers = _gpu_layers(counts.layers, ("ann", "head")) + fusion_macs(counts, fused, pool)
+    chip, p.notes = _snn_on_chip(counts, fused)
+    p.layers += chip
+    p.bytes_to_chip, p.bytes_to_gpu = _traffic(counts, fused, graded_bits)
+    p.notes.append("fusion MACs in closed form (CrossAttentionFusion.macs_parts) for this plan's stages")
+    return p
+
+
+@register_plan("b", "GPU + chip, multi-scale fusion")
+def plan_b(counts: ClipCounts, graded_bits: int) -> PlanCounts:
     multi = counts.fusion in ("multiscale", "downsample")  # the run itself is plan b's model
-    b_stages = tuple(counts.fused_stages) if multi else tuple(sorted(counts.fusion_stages))
-    pools = {"b": DOWNSAMPLE_POOL if counts.fusion == "downsample" else None, "c": None}
-    for key, fused in (("b", b_stages), ("c", (4,))):
-        own = tuple(fused) == tuple(counts.fused_stages)
-        p = PlanCounts(key, PLANS[key], fused, rec + ("; this plan's own fusion" if own else
-                                                      f"; borrowed: this plan fuses after stages {fused}"))
-        p.layers = _gpu_layers(counts.layers, ("ann", "head"))
-        p.layers += [(n, "gpu", "mac", m) for n, m in fusion_macs(counts, fused, pools[key]).items()]
-        chip, p.notes = _snn_on_chip(counts, fused)
-        p.layers += chip
-        p.bytes_to_chip, p.bytes_to_gpu = _traffic(counts, fused, graded_bits)
-        p.notes.append("fusion MACs in closed form (CrossAttentionFusion.macs) for this plan's stages")
-        plans.append(p)
-    d = PlanCounts("d", PLANS["d"], (), "no spikes: ANN trunk on every frame")
+    fused = tuple(counts.fused_stages) if multi else tuple(sorted(counts.fusion_stages))
+    return _chip_plan("b", counts, fused, graded_bits,
+                      DOWNSAMPLE_POOL if counts.fusion == "downsample" else None)
+
+
+@register_plan("c", "GPU + chip, late fusion")
+def plan_c(counts: ClipCounts, graded_bits: int) -> PlanCounts:
+    return _chip_plan("c", counts, (counts.last_stage,), graded_bits, None)
+
+
+@register_plan("d", "ANN on every frame")
+def plan_d(counts: ClipCounts, graded_bits: int) -> PlanCounts:
+    d = PlanCounts("d", PLANS["d"].title, (), "no spikes: ANN trunk on every frame")
     d.layers = _gpu_layers(counts.layers, ("ann",), factor=counts.stride)
-    width = counts.ann_stage_shapes[4][0]
-    d.layers.append(("head.ann_only", "gpu", "mac", counts.frames * width * counts.num_classes))
+    width = counts.ann_stage_shapes[max(counts.ann_stage_shapes)][0]
+    d.layers.append(Work("head.ann_only", "gpu", "mac", counts.frames * width * counts.num_classes))
     d.notes.append(f"ANN trunk x{counts.stride} (all {counts.frames} frames, not {counts.groups} key "
-                   "frames) + a linear head on the ANN's stage-4 features per frame")
-    plans.append(d)
-    return plans
+                   "frames) + a linear head on the ANN's last-stage features per frame")
+    return d
+
+
+def registered() -> dict[str, Plan]:
+    """Every registered plan: a-d here, ``e:<baseline>`` from :mod:`respike_nm.energy.baselines`."""
+    from respike_nm.energy import baselines  # noqa: F401  (registers its plans on import)
+
+    return PLANS
+
+
+def build_plans(counts: ClipCounts, graded_bits: int,
+                keys: Iterable[str] | None = None) -> tuple[list[PlanCounts], dict[str, str]]:
+    """``(plans, skipped)``: the plans ``keys`` (default: every default plan) built from ``counts``,
+    and ``key -> reason`` for those that do not apply to these counts."""
+    known = registered()
+    keys = [k for k, p in known.items() if p.default] if keys is None else list(keys)
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise UsageError(f"unknown plan {', '.join(unknown)}; valid: {', '.join(known)}")
+    plans, skipped = [], {}
+    for k in keys:
+        try:
+            plans.append(known[k].build(counts, graded_bits))
+        except PlanNotApplicable as e:
+            skipped[k] = str(e)
+    return plans, skipped
+
+
+def plan_counts(counts: ClipCounts, graded_bits: int, keys: Iterable[str] | None = None) -> list[PlanCounts]:
+    """The plans' counts from one :class:`ClipCounts` (those that apply)."""
+    return build_plans(counts, graded_bits, keys)[0]
 
 
 @dataclass
@@ -241,7 +342,7 @@ def plan_energy(plan: PlanCounts, host: HwProfile, chip: HwProfile | None, memor
     res = PlanEnergy(plan.plan, plan.title, host.name, chip.name if chip else None, notes=list(plan.notes))
     led = _Ledger(res)
     key, per = mac_figure(host, precision)
-    for name, dev, _, n in plan.layers:
+    for name, dev, _, n in plan.layers:  # mac and matmul alike
         if dev == "gpu":
             led.charge("gpu_compute", name, n, host, key, per)
             led.charge("memory", name, 2 * n, memory, MEMORY_KEY)  # weight + input read per MAC

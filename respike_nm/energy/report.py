@@ -1,7 +1,9 @@
-"""The energy report: one record, written as energy.json, energy.csv and two plots (matplotlib Agg).
+"""The energy report: one record, written as energy.json, energy.csv and two plots.
 
-Everything is per clip. ``energy.json`` holds the per-layer counts, the four plans' counts and, per
-plan and target, the energy by component and by layer with every figure's provenance.
+Everything is per clip. ``energy.json`` holds the per-layer counts with the clip geometry, the plans'
+counts and, per plan and target, the energy by component and by layer with every figure's
+provenance. The counts read back (:func:`read_counts`), so a saved report is priced again with other
+profiles or plans without the model (:func:`reprice`): the same figures as counting again.
 """
 
 from __future__ import annotations
@@ -9,27 +11,28 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
 
-from respike_nm.energy.counters import ClipCounts, count_clips, totals
+from respike_nm.energy.counters import ClipCounts, LayerCount, count_clips, totals
 from respike_nm.energy.plans import (
     MEMORY_KEY,
     TRANSFER_KEY,
     FigureUse,
     PlanCounts,
     PlanEnergy,
+    build_plans,
     mac_figure,
-    plan_counts,
     plan_energy,
 )
 from respike_nm.errors import RespikeError, UsageError
 from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.records import check_versions, from_data, read_json
 
-FORMAT, VERSION = "respike-nm-energy", 1
+FORMAT, VERSION = "respike-nm-energy", 2
+READABLE_VERSIONS = (1, 2)  # the priced rows of both read back; only version 2 holds the counts' geometry
 REPORT_NAME = "energy.json"
 COMPONENTS = ("gpu_compute", "chip_synops", "chip_graded", "chip_neurons", "chip_routing", "transfer")
 CAVEATS = (
@@ -54,6 +57,7 @@ class EnergyReport:
     plans: list[PlanCounts]
     energy: list[PlanEnergy]
     profiles: dict[str, dict] = field(default_factory=dict)  # name -> path, target, description
+    skipped: dict[str, str] = field(default_factory=dict)  # plan -> why it was not priced
 
     def to_dict(self) -> dict:
         c = self.counts
@@ -76,13 +80,14 @@ class EnergyReport:
             "geometry": geometry,
             "counts": {"totals": asdict(totals(c.layers)), "layers": layers},
             "plans": [{**asdict(p), "totals": _plan_totals(p)} for p in self.plans],
+            "skipped_plans": self.skipped,
             "energy": [_energy_dict(e) for e in self.energy],
             "profiles": self.profiles,
         }
 
 
 def _plan_totals(p: PlanCounts) -> dict:
-    ops = {(d, o) for _, d, o, _ in p.layers}
+    ops = {(w.device, w.op) for w in p.layers}
     return {f"{d}_{o}": p.total(d, o) for d, o in sorted(ops)}
 
 
@@ -212,39 +217,115 @@ class EnergyReportError(RespikeError, ValueError):
 
 def read_energy_report(path: str | Path) -> EnergySummary:
     """Read ``energy.json`` (format and version checked, each plan row typed field by field)."""
-    data = read_json(path, EnergyReportError)
-    check_versions(data, path, EnergyReportError, format=FORMAT, version=VERSION)
+    data = _read(path, READABLE_VERSIONS)
     head = {k: data[k] for k in ("run_dir", "precision", "per", "caveats", "energy") if k in data}
     return from_data(EnergySummary, head, str(path), EnergyReportError, f"{path}: ")
 
 
-def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, graded_bits_source: str,
-                  targets: list[HwProfile], host: HwProfile, memory: HwProfile,
-                  precision: str = "fp32", counts: ClipCounts | None = None) -> EnergyReport:
-    """Count ``model`` (a quantized hybrid, eval mode) on ``batches`` of normalised clips and price the
-    four plans: a and d on every GPU/CMOS profile in ``targets``, b and c on ``host`` with every
-    neuromorphic profile in ``targets``; the memory term and traffic with ``memory``'s figures.
-    ``counts``: already counted (``batches`` is then not run)."""
-    for key in (MEMORY_KEY, TRANSFER_KEY):
-        if key not in memory.costs:
-            raise ProfileError(f"{memory.path}: costs.{key} missing (needed by the memory term and traffic)")
+def _read(path: str | Path, versions: tuple[int, ...]) -> dict:
+    data = read_json(path, EnergyReportError)
+    check_versions(data, path, EnergyReportError, format=FORMAT)
+    if data.get("version") not in versions:
+        raise EnergyReportError(f"{path}: version: this reader knows {' or '.join(map(str, versions))}, "
+                                f"the file says {data.get('version')!r}" + (
+                                    " (written before reports kept the counts' geometry: count the run "
+                                    "again with respike-nm energy)" if data.get("version") == 1 else ""))
+    return data
+
+
+_INT_KEYED = ("snn_stage_shapes", "ann_stage_shapes", "snn_stage_layers")
+_LAYER_DERIVED = ("activation_sparsity", "firing_rate")  # written beside each layer's counts, not read
+
+
+def counts_from_dict(data: dict, where: str) -> ClipCounts:
+    """The :class:`ClipCounts` of an ``energy.json`` document (version 2); errors name ``where``."""
+    counts, geo = data.get("counts"), data.get("geometry")
+    if not (isinstance(counts, dict) and isinstance(counts.get("layers"), list) and isinstance(geo, dict)):
+        raise EnergyReportError(f"{where}: needs objects 'geometry' and 'counts' with a list 'layers'")
+    layers = []
+    for i, row in enumerate(counts["layers"]):
+        if not isinstance(row, dict):
+            raise EnergyReportError(f"{where}: counts.layers[{i}]: expected an object")
+        fields = {k: v for k, v in row.items() if k not in _LAYER_DERIVED}
+        layers.append(from_data(LayerCount, fields, f"{where}: counts.layers[{i}]", EnergyReportError,
+                                f"{where}: counts.layers[{i}]."))
+    geometry = dict(geo)
+    for key in _INT_KEYED:
+        if isinstance(geometry.get(key), dict):
+            try:
+                geometry[key] = {int(k): v for k, v in geometry[key].items()}
+            except ValueError:
+                raise EnergyReportError(f"{where}: geometry.{key}: keys must be stage numbers") from None
+    c = from_data(ClipCounts, {**geometry, "layers": []}, f"{where}: geometry", EnergyReportError,
+                  f"{where}: geometry.")
+    return replace(c, layers=layers)
+
+
+def read_counts(path: str | Path) -> tuple[ClipCounts, int, str, str]:
+    """``(counts, graded bits, their source, run folder)`` of a saved ``energy.json``: everything
+    needed to price it again, no model."""
+    data = _read(path, (VERSION,))
+    bits = data.get("graded_bits")
+    if not isinstance(bits, dict) or not isinstance(bits.get("value"), int):
+        raise EnergyReportError(f"{path}: graded_bits: expected an object with an integer 'value'")
+    counts = counts_from_dict(data, str(path))
+    return counts, bits["value"], str(bits.get("source", "")), str(data.get("run_dir"))
+
+
+def price_counts(counts: ClipCounts, run_dir: str, graded_bits: int, graded_bits_source: str,
+                 targets: list[HwProfile], host: HwProfile, memory: HwProfile, precision: str = "fp32",
+                 plans: list[str] | None = None) -> EnergyReport:
+    """Price ``plans`` (default: every default plan) of ``counts``: plans without a chip on every
+    GPU/CMOS profile in ``targets``, plans with one on ``host`` with every neuromorphic profile in
+    ``targets``; the memory term and traffic with ``memory``'s figures."""
+    check_pricing(targets, host, memory, precision)
     hosts = [t for t in targets if t.target in ("gpu", "cmos")]
     chips = [t for t in targets if t.target == "neuromorphic"]
-    for h in (*hosts, host):
-        mac_figure(h, precision)  # fail before the model runs
-    if model.snn is None or model.ann is None:
-        raise UsageError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
-    counts = counts if counts is not None else count_clips(model, batches)
-    plans = plan_counts(counts, graded_bits)
+    built, skipped = build_plans(counts, graded_bits, plans)
     rows = []
-    for p in plans:
+    for p in built:
         if p.uses_chip:
             rows += [plan_energy(p, host, c, memory, precision) for c in chips]
         else:
             rows += [plan_energy(p, h, None, memory, precision) for h in hosts]
     profiles = {p.name: {"path": p.path, "target": p.target, "description": p.description}
                 for p in [*targets, host, memory]}
-    return EnergyReport(run_dir, precision, graded_bits, graded_bits_source, counts, plans, rows, profiles)
+    return EnergyReport(run_dir, precision, graded_bits, graded_bits_source, counts, built, rows, profiles,
+                        skipped)
+
+
+def check_pricing(targets: list[HwProfile], host: HwProfile, memory: HwProfile, precision: str) -> None:
+    """Refuse, before anything is counted, profiles that lack a figure the pricing needs."""
+    for key in (MEMORY_KEY, TRANSFER_KEY):
+        if key not in memory.costs:
+            raise ProfileError(f"{memory.path}: costs.{key} missing (needed by the memory term and traffic)")
+    for h in (*[t for t in targets if t.target in ("gpu", "cmos")], host):
+        mac_figure(h, precision)
+
+
+def reprice(path: str | Path, targets: list[HwProfile], host: HwProfile, memory: HwProfile,
+            precision: str = "fp32", plans: list[str] | None = None,
+            graded_bits: int | None = None) -> EnergyReport:
+    """Price the counts saved in ``energy.json`` ``path`` again (other profiles, plans, precision or
+    graded width) without the model: equal to counting the run again with these settings."""
+    counts, bits, source, run_dir = read_counts(path)
+    if graded_bits is not None:
+        bits, source = graded_bits, "given when re-pricing"
+    return price_counts(counts, run_dir, bits, source, targets, host, memory, precision, plans)
+
+
+def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, graded_bits_source: str,
+                  targets: list[HwProfile], host: HwProfile, memory: HwProfile,
+                  precision: str = "fp32", counts: ClipCounts | None = None,
+                  plans: list[str] | None = None) -> EnergyReport:
+    """Count ``model`` (a quantized hybrid, eval mode) on ``batches`` of clips and price the plans
+    (:func:`price_counts`). ``counts``: already counted (``batches`` is then not run)."""
+    check_pricing(targets, host, memory, precision)  # fail before the model runs
+    if model.snn is None or model.ann is None:
+        raise UsageError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
+    counts = counts if counts is not None else count_clips(model, batches)
+    return price_counts(counts, run_dir, graded_bits, graded_bits_source, targets, host, memory, precision,
+                        plans)
 
 
 def table(report: EnergyReport) -> list[str]:

@@ -78,6 +78,12 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
         return self.to_out(out.transpose(1, 2).reshape(n, -1, self.heads * self.head_dim))
 
+    def matmul_macs(self, x: torch.Tensor, context: torch.Tensor | None = None) -> int:
+        """MACs of the two matrix products (``Q K^T`` and ``A V``) on these inputs, which module
+        hooks cannot see (``energy.ops``): ``2 N Lq Lk heads head_dim``."""
+        lk = x.shape[1] if context is None else context.shape[1]
+        return 2 * x.shape[0] * x.shape[1] * lk * self.heads * self.head_dim
+
 
 class GEGLU(nn.Module):
     """Feed-forward ``dim -> mult*dim (GELU-gated) -> dim``."""
@@ -166,6 +172,11 @@ class CrossAttentionFusion(nn.Module):
         """Multiply-accumulates of one forward pass, counted explicitly (hooks miss matmuls): every
         convolution, linear layer and attention matmul; norms, softmax, GELU, pooling and the
         upsampling are elementwise and not counted."""
+        return sum(self.macs_parts(snn_shape, ann_shape).values())
+
+    def macs_parts(self, snn_shape: tuple[int, ...], ann_shape: tuple[int, ...]) -> dict[str, int]:
+        """:meth:`macs` split into ``"layers"`` (projections, attention's Q/K/V/out, feed-forward) and
+        ``"matmul"`` (the attention products ``Q K^T`` and ``A V``, which some accountings leave out)."""
         n, c, h, w, t = snn_shape
         _, ca, ha, wa = ann_shape
         hp, wp = -(-h // self.pool), -(-w // self.pool)
@@ -173,11 +184,12 @@ class CrossAttentionFusion(nn.Module):
         dim = self.proj_in.out_channels
         inner = self.block.attn1.heads * HEAD_DIM
         ff = self.block.ff.out.in_features
-        per = (
+        layers = (
             lq * c * dim  # proj_in
-            + 3 * lq * dim * inner + 2 * lq * lq * inner + lq * inner * dim  # self-attention
-            + lq * dim * inner + 2 * lk * ca * inner + 2 * lq * lk * inner + lq * inner * dim  # cross
+            + 3 * lq * dim * inner + lq * inner * dim  # self-attention Q, K, V, out
+            + lq * dim * inner + 2 * lk * ca * inner + lq * inner * dim  # cross-attention Q, K, V, out
             + lq * dim * 2 * ff + lq * ff * dim  # GEGLU
             + lq * dim * c  # proj_out
         )
-        return nt * per
+        products = 2 * lq * lq * inner + 2 * lq * lk * inner  # self, cross: Q K^T and A V
+        return {"layers": nt * layers, "matmul": nt * products}

@@ -123,7 +123,7 @@ def test_hooks_are_removed_and_forward_is_unchanged():
 def test_effective_macs_by_reach_equal_the_per_output_event_count(k, stride, padding, dilation, groups, hw):
     """The ANN's cheaper count (nonzero inputs x the outputs each reaches) equals the SNN's count of
     events per output window, for strides, paddings, dilations, groups and odd sizes."""
-    from respike_nm.energy.counters import conv_macs, conv_ops
+    from respike_nm.energy.ops import conv_macs, conv_ops
 
     torch.manual_seed(k * 7 + stride)
     conv = nn.Conv2d(8, 16, k, stride, padding, dilation, groups, bias=False)

@@ -73,7 +73,9 @@ def _counts() -> ClipCounts:
         LayerCount("snn.stages.2.0", "snn", "synop", effective_acs=40.0, dense_acs=900.0, neuron_updates=48.0,
                    active_updates=10.0, active_known=True, spikes_out=2.0),
     ]
-    return ClipCounts(2, 16, 4, (8, 8), layers, snn, ann, 3, "plain", "spikes", "late", (4,), (2, 3, 4), 5)
+    stages = {i: (f"snn.stages.{i - 1}.0", f"snn.stages.{i - 1}.1") for i in range(1, 5)}
+    return ClipCounts(2, 16, 4, (8, 8), layers, snn, ann, 3, "plain", "spikes", "late", (4,), (2, 3, 4), 5,
+                      stages)
 
 
 def test_plans_traffic_and_baseline_follow_their_closed_forms():
@@ -112,7 +114,9 @@ def test_plan_b_prices_the_runs_own_multiscale_fusion_and_says_which_plan_borrow
     # the downsample variant's stage 1 is pooled 4x: its closed form (checked against torch's FLOP
     # counter in tests/models/test_fusion.py) with pool 4, here on a 2x2 map pooled to 1x1
     f1 = CrossAttentionFusion(8, 8, pool=4).macs((4, 8, 2, 2, 3), (4, 8, 2, 2))
-    assert dict((n, m) for n, _, _, m in down["b"].layers)["fusion.1"] == f1
+    work = {w.layer: w for w in down["b"].layers}
+    assert work["fusion.1"].count + work["fusion.1.matmul"].count == f1
+    assert work["fusion.1.matmul"].op == "matmul" and work["fusion.1"].op == "mac"
 
 
 def test_transfer_energy_and_figure_provenance():
