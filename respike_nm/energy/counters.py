@@ -428,7 +428,10 @@ def count_shapes(model: nn.Module, shape: tuple[int, ...]) -> ClipCounts:
     ``meta`` copy of ``model`` (a ReSpike; no weights used, no arithmetic done, ``model`` unchanged).
     Every count is dense and the SNN has no activity yet (no spikes, no synaptic events): give it
     firing rates with :func:`respike_nm.energy.scale.with_rates`."""
+    from respike_nm.models.snn import set_fake_quant
+
     meta = on_meta(model).eval()
+    set_fake_quant(meta, False)  # weight quantization changes values, not shapes (and reads values)
     with count_ops(meta, shapes=True) as log:
         meta(torch.zeros(1, *shape, device="meta"))
     return replace(clip_counts(model, log, 1, tuple(shape)), activity="none (shapes only)")

@@ -233,15 +233,22 @@ def registered() -> dict[str, Plan]:
     return PLANS
 
 
-def build_plans(counts: ClipCounts, graded_bits: int,
-                keys: Iterable[str] | None = None) -> tuple[list[PlanCounts], dict[str, str]]:
-    """``(plans, skipped)``: the plans ``keys`` (default: every default plan) built from ``counts``,
-    and ``key -> reason`` for those that do not apply to these counts."""
+def check_plans(keys: Iterable[str] | None) -> list[str]:
+    """The plan keys to price (``None``: every default plan); an unknown key is refused by name."""
     known = registered()
     keys = [k for k, p in known.items() if p.default] if keys is None else list(keys)
     unknown = [k for k in keys if k not in known]
     if unknown:
         raise UsageError(f"unknown plan {', '.join(unknown)}; valid: {', '.join(known)}")
+    return keys
+
+
+def build_plans(counts: ClipCounts, graded_bits: int,
+                keys: Iterable[str] | None = None) -> tuple[list[PlanCounts], dict[str, str]]:
+    """``(plans, skipped)``: the plans ``keys`` (default: every default plan) built from ``counts``,
+    and ``key -> reason`` for those that do not apply to these counts."""
+    known = registered()
+    keys = check_plans(keys)
     plans, skipped = [], {}
     for k in keys:
         try:

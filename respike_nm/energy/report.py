@@ -24,6 +24,7 @@ from respike_nm.energy.plans import (
     PlanCounts,
     PlanEnergy,
     build_plans,
+    check_plans,
     mac_figure,
     plan_energy,
 )
@@ -279,19 +280,28 @@ def price_counts(counts: ClipCounts, run_dir: str, graded_bits: int, graded_bits
     GPU/CMOS profile in ``targets``, plans with one on ``host`` with every neuromorphic profile in
     ``targets``; the memory term and traffic with ``memory``'s figures."""
     check_pricing(targets, host, memory, precision)
-    hosts = [t for t in targets if t.target in ("gpu", "cmos")]
-    chips = [t for t in targets if t.target == "neuromorphic"]
     built, skipped = build_plans(counts, graded_bits, plans)
-    rows = []
-    for p in built:
-        if p.uses_chip:
-            rows += [plan_energy(p, host, c, memory, precision) for c in chips]
-        else:
-            rows += [plan_energy(p, h, None, memory, precision) for h in hosts]
+    rows = price_plans(built, targets, host, memory, precision)
     profiles = {p.name: {"path": p.path, "target": p.target, "description": p.description}
                 for p in [*targets, host, memory]}
     return EnergyReport(run_dir, precision, graded_bits, graded_bits_source, counts, built, rows, profiles,
                         skipped)
+
+
+def price_plans(built: list[PlanCounts], targets: list[HwProfile], host: HwProfile | None, memory: HwProfile,
+                precision: str = "fp32") -> list[PlanEnergy]:
+    """Rows of already built plans: a plan without a chip on every GPU/CMOS profile in ``targets``, a
+    plan with one on ``host`` with every neuromorphic profile in ``targets`` (``host`` None: chip plans
+    are not priced)."""
+    hosts = [t for t in targets if t.target in ("gpu", "cmos")]
+    chips = [t for t in targets if t.target == "neuromorphic"]
+    rows = []
+    for p in built:
+        if p.uses_chip:
+            rows += [plan_energy(p, host, c, memory, precision) for c in chips] if host is not None else []
+        else:
+            rows += [plan_energy(p, h, None, memory, precision) for h in hosts]
+    return rows
 
 
 def check_pricing(targets: list[HwProfile], host: HwProfile, memory: HwProfile, precision: str) -> None:
@@ -321,6 +331,7 @@ def energy_report(model: nn.Module, batches, run_dir: str, graded_bits: int, gra
     """Count ``model`` (a quantized hybrid, eval mode) on ``batches`` of clips and price the plans
     (:func:`price_counts`). ``counts``: already counted (``batches`` is then not run)."""
     check_pricing(targets, host, memory, precision)  # fail before the model runs
+    check_plans(plans)
     if model.snn is None or model.ann is None:
         raise UsageError(f"{run_dir}: a {model.spec.kind} run; the plans need a hybrid run")
     counts = counts if counts is not None else count_clips(model, batches)
