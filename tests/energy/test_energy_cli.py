@@ -157,3 +157,77 @@ def test_logs_of_disjoint_batches_add_up_to_one_log(run):
     assert merged.layers != first[0].layers
     assert merged.snn_stage_shapes == whole.snn_stage_shapes
     assert merged.ann_stage_shapes == whole.ann_stage_shapes
+
+
+def test_a_saved_report_reprices_like_counting_again_without_a_model(run, report, tmp_path, monkeypatch):
+    """Re-pricing the counts kept in energy.json with other profiles, host and plans gives every figure
+    that counting the run again with those settings gives; no run is loaded."""
+    import respike_nm.train.run as run_module
+
+    saved, _ = report
+    again = tmp_path / "again"
+    args = ["--targets", "a100,loihi2,spinnaker2", "--host", "a100", "--plans", "a,c,d,e:r2plus1d_18"]
+    assert main(["energy", str(run), "--clips", "3", *args, "--out", str(again)]) == 0
+
+    def no_model(*a, **k):
+        raise AssertionError("re-pricing loaded a run")
+
+    monkeypatch.setattr(run_module, "load_run", no_model)
+    re = tmp_path / "re"
+    assert main(["reprice", str(saved / "energy.json"), *args, "--out", str(re)]) == 0
+    a, b = (json.loads((p / "energy.json").read_text()) for p in (again, re))
+    assert [(r["plan"], r["host"], r["chip"]) for r in a["energy"]] == [
+        (r["plan"], r["host"], r["chip"]) for r in b["energy"]]
+    assert {r["plan"] for r in a["energy"]} == {"a", "c", "d", "e:r2plus1d_18"}
+    for x, y in zip(a["energy"], b["energy"], strict=True):
+        assert x["components_pj"] == pytest.approx(y["components_pj"], rel=1e-12)
+        assert x["memory_pj"] == pytest.approx(y["memory_pj"], rel=1e-12)
+    assert a["plans"] == b["plans"] and a["counts"] == b["counts"] and a["geometry"] == b["geometry"]
+
+
+def test_reprice_refuses_a_report_without_counts_by_name(report, tmp_path, capsys):
+    saved, rep = report
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**rep, "version": 1}))
+    assert main(["reprice", str(old), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(old) in err and "count the run again" in err and not (tmp_path / "o").exists()
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**rep, "geometry": {**rep["geometry"], "snn_stage_shapes": {"x": [1]}}}))
+    assert main(["reprice", str(broken), "--out", str(tmp_path / "o")]) == 2
+    assert "geometry.snn_stage_shapes" in capsys.readouterr().err
+
+
+def test_price_paper_r18_against_r2plus1d_over_a_rate_sweep(tmp_path, capsys):
+    """The one command of the paper-scale question: paper-r18 priced from shapes against R(2+1)D-18
+    over a firing-rate sweep on every target, with the table, JSON, CSV and plot."""
+    from respike_nm.energy.baselines import BASELINES
+
+    out = tmp_path / "scale"
+    assert main(["price", "paper-r18", "--sweep", "1", "20", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "break-even vs r2plus1d_18" in text and (out / "scale.png").stat().st_size > 10_000
+    res = json.loads((out / "scale.json").read_text())
+    # R(2+1)D-18 on the same 16 x 224 x 224 clips: 4x torchvision's documented 16 x 112 x 112 count
+    assert res["dense_gmacs"]["e:r2plus1d_18"] == pytest.approx(4 * BASELINES["r2plus1d_18"].documented_gmacs,
+                                                                rel=0.01)
+    # every shipped GPU/CMOS host carries the baselines, every host x chip pair carries plan b
+    hosts, chips = {"a100", "h100", "cmos45nm"}, {"loihi", "loihi2", "spinnaker", "spinnaker2", "truenorth"}
+    rows = res["rows"]
+    pairs = {(h, c) for h in hosts for c in chips}
+    assert {(r["host"], r["chip"]) for r in rows if r["plan"] == "b"} == pairs
+    assert {r["host"] for r in rows if r["plan"] == "e:r2plus1d_18"} == hosts
+    assert sorted({r["rate"] for r in rows}) == pytest.approx([0.01, 0.01 * 20 ** 0.5, 0.2])
+    for r in rows:
+        assert sum(r["shares"].values()) == pytest.approx(1.0)
+    # the break-even rate of every host x chip pair sits where its priced line crosses the baseline's
+    for b in res["break_even"]:
+        line = sorted((r["rate"], r["compute_pj"]) for r in rows
+                      if (r["plan"], r["host"], r["chip"]) == (b["plan"], b["host"], b["chip"]))
+        base = next(r["compute_pj"] for r in rows if (r["plan"], r["host"]) == (b["against"], b["host"]))
+        below = [e < base for _, e in line]
+        if b["compute_rate"] is None:
+            assert set(below) == {b["compute_cheaper_at_zero"]}
+        else:
+            for rate, e in line:
+                assert (e < base) == (rate < b["compute_rate"])
