@@ -7,7 +7,12 @@ forward (registering and removing every hook each time: the ratio of the goal), 
 forwards inside one ``count_ops`` (as ``respike-nm energy`` counts its batches: hooks registered
 once per command). Writes bench/results/energy_overhead.json.
 
-Usage: python bench/energy_overhead.py [--repeats 10] [--batch 4]
+``--vs OLD_TREE`` compares two versions of the counters in one run: this script runs alternately
+against the library in OLD_TREE (a checkout of an older commit) and in this repository, each in a
+fresh process, ``--rounds`` times, and reports per round the ratio new / old of the counted forward
+time (hooks attached once, and registered per forward). Writes bench/results/energy_overhead_vs.json.
+
+Usage: python bench/energy_overhead.py [--repeats 10] [--batch 4] [--vs OLD_TREE --rounds 5]
 """
 
 from __future__ import annotations
@@ -48,11 +53,52 @@ def timed_steady(model, video) -> float:
     return time.perf_counter() - t0
 
 
+def compare(old_tree: Path, rounds: int, repeats: int, batch: int) -> None:
+    """Alternate old and new library, one fresh process each, ``rounds`` times; ratios pair by pair."""
+    import subprocess
+    import sys
+
+    trees = {"old": old_tree.resolve(), "new": Path(__file__).resolve().parents[1]}
+    runs: dict[str, list[dict]] = {"old": [], "new": []}
+    for i in range(rounds):
+        for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
+            env = {**os.environ, "PYTHONPATH": str(trees[name])}
+            done = subprocess.run([sys.executable, __file__, "--repeats", str(repeats), "--batch", str(batch),
+                                   "--stdout"], capture_output=True, text=True, env=env, cwd=trees[name])
+            if done.returncode:
+                raise SystemExit(f"{name}: {done.stderr[-2000:]}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            steady = runs[name][-1]["seconds_steady_median"]
+            print(f"round {i + 1}/{rounds} {name}: steady {steady * 1e3:.1f} ms", file=sys.stderr)
+    pairs = list(zip(runs["old"], runs["new"], strict=True))
+    res = {"benchmark": "energy_overhead_vs", "old_tree": str(trees["old"]), "rounds": rounds,
+           "ratio_new_over_old_steady": [n["seconds_steady_median"] / o["seconds_steady_median"]
+                                         for o, n in pairs],
+           "ratio_new_over_old_on": [n["seconds_on_median"] / o["seconds_on_median"] for o, n in pairs],
+           "overhead_old_steady": [o["overhead_ratio_steady"] for o, _ in pairs],
+           "overhead_new_steady": [n["overhead_ratio_steady"] for _, n in pairs],
+           "old": runs["old"], "new": runs["new"]}
+    res["median_ratio_steady"] = statistics.median(res["ratio_new_over_old_steady"])
+    res["median_ratio_on"] = statistics.median(res["ratio_new_over_old_on"])
+    RESULTS.mkdir(exist_ok=True)
+    tmp = RESULTS / ".energy_overhead_vs.json.tmp"
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    os.replace(tmp, RESULTS / "energy_overhead_vs.json")
+    print(f"new / old counted forward: steady x{res['median_ratio_steady']:.3f}, per-forward hooks "
+          f"x{res['median_ratio_on']:.3f} (median of {rounds} paired rounds)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--vs", type=Path, help="an older checkout to compare the counters with")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--stdout", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.vs is not None:
+        compare(args.vs, args.rounds, args.repeats, args.batch)
+        return
     cfg = load_config("tiny")
     _, test, classes, _ = build_datasets(cfg)
     video = torch.stack([test[i].video[0] for i in range(args.batch)])  # uint8: the model normalises
@@ -77,6 +123,9 @@ def main() -> None:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
         "cpus": os.cpu_count(),
     }
+    if args.stdout:
+        print(json.dumps(res))
+        return
     RESULTS.mkdir(exist_ok=True)
     tmp = RESULTS / ".energy_overhead.json.tmp"
     tmp.write_text(json.dumps(res, indent=2) + "\n")

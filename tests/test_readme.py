@@ -29,8 +29,8 @@ def test_the_two_commands_and_the_quick_start_are_on_the_first_screen():
 
 def test_the_readme_sections_come_in_order():
     headings = re.findall(r"^## (.+)$", _outside_code(README), re.M)
-    assert headings == ["Quick start", "Command line", "Testing", "Further reading",
-                        "Licence, citation, changes"]
+    assert headings == ["Quick start", "Energy: ReSpike against 3D CNNs at paper scale", "Command line",
+                        "Testing", "Further reading", "Licence, citation, changes"]
 
 
 def test_every_page_under_docs_is_linked_from_the_readme():

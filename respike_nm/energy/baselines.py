@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from respike_nm.energy.counters import ClipCounts
 from respike_nm.energy.ops import OpCount, shape_counts
-from respike_nm.energy.plans import PlanCounts, PlanNotApplicable, Work, register_plan
+from respike_nm.energy.work import PlanCounts, PlanNotApplicable, Work, register_plan
 
 KINETICS_CLASSES = 400
 

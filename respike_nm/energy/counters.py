@@ -208,8 +208,8 @@ def _count_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor) ->
 
 
 def _shape_synapse(log: OpLog, name: str, module: nn.Module, x: torch.Tensor, graded: bool) -> None:
-    """Shapes only: a synapse's dense operations; whether its input is graded is what the model
-    declares (:func:`_graded_synapses`), not what a recorded run fed it. No activity yet."""
+    """Shapes only: a synapse's dense operations; graded input for the stem only
+    (:func:`_graded_synapses`). No activity yet."""
     e = log.entry(_layer_key(name), "snn", "graded" if graded else "synop")
     dense = dense_conv_macs(module.conv, tuple(x.shape))
     if graded:
@@ -238,13 +238,12 @@ def _shape_neuron(log: OpLog, name: str, out: torch.Tensor) -> None:
 
 
 def _graded_synapses(model: nn.Module) -> set[str]:
-    """Names of the SNN synapses (``ConvBN``) that the model declares to take graded input: the
-    stem's, and a ``SpikingConv``'s declared ``graded_input`` (a fusion point's entry)."""
+    """Names of the SNN synapses (``ConvBN``) fed graded values in every deployment: the stem's (the
+    residual frames). A fusion point's entry is graded only in a plan that fuses there, and the
+    plans charge it so (:mod:`respike_nm.energy.plans`); from shapes it is counted as spikes."""
     from respike_nm.models.snn import ConvBN
 
-    modules = dict(model.named_modules())
-    return {name for name, m in modules.items() if isinstance(m, ConvBN) and (
-        name.startswith("snn.stem") or getattr(modules.get(name.rpartition(".")[0]), "graded_input", False))}
+    return {n for n, m in model.named_modules() if isinstance(m, ConvBN) and n.startswith("snn.stem")}
 
 
 def _hooks(model: nn.Module, log: OpLog, shapes: bool = False) -> Iterator[torch.utils.hooks.RemovableHandle]:

@@ -31,85 +31,29 @@ cost ``spikes x address bits`` instead).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from respike_nm.energy import PRECISIONS
 from respike_nm.energy.counters import ClipCounts, LayerCount
-from respike_nm.errors import RespikeError, UsageError
+from respike_nm.energy.work import (
+    DEVICES,
+    OPS,
+    PLANS,
+    Plan,
+    PlanCounts,
+    PlanNotApplicable,
+    Work,
+    register_plan,
+)
+from respike_nm.errors import UsageError
 from respike_nm.hardware import HwProfile, ProfileError
 from respike_nm.models.respike import DOWNSAMPLE_POOL
 
 LIF_MACS = 2  # CUBA-LIF on a GPU: current and voltage each decay-and-add once per step
 MEMORY_KEY = "sram_read_64b_32kb"  # per word access in the memory term
 TRANSFER_KEY = "dram_access_64b"  # per 64 bits crossing between GPU and chip
-DEVICES = ("gpu", "chip")
-OPS = ("mac", "matmul", "synop", "graded", "active_update", "neuron_update", "spike")
-
-
-class Work(NamedTuple):
-    """One layer's work in a plan, per clip: ``count`` operations of kind ``op`` on ``device``.
-    GPU ops: ``mac`` (a layer) and ``matmul`` (attention products, priced as MACs); chip ops:
-    ``synop``, ``graded`` (MACs on graded input), ``active_update``, ``neuron_update``, ``spike``."""
-
-    layer: str
-    device: str
-    op: str
-    count: float
-
-
-@dataclass
-class PlanCounts:
-    """Operations and traffic of one plan, per clip."""
-
-    plan: str
-    title: str
-    fused_stages: tuple[int, ...]
-    activity: str
-    layers: list[Work] = field(default_factory=list)
-    bytes_to_chip: float = 0.0
-    bytes_to_gpu: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def total(self, device: str, op: str) -> float:
-        return sum(w.count for w in self.layers if w.device == device and w.op == op)
-
-    @property
-    def uses_chip(self) -> bool:
-        """Whether any of the plan's work runs on a neuromorphic chip (then it is priced on a host and
-        chip pair, else on every GPU/CMOS host alone)."""
-        return any(w.device == "chip" for w in self.layers)
-
-
-class PlanNotApplicable(RespikeError):
-    """A plan that cannot be built for these counts (e.g. a baseline that cannot take the frames)."""
-
-
-PlanBuilder = Callable[[ClipCounts, int], PlanCounts]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A registered deployment plan: ``build(counts, graded_bits) -> PlanCounts``."""
-
-    key: str
-    title: str
-    build: PlanBuilder
-    default: bool = True  # priced by ``respike-nm energy`` unless plans are named
-
-
-PLANS: dict[str, Plan] = {}
-
-
-def register_plan(key: str, title: str, default: bool = True) -> Callable[[PlanBuilder], PlanBuilder]:
-    """Decorator: register ``build`` under ``key`` (a new plan is one function and this line)."""
-    def add(build: PlanBuilder) -> PlanBuilder:
-        if key in PLANS:
-            raise ValueError(f"plan {key!r} registered twice")
-        PLANS[key] = Plan(key, title, build, default)
-        return build
-    return add
+__all__ = ["PLANS", "Plan", "PlanCounts", "PlanNotApplicable", "Work", "register_plan"]  # from .work
 
 
 def fusion_macs(counts: ClipCounts, stages: tuple[int, ...],
@@ -346,6 +290,10 @@ def mac_figure(prof: HwProfile, precision: str) -> tuple[str, float]:
 def plan_energy(plan: PlanCounts, host: HwProfile, chip: HwProfile | None, memory: HwProfile,
                 precision: str = "fp32") -> PlanEnergy:
     """Energy of ``plan`` per clip: compute by component and layer, the traffic, and the memory term."""
+    bad = [w for w in plan.layers if w.device not in DEVICES or w.op not in OPS]
+    if bad:
+        raise ValueError(f"plan {plan.plan}: {bad[0]} has an unknown device or op "
+                         f"(devices {', '.join(DEVICES)}; ops {', '.join(OPS)})")
     res = PlanEnergy(plan.plan, plan.title, host.name, chip.name if chip else None, notes=list(plan.notes))
     led = _Ledger(res)
     key, per = mac_figure(host, precision)
