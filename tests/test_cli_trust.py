@@ -295,12 +295,12 @@ def test_non_finite_profile_figures_are_errors():
 
 
 def test_half_of_the_active_inactive_pair_is_an_error():
-    from respike_nm.energy.plans import PlanCounts, plan_energy
+    from respike_nm.energy.plans import PlanCounts, Work, plan_energy
 
     chip = parse_profile({"name": "n", "target": "neuromorphic", "costs": {
         "synop": _figure(1.0), "neuron_update_inactive": _figure(0.1)}}, "chip.yaml")
-    plan = PlanCounts("c", "t", (4,), "hand", layers=[("l", "chip", "synop", 10.0),
-                                                      ("l", "chip", "neuron_update", 4.0)])
+    plan = PlanCounts("c", "t", (4,), "hand", layers=[Work("l", "chip", "synop", 10.0),
+                                                      Work("l", "chip", "neuron_update", 4.0)])
     with pytest.raises(ProfileError, match="neuron_update_active missing"):
         plan_energy(plan, load_profile("h100"), chip, load_profile("cmos45nm"))
 

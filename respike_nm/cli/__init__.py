@@ -17,7 +17,8 @@ CHECKPOINT = "checkpoint.pt"  # respike_nm.train.run.CHECKPOINT (a test keeps th
 MANIFEST = "manifest.json"  # conversion.manifest.MANIFEST_NAME
 RUN_DIRS = ("run_dir", "run")  # eval, export, nir, energy, predict RUN_DIR; simulate --run
 EXPORT_DIRS = ("export_dir", "export", "lava")  # simulate, map EXPORT_DIR; energy --export; predict --lava
-EXISTING = ("data_root",)  # train, crossval, data cache --data-root: a folder, or a cache file
+# train, crossval, data cache --data-root (a folder or a cache file); reprice REPORT; price --rates-from
+EXISTING = ("data_root", "report", "rates_from")
 
 
 def at_least(low: int):

@@ -83,8 +83,6 @@ def _add_reprice(sub) -> None:
 
 
 def _add_price(sub) -> None:
-    from respike_nm.energy.baselines import BASELINES
-
     p = sub.add_parser(
         "price", help="price a preset at its own scale against 3D CNNs over SNN firing rates",
         description="Price a preset (e.g. paper-r18) without training it: its exact dense counts of one "
@@ -94,10 +92,12 @@ def _add_price(sub) -> None:
                     "the break-even firing rate against plan d and each 3D CNN, the share of ANN, fusion, "
                     "attention, SNN, traffic and memory, and the SNN-paper convention (45 nm, compute "
                     "only) beside the per-target accounting. Writes OUT/scale.json, scale.csv, scale.png.")
-    p.add_argument("preset", help="a preset name (paper-r18, paper-r50, real-small, tiny) or a YAML config")
+    p.add_argument("config", metavar="PRESET", help="a preset (paper-r18, paper-r50, real-small, tiny) or a "
+                   "YAML config")
     p.add_argument("--out", required=True, type=Path, help="output folder (must not exist)")
-    p.add_argument("--against", default="r2plus1d_18", choices=tuple(BASELINES),
-                   help="the 3D CNN to highlight (default r2plus1d_18; every one that fits is priced)")
+    p.add_argument("--against", default="r2plus1d_18",
+                   help="the 3D CNN to highlight: r3d_18, mc3_18, r2plus1d_18 (default) or s3d "
+                        "(energy.baselines.BASELINES; every one that fits the clips is priced)")
     p.add_argument("--sweep", nargs=3, type=float, metavar=("LOW", "HIGH", "POINTS"), default=(0.5, 30, 13),
                    help="firing rates in %% of neurons per step, log-spaced (default 0.5 30 13)")
     p.add_argument("--rate", type=float, help="one constant firing rate in %% instead of a sweep")
@@ -149,7 +149,7 @@ def run_price(args) -> int:
             raise UsageError(f"--sweep POINTS must be a whole number, got {points}")
         rates = sweep_rates(low / 100, high / 100, int(points))
     bits, source = graded_bits(None)
-    result = price_preset(args.preset, args.out, rates=rates, measured_from=args.rates_from,
+    result = price_preset(args.config, args.out, rates=rates, measured_from=args.rates_from,
                           against=args.against, classes=args.classes, overrides=args.overrides,
                           targets=_targets(args.targets), memory=args.memory_profile,
                           precision=args.precision, graded_bits=bits, graded_bits_source=source)
@@ -157,7 +157,7 @@ def run_price(args) -> int:
         print(json.dumps(result, indent=1))
         return 0
     clip = result["clip"]
-    print(f"{args.preset}: {clip['size']}x{clip['size']}, T={clip['frames']}, {result['fusion']} fusion, "
+    print(f"{args.config}: {clip['size']}x{clip['size']}, T={clip['frames']}, {result['fusion']} fusion, "
           f"{args.precision}; dense GMACs per clip: "
           + ", ".join(f"{k} {v:.2f}" for k, v in result["dense_gmacs"].items()))
     print("\n".join(scale_table(result, args.against)))

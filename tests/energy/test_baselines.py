@@ -87,3 +87,11 @@ def test_a_weighted_layer_no_rule_counts_is_refused():
     with pytest.raises(UsageError, match=r"no counter for ann\.1"):
         with count_ops(Hybrid()):
             pass
+
+
+def test_the_price_commands_help_names_every_baseline():
+    from respike_nm.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    against = next(a for a in sub.choices["price"]._actions if a.dest == "against")
+    assert against.default in BASELINES and all(k in against.help for k in BASELINES)

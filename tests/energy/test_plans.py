@@ -10,7 +10,7 @@ import yaml
 from torch import nn
 
 from respike_nm.energy.counters import ClipCounts, LayerCount, count_ops
-from respike_nm.energy.plans import PlanCounts, mac_figure, plan_counts, plan_energy
+from respike_nm.energy.plans import PlanCounts, Work, mac_figure, plan_counts, plan_energy
 from respike_nm.hardware import ProfileError, load_profile, parse_profile
 
 PROFILES = Path(__file__).resolve().parents[2] / "hw_profiles"
@@ -32,7 +32,7 @@ def test_one_linear_layer_on_a_gpu_equals_the_hand_calculation():
         net(x)
     c = log.layers["head"]
     assert (c.dense_macs, c.effective_macs) == (3 * 10 * 4, 3 * 6 * 4)
-    plan = PlanCounts("a", "t", (), "none", layers=[("head", "gpu", "mac", c.dense_macs)])
+    plan = PlanCounts("a", "t", (), "none", layers=[Work("head", "gpu", "mac", c.dense_macs)])
     e = plan_energy(plan, load_profile("h100"), None, load_profile("cmos45nm"))
     assert e.compute_pj == pytest.approx(120 * 2 * pj("h100", "flop_fp32"))  # a MAC is 2 FLOPs
     assert e.memory_pj == pytest.approx(2 * 120 * pj("cmos45nm", "sram_read_64b_32kb"))
@@ -44,8 +44,9 @@ def test_one_linear_layer_on_a_gpu_equals_the_hand_calculation():
 def test_one_spiking_layer_on_loihi_equals_the_hand_calculation():
     syn, updates, active, spikes = 1000.0, 400.0, 150.0, 37.0
     plan = PlanCounts("c", "t", (4,), "hand", layers=[
-        ("l", "chip", "synop", syn), ("l", "chip", "graded", 0.0), ("l", "chip", "neuron_update", updates),
-        ("l", "chip", "active_update", active), ("l", "chip", "spike", spikes)])
+        Work("l", "chip", "synop", syn), Work("l", "chip", "graded", 0.0),
+        Work("l", "chip", "neuron_update", updates), Work("l", "chip", "active_update", active),
+        Work("l", "chip", "spike", spikes)])
     e = plan_energy(plan, load_profile("h100"), load_profile("loihi"), load_profile("cmos45nm"))
     hand = (syn * pj("loihi", "synop") + active * pj("loihi", "neuron_update_active")
             + (updates - active) * pj("loihi", "neuron_update_inactive")
