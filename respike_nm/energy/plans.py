@@ -180,10 +180,11 @@ def registered() -> dict[str, Plan]:
 def check_plans(keys: Iterable[str] | None) -> list[str]:
     """The plan keys to price (``None``: every default plan); an unknown key is refused by name."""
     known = registered()
-    keys = [k for k, p in known.items() if p.default] if keys is None else list(keys)
+    # by key, not by registration order (which follows which module was imported first)
+    keys = sorted(k for k, p in known.items() if p.default) if keys is None else list(keys)
     unknown = [k for k in keys if k not in known]
     if unknown:
-        raise UsageError(f"unknown plan {', '.join(unknown)}; valid: {', '.join(known)}")
+        raise UsageError(f"unknown plan {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     return keys
 
 

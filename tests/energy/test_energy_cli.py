@@ -231,3 +231,17 @@ def test_price_paper_r18_against_r2plus1d_over_a_rate_sweep(tmp_path, capsys):
         else:
             for rate, e in line:
                 assert (e < base) == (rate < b["compute_rate"])
+
+
+def test_price_with_a_runs_measured_rates(report, tmp_path):
+    """--rates-from: the run's own per-layer firing rates; for the same architecture (the tiny preset's
+    SNN, whatever the clip size) the depth mapping is the identity."""
+    saved, rep = report
+    out = tmp_path / "tiny-scale"
+    assert main(["price", "tiny", "--rate", "5", "--rates-from", str(saved / "energy.json"),
+                 "--classes", str(rep["geometry"]["num_classes"]), "--out", str(out)]) == 0
+    res = json.loads((out / "scale.json").read_text())
+    measured = [c["firing_rate"] for c in rep["counts"]["layers"] if c["branch"] == "snn"]
+    assert res["measured_rates"]["mapped"] == pytest.approx(measured)
+    assert {r["rate"] for r in res["rows"]} == {0.05, None}
+    assert "e:s3d" in res["skipped_plans"]  # 64 x 64 clips: too small for S3D's pooling

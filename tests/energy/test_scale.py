@@ -164,3 +164,14 @@ def test_chip_plans_cut_where_the_models_stage_description_says():
     assert plans["c"].fused_stages == (2,)  # late fusion after the SNN's own last stage
     g = 8 // 4
     assert plans["c"].bytes_to_gpu == g * 8 * 1 * 1 * 3 / 8  # the last stage's spikes, 1 bit each
+
+
+def test_the_default_plans_come_in_one_order_whatever_was_imported_first():
+    import subprocess
+    import sys
+
+    code = ("import {first}; from respike_nm.energy.plans import check_plans; print(check_plans(None))")
+    orders = {subprocess.run([sys.executable, "-c", code.format(first=m)], capture_output=True, text=True,
+                             check=True).stdout
+              for m in ("respike_nm.energy.baselines", "respike_nm.energy.plans")}
+    assert len(orders) == 1 and "'a', 'b', 'c', 'd', 'e:" in orders.pop()
