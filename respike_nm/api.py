@@ -146,7 +146,10 @@ def price_preset(preset: str, out: str | Path, *, rates: list[float], measured_f
         raise UsageError(f"{out}: already exists; choose a new output folder")
     targets = targets if targets is not None else [load_profile(n) for n in builtin_profiles()]
     memory_p, cmos_p = load_profile(memory), load_profile(cmos)
-    check_pricing(targets, next(t for t in targets if t.target in ("gpu", "cmos")), memory_p, precision)
+    hosts = [t for t in targets if t.target in ("gpu", "cmos")]
+    if not hosts:
+        raise UsageError("pricing needs at least one GPU or CMOS profile among the targets (the ANN's host)")
+    check_pricing(targets, hosts[0], memory_p, precision)
     measured, source = None, ""
     if measured_from is not None:
         measured, source = snn_rates(read_counts(measured_from)[0]), str(measured_from)

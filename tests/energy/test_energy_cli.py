@@ -245,3 +245,11 @@ def test_price_with_a_runs_measured_rates(report, tmp_path):
     assert res["measured_rates"]["mapped"] == pytest.approx(measured)
     assert {r["rate"] for r in res["rows"]} == {0.05, None}
     assert "e:s3d" in res["skipped_plans"]  # 64 x 64 clips: too small for S3D's pooling
+
+
+def test_price_refuses_targets_without_a_host_and_an_unknown_baseline(tmp_path, capsys):
+    assert main(["price", "tiny", "--rate", "5", "--targets", "loihi2", "--out", str(tmp_path / "a")]) == 2
+    assert "at least one GPU or CMOS profile" in capsys.readouterr().err
+    assert main(["price", "tiny", "--against", "c3d", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown 3D CNN 'c3d'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
