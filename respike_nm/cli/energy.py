@@ -21,8 +21,6 @@ SILENT_RATE = 1e-3  # below this mean SNN firing rate (spikes per neuron update)
 
 
 def add_parser(sub) -> None:
-    from respike_nm.energy import PRECISIONS
-
     p = sub.add_parser(
         "energy", help="energy per clip of the deployment plans on every hardware target",
         description="Run test clips through a trained run with operation counters (MACs, synaptic "
@@ -33,14 +31,9 @@ def add_parser(sub) -> None:
                     "plans.png, layers.png (temporary folder, renamed when complete).")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", required=True, type=Path, help="report folder (must not exist)")
-    p.add_argument("--targets", default="", help="comma-separated profile names or YAML files "
-                   "(default: every shipped profile)")
+    _pricing_args(p)
     p.add_argument("--clips", type=positive_int, default=8, help="test clips to count (default 8)")
     p.add_argument("--host", default="h100", help="GPU-side profile for plans b and c (default h100)")
-    p.add_argument("--memory-profile", default="cmos45nm",
-                   help="profile with the SRAM/DRAM figures of the memory term and the traffic")
-    p.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
-                   help="arithmetic of the GPU side (default fp32)")
     p.add_argument("--export", type=Path, help="an export folder: graded messages at its manifest's "
                    f"width (default: {GRADED_REFERENCE}'s graded-spike width, an upper bound)")
     p.add_argument("--batch", type=positive_int, default=4, help="clips per forward pass (default 4)")
@@ -117,15 +110,19 @@ def _targets(text: str):
     return [load_profile(t.strip()) for t in text.split(",") if t.strip()] or None
 
 
+def _plans(text: str | None) -> list[str] | None:
+    """``--plans a,b,...`` as a list (None: every default plan)."""
+    return [k.strip() for k in text.split(",") if k.strip()] if text else None
+
+
 def run_reprice(args) -> int:
     from respike_nm.atomic import atomic_dir
     from respike_nm.energy.report import reprice, table, write_report
     from respike_nm.hardware import builtin_profiles, load_profile
 
     targets = _targets(args.targets) or [load_profile(n) for n in builtin_profiles()]
-    plans = [k.strip() for k in args.plans.split(",") if k.strip()] if args.plans else None
     report = reprice(args.report, targets, load_profile(args.host), load_profile(args.memory_profile),
-                     args.precision, plans, args.graded_bits)
+                     args.precision, _plans(args.plans), args.graded_bits)
     with atomic_dir(args.out, "report folder") as tmp:
         write_report(report, tmp)
     print(f"re-priced {args.report} ({report.counts.clips} clips of {report.run_dir}), {args.precision}")
@@ -186,12 +183,12 @@ def run_energy(args) -> int:
     from respike_nm.energy.report import CAVEATS, table
     from respike_nm.hardware import load_profile
 
-    targets = [load_profile(t.strip()) for t in args.targets.split(",") if t.strip()] or None
+    targets = _targets(args.targets)
     bits, bits_source = graded_bits(args.export)
     report = price_run(args.run_dir, args.out, bits, bits_source, targets=targets, host=args.host,
                        memory=args.memory_profile, precision=args.precision, clips=args.clips,
                        batch=args.batch, progress=_bar, workers=args.workers,
-                       plans=[k.strip() for k in args.plans.split(",") if k.strip()] if args.plans else None)
+                       plans=_plans(args.plans))
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     rate = snn_firing_rate(report.counts.layers)
