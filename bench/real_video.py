@@ -27,7 +27,7 @@ variant, the video top-1 of each seed, a 95 % interval from a bootstrap over sub
 McNemar tests (two-sided binomial on the discordant videos) of the hybrid against each branch and of
 multi-scale fusion against ``fusion-none``, seed by seed.
 
-Usage: python bench/real_video.py run --sets weizmann10 --variants hybrid ann snn --seeds 0 1 [--val]
+Usage: python bench/real_video.py run --sets weizmann10 --variants hybrid ann snn --seeds 0 1 [--val [only]]
        python bench/real_video.py report
 """
 
@@ -254,6 +254,22 @@ def fold_count(root: Path, set_name: str) -> int:
     return plan(set_config(root, set_name, "hybrid", 0)).k
 
 
+def planned_units(set_name: str, k: int, seeds, variants, val: str | None) -> list[Unit]:
+    """The units of one set in the order they run: seed, variant, fold; with ``val="both"`` each
+    candidate's inner validation run comes before its test run, with ``val="only"`` only the
+    validation runs (what a choice between methods needs, and all it may look at)."""
+    out = []
+    for seed in seeds:
+        for v in variants:
+            for f in range(k):
+                if val and v in CANDIDATES:
+                    runs = (True,) if val == "only" else (True, False)
+                else:
+                    runs = () if val == "only" else (False,)
+                out += [Unit(set_name, v, seed, f, r) for r in runs]
+    return out
+
+
 def cmd_run(args) -> int:
     root = data_root()
     if not (root / "MANIFEST.tsv").is_file():
@@ -263,21 +279,14 @@ def cmd_run(args) -> int:
     EXTRA.extend(args.extra)
     RESULT_DIR[0] = args.results
     for s in args.sets:
-        k = fold_count(root, s)
-        for seed in args.seeds:
-            for v in args.variants:
-                for f in range(k):
-                    for val in [True, False] if args.val and v in CANDIDATES else [False]:
-                        unit = Unit(s, v, seed, f, val)
-                        if unit.result(args.results).is_file():
-                            continue
-                        log(f"{unit.name}: training")
-                        doc = run_unit(root, unit, args.work)
-                        unit.result(args.results).parent.mkdir(parents=True, exist_ok=True)
-                        write_text_atomic(unit.result(args.results), json.dumps(doc, indent=1) + "\n")
-                        log(
-                            f"{unit.name}: video top-1 {doc['video_top1']:.2f} ({doc['train_seconds']:.0f} s)"
-                        )
+        for unit in planned_units(s, fold_count(root, s), args.seeds, args.variants, args.val):
+            if unit.result(args.results).is_file():
+                continue
+            log(f"{unit.name}: training")
+            doc = run_unit(root, unit, args.work)
+            unit.result(args.results).parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(unit.result(args.results), json.dumps(doc, indent=1) + "\n")
+            log(f"{unit.name}: video top-1 {doc['video_top1']:.2f} ({doc['train_seconds']:.0f} s)")
     return 0
 
 
@@ -608,8 +617,11 @@ def main() -> int:
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
     r.add_argument(
         "--val",
-        action="store_true",
-        help="also the inner validation run of every fold (candidate methods only: CANDIDATES)",
+        nargs="?",
+        const="both",
+        choices=["both", "only"],
+        help="also the inner validation run of every fold (candidate methods only: CANDIDATES); "
+        "--val only: just those",
     )
     r.add_argument("--threads", type=int, default=2)
     r.add_argument(

@@ -112,3 +112,22 @@ def test_preset_choice_pools_validation_videos_only(bench):
             u["videos"] = _val_unit("snippets", u["fold"], True, 1)["videos"]
     assert bench.preset_choice(tie, {"s": 2})["chosen"] == "hybrid"  # all at 2 of 4: the published one
     assert bench.preset_choice([u for u in units if u["variant"] != "gblend"], {"s": 2}) is None
+
+
+def test_planned_units_validation_only_runs_what_a_choice_needs(bench):
+    """``--val only`` plans the candidates' inner validation runs and nothing else; ``--val`` puts each
+    candidate's validation run before its test run; without it no validation run is planned."""
+    variants = ["ann", "ogm-ge", "gblend"]  # ann is not a candidate: it never gets a validation run
+    only = bench.planned_units("s", 2, [0, 1], variants, "only")
+    assert {(u.variant, u.fold, u.seed) for u in only} == {
+        (v, f, s) for v in ("ogm-ge", "gblend") for f in range(2) for s in (0, 1)
+    }
+    assert all(u.val for u in only)
+    both = bench.planned_units("s", 2, [0], variants, "both")
+    assert [(u.variant, u.fold, u.val) for u in both] == [
+        ("ann", 0, False), ("ann", 1, False),
+        ("ogm-ge", 0, True), ("ogm-ge", 0, False), ("ogm-ge", 1, True), ("ogm-ge", 1, False),
+        ("gblend", 0, True), ("gblend", 0, False), ("gblend", 1, True), ("gblend", 1, False),
+    ]
+    assert not any(u.val for u in bench.planned_units("s", 2, [0], variants, None))
+    assert len({u.result() for u in both}) == len(both)  # every unit has its own file
