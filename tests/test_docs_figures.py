@@ -35,9 +35,9 @@ def _check(quoted: str, value: float, scale: float = 1.0, where: str = "") -> No
     assert _matches(quoted, value, scale), f"{where}: the page says {quoted!r}, the JSON {value * scale}"
 
 
-def _table(header: str) -> list[list[str]]:
+def _table(header: str, page: str = PAGE) -> list[list[str]]:
     """The rows of the markdown table whose header line starts with ``header``, as cells (markup removed)."""
-    lines = PAGE.splitlines()
+    lines = page.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = []
     for line in lines[start + 2:]:
@@ -132,6 +132,54 @@ def test_real_clip_table_matches_real_video_json():
             assert x["correct"] / x["videos"] == pytest.approx(x["video_top1"])
         _check(seconds, sum(x["train_seconds_per_fold"] for x in r["seeds"].values()) / len(r["seeds"]),
                where=f"{key} training time")
+
+
+README_CELL = re.compile(r"([\d.]+) \[([\d.]+), ([\d.]+)\] \((\d+)/(\d+)\)")
+PAIRED_CELL = re.compile(r"(?:(ann|snn): )?(\d+) vs (\d+), p = ([\d.]+)")
+
+
+def _exact_mcnemar(a_only: int, b_only: int) -> float:
+    from math import comb
+
+    n, k = a_only + b_only, min(a_only, b_only)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+
+
+def test_readme_real_footage_table_matches_real_video_json():
+    """The README's real-footage table: every cell against the benchmark's JSON, the better branch
+    recounted, the paired tests recomputed from their discordant counts."""
+    sets = _json("real_video.json")["sets"]
+    readme = (ROOT / "README.md").read_text()
+    header = "| set | seed | hybrid | ann | snn | fusion-late | fusion-none |"
+    names = [n.strip() for n in header.strip("|").split("|")][2:]
+    rows = _table(header, page=readme)
+    want = {(s, seed) for s, e in sets.items() for seed in e["variants"].get("hybrid", {}).get("seeds", {})}
+    assert {(r[0], r[1]) for r in rows} == want
+    for s, seed, *cells in rows:
+        e = sets[s]
+        for name, c in zip(names, cells[: len(names)], strict=True):
+            x = e["variants"].get(name, {}).get("seeds", {}).get(seed)
+            if x is None:
+                assert c == "-", (s, seed, name)
+                continue
+            acc, lo, hi, right, videos = README_CELL.fullmatch(c).groups()
+            _check(acc, x["video_top1"], where=f"{s} {name}")
+            _check(lo, x["ci95_subject_bootstrap"][0], where=f"{s} {name} CI low")
+            _check(hi, x["ci95_subject_bootstrap"][1], where=f"{s} {name} CI high")
+            assert (int(right), int(videos)) == (x["correct"], x["videos"])
+        branch, a_only, b_only, p = PAIRED_CELL.fullmatch(cells[len(names)]).groups()
+        right = {b: e["variants"][b]["seeds"][seed]["correct"] for b in ("ann", "snn")}
+        assert branch == max(right, key=lambda b: (right[b], b == "ann")), (s, seed)
+        m = next(m for m in e["mcnemar"] if (m["a"], m["b"], str(m["seed"])) == ("hybrid", branch, seed))
+        assert (int(a_only), int(b_only)) == (m["a_only"], m["b_only"])
+        _check(p, _exact_mcnemar(m["a_only"], m["b_only"]), where=f"{s} hybrid vs {branch}")
+        fusion = cells[len(names) + 1]
+        if fusion != "-":
+            _, a_only, b_only, p = PAIRED_CELL.fullmatch(fusion).groups()
+            m = next(m for m in e["mcnemar"]
+                     if (m["a"], m["b"], str(m["seed"])) == ("hybrid", "fusion-none", seed))
+            assert (int(a_only), int(b_only)) == (m["a_only"], m["b_only"])
+            _check(p, _exact_mcnemar(m["a_only"], m["b_only"]), where=f"{s} multi-scale vs none")
 
 
 def test_real_clip_paired_tests_match_real_video_json():

@@ -29,7 +29,8 @@ def test_the_two_commands_and_the_quick_start_are_on_the_first_screen():
 
 def test_the_readme_sections_come_in_order():
     headings = re.findall(r"^## (.+)$", _outside_code(README), re.M)
-    assert headings == ["Quick start", "Energy: ReSpike against 3D CNNs at paper scale", "Command line",
+    assert headings == ["Quick start", "Energy: ReSpike against 3D CNNs at paper scale",
+                        "Real footage: the hybrid against its branches", "Command line",
                         "Testing", "Further reading", "Licence, citation, changes"]
 
 
