@@ -504,7 +504,7 @@ def plot(rep: dict) -> None:
                     [r["video_top1"]],
                     yerr=[[r["video_top1"] - lo], [hi - r["video_top1"]]],
                     fmt="o",
-                    color=f"C{i}",
+                    color=f"C{[*VARIANTS, 'selected'].index(v) % 10}",  # one colour per variant
                     capsize=3,
                     alpha=0.9,
                 )
