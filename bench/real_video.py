@@ -355,6 +355,12 @@ COMPARISONS = (
     ("snippets", "ann-snippets"),
     ("snippets", "snn-snippets"),
     ("snn-snippets", "snn"),
+    ("aux", "hybrid"),  # each balancing method against the published training and the better branch
+    ("aux", "ann"),
+    ("gblend", "hybrid"),
+    ("gblend", "ann"),
+    ("ogm-ge", "hybrid"),
+    ("ogm-ge", "ann"),
     ("selected", "ann"),
     ("selected", "snn"),
     ("selected", "hybrid"),
