@@ -592,20 +592,37 @@ def table(rep: dict) -> str:
     return "\n".join(lines)
 
 
-README_VARIANTS = ("hybrid", "ann", "snn", "fusion-late", "fusion-none")
+# the single branches a hybrid variant is compared with: trained alone on the same sampling
+BRANCHES = {"snippets": ("ann-snippets", "snn-snippets")}
+FUSIONS = ("hybrid", "fusion-late", "fusion-none")  # the fusion ablation (segments, fused loss)
 
 
-def better_branch(entry: dict, seed) -> str | None:
-    """The single branch with more test videos right for ``seed`` (the ANN on a tie), or None."""
-    got = {b: entry["variants"][b]["seeds"].get(seed) for b in ("ann", "snn") if b in entry["variants"]}
+def shipped(rep: dict) -> str:
+    """The variant that is `real-small` as shipped: the training method inner validation chose."""
+    return (rep.get("preset_choice") or {}).get("chosen", "hybrid")
+
+
+def better_branch(entry: dict, seed, branches=("ann", "snn")) -> str | None:
+    """Of ``branches`` (ANN first), the one with more test videos right for ``seed`` (the ANN on a
+    tie), or None while either is missing."""
+    got = {b: entry["variants"].get(b, {}).get("seeds", {}).get(seed) for b in branches}
     got = {b: r["correct"] for b, r in got.items() if r is not None}
-    return max(got, key=lambda b: (got[b], b == "ann")) if len(got) == 2 else None
+    return max(got, key=lambda b: (got[b], b == branches[0])) if len(got) == 2 else None
+
+
+def readme_columns(rep: dict) -> tuple[str, tuple[str, str], tuple[str, ...]]:
+    """The README table's variants: `real-small` as shipped, its two branches, the fusion ablation."""
+    ship = shipped(rep)
+    return ship, BRANCHES.get(ship, ("ann", "snn")), tuple(v for v in FUSIONS if v != ship)
 
 
 def readme_table(rep: dict) -> str:
-    """The README's real-footage table: per set the shipped hybrid, its branches and the fusion
-    ablation (video top-1 of each seed, 95 % interval over subjects, videos right), and the exact
-    McNemar test of the hybrid against its better branch and of multi-scale fusion against none."""
+    """The README's real-footage table: per set and seed `real-small` as shipped, its branches
+    trained alone and the fusion ablation (video top-1, 95 % interval over subjects, videos right),
+    and the exact McNemar tests of `real-small` against its better branch and of multi-scale fusion
+    against none."""
+    ship, branches, fusions = readme_columns(rep)
+    variants = (ship, *branches, *fusions)
 
     def cell(r: dict | None, seed) -> str:
         x = r and r["seeds"].get(seed)
@@ -620,18 +637,18 @@ def readme_table(rep: dict) -> str:
 
     lines = [
         "| set | seed | "
-        + " | ".join(README_VARIANTS)
-        + " | hybrid vs better branch | multi-scale vs none |",
-        "|" + "---|" * (len(README_VARIANTS) + 4),
+        + " | ".join(variants)
+        + f" | {ship} vs better branch | hybrid vs fusion-none |",
+        "|" + "---|" * (len(variants) + 4),
     ]
     for s, e in rep["sets"].items():
         seeds = sorted({seed for r in e["variants"].values() for seed in r["seeds"]}, key=int)
         for seed in seeds:
-            if seed not in e["variants"].get("hybrid", {}).get("seeds", {}):
+            if seed not in e["variants"].get(ship, {}).get("seeds", {}):
                 continue
-            b = better_branch(e, seed)
-            cells = [cell(e["variants"].get(v), seed) for v in README_VARIANTS]
-            vs = f"{b}: {paired(e, 'hybrid', b, seed)}" if b else "-"
+            b = better_branch(e, seed, branches)
+            cells = [cell(e["variants"].get(v), seed) for v in variants]
+            vs = f"{b}: {paired(e, ship, b, seed)}" if b else "-"
             ms = paired(e, "hybrid", "fusion-none", seed)
             lines.append(f"| {s} | {seed} | " + " | ".join(cells) + f" | {vs} | {ms} |")
     return "\n".join(lines)
