@@ -7,11 +7,13 @@ cut leave-one-subject-out, so no person is in both training and test:
 - ``weizmann4``: 24 RGB clips, 4 actions; the actor of ``weizmann_<class>_<id>.mkv`` is id // 8.
 - ``gestures``: 18 clips, 3 gestures, 2 people (``P(\\d+)`` in the name): 2 folds.
 
-Variants (``VARIANTS``): the single branches ``ann`` and ``snn``, the shipped ``hybrid``, the
-fusion ablation ``fusion-late`` and ``fusion-none`` (the hybrid fused only before the head, or not at
-all: concatenated pooled features), the branch-balancing training methods of
-:mod:`respike_nm.train.balance`, and ``snippets``/``ann-snippets``/``snn-snippets``: the hybrid and its
-branches trained on TSN snippets (residual frames of adjacent frames) instead of TSN segments.
+Variants (``VARIANTS``): the single branches ``ann`` and ``snn``, the ``hybrid`` trained as published
+(one fused loss), the fusion ablation ``fusion-late`` and ``fusion-none`` (cross-attention after the
+last stage only, or none: concatenated pooled features), the branch-balancing training methods of
+:mod:`respike_nm.train.balance`, all on TSN segments (``real-small``'s sampling when they were
+measured), and ``snippets``/``ann-snippets``/``snn-snippets``: the hybrid and its branches trained on
+TSN snippets (residual frames of adjacent frames). ``snippets`` is ``real-small`` as shipped: inner
+validation chose it (``preset_choice``).
 
 Every (set, variant, seed, fold) is one unit of work whose result is a small JSON file under
 bench/results/real_video/<set>/<variant>/seed<seed>/: ``fold<i>.json`` for the test fold (every
@@ -68,19 +70,21 @@ SETS = {  # name -> (folder, leave-one-subject-out overrides)
 INNER = {  # sets with two subjects: the inner validation run holds out one trial of the other subject
     "gestures": ["data.group_pattern=T(\\d+)"],
 }
-VARIANTS = {  # name -> (model kind, overrides of real-small)
-    "hybrid": ("hybrid", []),
-    "ann": ("ann", []),
-    "snn": ("snn", []),
-    "fusion-late": ("hybrid", ["model.fusion=late"]),
-    "fusion-none": ("hybrid", ["model.fusion=none"]),
+SEGMENTS = "data.sampling=segments"  # real-small's sampling before inner validation chose snippets
+VARIANTS = {  # name -> (model kind, overrides of real-small); each names its sampling
+    "hybrid": ("hybrid", [SEGMENTS]),  # the published training (fused loss) on TSN segments
+    "ann": ("ann", [SEGMENTS]),
+    "snn": ("snn", [SEGMENTS]),
+    "fusion-late": ("hybrid", [SEGMENTS, "model.fusion=late"]),
+    "fusion-none": ("hybrid", [SEGMENTS, "model.fusion=none"]),
     # branch balancing (respike_nm/train/balance.py); aux also records each head's test loss, from
     # which a fold's Gradient-Blending weights come (its inner validation run: held-out data)
-    "aux": ("hybrid", ["train.branch_loss=aux", "train.branch_metrics=true"]),
-    "gblend": ("hybrid", ["train.branch_loss=aux"]),  # + train.branch_weights from the aux val run
-    "ogm-ge": ("hybrid", ["train.branch_loss=ogm-ge"]),
+    "aux": ("hybrid", [SEGMENTS, "train.branch_loss=aux", "train.branch_metrics=true"]),
+    "gblend": ("hybrid", [SEGMENTS, "train.branch_loss=aux"]),  # + train.branch_weights from aux val
+    "ogm-ge": ("hybrid", [SEGMENTS, "train.branch_loss=ogm-ge"]),
     # TSN snippets instead of segments (respike_nm/data/sampling.py): the same key-frame span, but
-    # residuals of frames 1 to s-1 apart, not of frames a segment or more apart
+    # residuals of frames 1 to s-1 apart, not of frames a segment or more apart; `snippets` is
+    # real-small as shipped (inner validation chose it: preset_choice)
     "snippets": ("hybrid", ["data.sampling=snippets"]),
     "snn-snippets": ("snn", ["data.sampling=snippets"]),
     "ann-snippets": ("ann", ["data.sampling=snippets"]),

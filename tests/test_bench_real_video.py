@@ -131,3 +131,17 @@ def test_planned_units_validation_only_runs_what_a_choice_needs(bench):
     ]
     assert not any(u.val for u in bench.planned_units("s", 2, [0], variants, None))
     assert len({u.result() for u in both}) == len(both)  # every unit has its own file
+
+
+def test_real_small_is_the_method_inner_validation_chose(bench):
+    """`real-small` as shipped is the candidate that bench/real_video.py's recorded validation runs
+    chose: that variant's overrides change nothing in the preset, every other candidate's do."""
+    import json
+
+    from respike_nm.config import apply_overrides, load_config
+
+    choice = json.loads((ROOT / "bench" / "results" / "real_video.json").read_text())["preset_choice"]
+    preset = load_config("real-small")
+    for v in bench.CANDIDATES:
+        same = apply_overrides(preset, bench.VARIANTS[v][1]) == preset
+        assert same == (v == choice["chosen"]), v

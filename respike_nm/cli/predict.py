@@ -61,7 +61,9 @@ def run_predict(args) -> int:
         classify = torch_classifier(model)
     spec = clip_spec(cfg)
     if spec.sampling != "consecutive":
-        print(f"respike-nm: note: this run was trained on {spec.frames} frames spread over each whole clip "
+        spread = (f"{spec.frames // spec.stride} groups of {spec.stride} consecutive frames"
+                  if spec.sampling == "snippets" else f"{spec.frames} frames")
+        print(f"respike-nm: note: this run was trained on {spread} spread over each whole clip "
               f"(data.sampling={spec.sampling}); a window is {spec.frames} consecutive frames, a shorter "
               "span than it learnt from; each file's last line is its prediction made as evaluation makes it",
               file=sys.stderr)
