@@ -514,13 +514,13 @@ def plot(rep: dict) -> None:
                     [r["video_top1"]],
                     yerr=[[r["video_top1"] - lo], [hi - r["video_top1"]]],
                     fmt="o",
-                    color=f"C{[*VARIANTS, 'selected'].index(v) % 10}",  # one colour per variant
+                    color=plt.cm.tab20([*VARIANTS, "selected"].index(v) % 20),  # one colour per variant
                     capsize=3,
                     alpha=0.9,
                 )
         branches = [rep["sets"][s]["variants"][b]["mean_over_seeds"] for b in ("ann", "snn") if b in vs]
         if branches:  # the line the hybrid must not fall below
-            ax.axhline(max(branches), color="0.5", ls="--", lw=1, label="better single branch")
+            ax.axhline(max(branches), color="0.5", ls="--", lw=1, label="better branch alone (ann, snn on segments)")
             ax.legend(loc="lower left", fontsize=7, frameon=False)
         ax.set_xticks(range(len(vs)), vs, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.02)
