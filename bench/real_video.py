@@ -520,7 +520,8 @@ def plot(rep: dict) -> None:
                 )
         branches = [rep["sets"][s]["variants"][b]["mean_over_seeds"] for b in ("ann", "snn") if b in vs]
         if branches:  # the line the hybrid must not fall below
-            ax.axhline(max(branches), color="0.5", ls="--", lw=1, label="better branch alone (ann, snn on segments)")
+            label = "better branch alone (ann, snn on segments)"
+            ax.axhline(max(branches), color="0.5", ls="--", lw=1, label=label)
             ax.legend(loc="lower left", fontsize=7, frameon=False)
         ax.set_xticks(range(len(vs)), vs, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.02)
