@@ -533,6 +533,12 @@ def plot(rep: dict) -> None:
     plt.close(fig)
 
 
+def top1_cell(x: dict) -> str:
+    """One seed's video top-1 as the tables write it: accuracy [95 % interval] (right/videos)."""
+    lo, hi = x["ci95_subject_bootstrap"]
+    return f"{x['video_top1']:.3f} [{lo:.2f}, {hi:.2f}] ({x['correct']}/{x['videos']})"
+
+
 def table(rep: dict) -> str:
     lines = [
         "| set | variant | video top-1 per seed [95 % CI over subjects] | train s / fold (median) |",
@@ -540,11 +546,7 @@ def table(rep: dict) -> str:
     ]
     for s, e in rep["sets"].items():
         for v, r in e["variants"].items():
-            per = "; ".join(
-                f"seed {seed}: {x['video_top1']:.3f} [{x['ci95_subject_bootstrap'][0]:.2f}, "
-                f"{x['ci95_subject_bootstrap'][1]:.2f}] ({x['correct']}/{x['videos']})"
-                for seed, x in sorted(r["seeds"].items())
-            )
+            per = "; ".join(f"seed {seed}: {top1_cell(x)}" for seed, x in sorted(r["seeds"].items()))
             secs = np.mean([x["train_seconds_per_fold"] for x in r["seeds"].values()])
             lines.append(f"| {s} | {v} | {per} | {secs:.0f} |")
     lines += [
@@ -631,10 +633,7 @@ def readme_table(rep: dict) -> str:
 
     def cell(r: dict | None, seed) -> str:
         x = r and r["seeds"].get(seed)
-        if not x:
-            return "-"
-        lo, hi = x["ci95_subject_bootstrap"]
-        return f"{x['video_top1']:.3f} [{lo:.2f}, {hi:.2f}] ({x['correct']}/{x['videos']})"
+        return top1_cell(x) if x else "-"
 
     def paired(e: dict, a: str, b: str | None, seed) -> str:
         m = [m for m in e["mcnemar"] if (m["a"], m["b"], str(m["seed"])) == (a, b, str(seed))]
@@ -647,10 +646,7 @@ def readme_table(rep: dict) -> str:
         "|" + "---|" * (len(variants) + 4),
     ]
     for s, e in rep["sets"].items():
-        seeds = sorted({seed for r in e["variants"].values() for seed in r["seeds"]}, key=int)
-        for seed in seeds:
-            if seed not in e["variants"].get(ship, {}).get("seeds", {}):
-                continue
+        for seed in sorted(e["variants"].get(ship, {}).get("seeds", {}), key=int):
             b = better_branch(e, seed, branches)
             cells = [cell(e["variants"].get(v), seed) for v in variants]
             vs = f"{b}: {paired(e, ship, b, seed)}" if b else "-"
